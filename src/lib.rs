@@ -1,0 +1,19 @@
+//! iocsync: one headless daemon that moves threat-intel indicators from OpenCTI live streams or MISP
+//! into the tools that block and detect (SentinelOne, Sekoia.io, Zeek, JSONL).
+//!
+//! # Layout
+//!
+//! - [`pattern`] — the STIX 2.1 patterning grammar (nom) → typed AST with spans, canonical printing,
+//!   and classification of a pattern into an [`ioc::Ioc`] or a [`skip::SkipReason`].
+//! - [`ioc`] — the IOC kinds and the normalisation/validation rules of each.
+//! - [`skip`] — every reason an event does not become an IOC, with stable codes.
+//! - [`model`] — the events, indicator states and metadata that flow between stages.
+//! - [`sources`] — the `Source` trait and one folder per source (OpenCTI stream, MISP, file).
+//! - [`sinks`] — the `Sink` trait and one folder per destination (SentinelOne, Sekoia, Zeek, JSONL).
+
+pub mod ioc;
+pub mod model;
+pub mod pattern;
+pub mod sinks;
+pub mod skip;
+pub mod sources;

@@ -1,0 +1,197 @@
+//! The `Sink` boundary: what every destination implements, and the change / outcome types that cross it.
+//!
+//! A sink speaks its vendor's API and nothing else: batching, retries, backoff, dead-lettering and
+//! accounting belong to the pipeline.
+
+use crate::ioc::Ioc;
+use crate::model::IocMeta;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// One change for one sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The durable intent id; unique across the state database.
+    pub intent_id: i64,
+    /// What to do.
+    pub op: ChangeOp,
+    /// The IOC concerned.
+    pub ioc: Ioc,
+    /// The source indicator the sink entry belongs to (S1 `externalId`).
+    pub indicator_id: String,
+    /// The id the sink gave the entry when it was created, if known (S1 uuid, Sekoia indicator id).
+    pub remote_id: Option<String>,
+    /// Metadata to send (creates and updates; on deletes, what was sent at create time).
+    pub meta: IocMeta,
+}
+
+/// The operation a change asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    /// Create the IOC in the sink.
+    Create,
+    /// Refresh its metadata (only for sinks whose `supports_update()` is true).
+    Update,
+    /// Remove (or revoke) it.
+    Delete,
+}
+
+impl ChangeOp {
+    /// Lower-case name for logs, metrics and the dead-letter file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Create => "create",
+            ChangeOp::Update => "update",
+            ChangeOp::Delete => "delete",
+        }
+    }
+}
+
+/// What became of one change; `apply` returns one per input change, in order.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Done. `remote_id` is the sink's id for a created entry, when it has one.
+    Applied {
+        /// The sink's id for the entry.
+        remote_id: Option<String>,
+    },
+    /// Permanently refused by the sink (validation error): dead-letter it with the reason.
+    Rejected {
+        /// The sink's own words.
+        reason: String,
+    },
+    /// Not done now, may succeed later (429, 5xx, timeout, auth failure).
+    Retry {
+        /// How long the sink asked us to wait (`Retry-After`), if it said.
+        after: Option<Duration>,
+        /// What went wrong.
+        error: SinkError,
+    },
+}
+
+/// What a sink says about a change left pending by a crash.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// The sink already reflects the change (found after a create, absent after a delete).
+    Applied {
+        /// The sink's id for the entry, when found.
+        remote_id: Option<String>,
+    },
+    /// The change has not reached the sink: send it.
+    NotApplied,
+}
+
+/// Errors a sink reports, keeping what the retry policy needs to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// 401: the credential was refused.
+    #[error("{sink} rejected the credential at {endpoint} (HTTP {status}): {message}")]
+    Auth {
+        /// Sink name.
+        sink: &'static str,
+        /// The endpoint called.
+        endpoint: String,
+        /// HTTP status.
+        status: u16,
+        /// The remote's message.
+        message: String,
+    },
+    /// 403 and similar: authenticated, not allowed.
+    #[error("{sink} denied permission at {endpoint} (HTTP {status}): {message}")]
+    Permission {
+        /// Sink name.
+        sink: &'static str,
+        /// The endpoint called.
+        endpoint: String,
+        /// HTTP status.
+        status: u16,
+        /// The remote's message.
+        message: String,
+    },
+    /// 429.
+    #[error("{sink} rate-limited us at {endpoint}")]
+    RateLimited {
+        /// Sink name.
+        sink: &'static str,
+        /// The endpoint called.
+        endpoint: String,
+    },
+    /// Any other unexpected HTTP status (5xx, unexpected 4xx).
+    #[error("{sink} answered HTTP {status} at {endpoint}: {message}")]
+    Http {
+        /// Sink name.
+        sink: &'static str,
+        /// The endpoint called.
+        endpoint: String,
+        /// HTTP status.
+        status: u16,
+        /// The remote's message (truncated body).
+        message: String,
+    },
+    /// The request did not complete (connect, reset, timeout, bad body).
+    #[error("{sink} request to {endpoint} failed: {message}")]
+    Transport {
+        /// Sink name.
+        sink: &'static str,
+        /// The endpoint called.
+        endpoint: String,
+        /// What failed.
+        message: String,
+    },
+    /// Local file I/O (JSONL, Zeek).
+    #[error("{sink} failed to {action} `{path}`: {source}")]
+    Io {
+        /// Sink name.
+        sink: &'static str,
+        /// What we tried to do.
+        action: &'static str,
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sink's configuration cannot work (collection not found, bad scope…).
+    #[error("{sink}: {message} (check `{key}`)")]
+    Config {
+        /// Sink name.
+        sink: &'static str,
+        /// The config key to fix.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl SinkError {
+    /// True for errors that mean the credential or its rights are wrong: retrying soon will not help.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, SinkError::Auth { .. } | SinkError::Permission { .. })
+    }
+}
+
+/// A destination for IOCs.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// The sink's name as used in config (`IOCSYNC_SINKS`), state, metrics and logs.
+    fn name(&self) -> &'static str;
+
+    /// The most changes `apply` accepts in one call.
+    fn max_batch(&self) -> usize;
+
+    /// Whether `ChangeOp::Update` is meaningful for this sink; when false the pipeline never sends it.
+    fn supports_update(&self) -> bool {
+        false
+    }
+
+    /// Applies a batch; returns exactly one outcome per change, in order.
+    async fn apply(&self, batch: &[Change]) -> Vec<Outcome>;
+
+    /// Settles changes left pending by a crash: for each, whether the sink already reflects it.
+    async fn resolve(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError>;
+
+    /// Probes the sink for `iocsync check`: returns what was verified.
+    async fn check(&self) -> Result<String, SinkError>;
+}
