@@ -10,10 +10,16 @@
 //! - [`model`] — the events, indicator states and metadata that flow between stages.
 //! - [`sources`] — the `Source` trait and one folder per source (OpenCTI stream, MISP, file).
 //! - [`sinks`] — the `Sink` trait and one folder per destination (SentinelOne, Sekoia, Zeek, JSONL).
+//! - [`remote`] — URL joining, HTTP client building, `Retry-After` parsing shared by remote clients.
+//! - [`secret`] — the newtype that keeps tokens out of logs.
+//! - [`metrics`] — the Prometheus registry every component counts into.
 
 pub mod ioc;
+pub mod metrics;
 pub mod model;
 pub mod pattern;
+pub mod remote;
+pub mod secret;
 pub mod sinks;
 pub mod skip;
 pub mod sources;
