@@ -8,18 +8,30 @@
 //! - [`ioc`] — the IOC kinds and the normalisation/validation rules of each.
 //! - [`skip`] — every reason an event does not become an IOC, with stable codes.
 //! - [`model`] — the events, indicator states and metadata that flow between stages.
+//! - [`classify`] — a STIX object → an indicator's desired IOCs and metadata, or a named skip.
+//! - [`planner`] — desired IOCs vs what each sink holds → create/update/delete changes (ref-counted).
+//! - [`pipeline`] — micro-batches, per-sink batching, retries, dead letters, accounting, checkpoints.
+//! - [`state`] — the SQLite state: checkpoint, indicators, holders, sink entries, intents, runs.
+//! - [`config`] — figment: defaults < config.yml < env (OpenCTI connector names), validation.
+//! - [`app`] — the commands behind the CLI (run, check, state, runs).
 //! - [`sources`] — the `Source` trait and one folder per source (OpenCTI stream, MISP, file).
 //! - [`sinks`] — the `Sink` trait and one folder per destination (SentinelOne, Sekoia, Zeek, JSONL).
 //! - [`remote`] — URL joining, HTTP client building, `Retry-After` parsing shared by remote clients.
 //! - [`secret`] — the newtype that keeps tokens out of logs.
 //! - [`metrics`] — the Prometheus registry every component counts into.
 
+pub mod app;
+pub mod classify;
+pub mod config;
 pub mod ioc;
 pub mod metrics;
 pub mod model;
 pub mod pattern;
+pub mod pipeline;
+pub mod planner;
 pub mod remote;
 pub mod secret;
 pub mod sinks;
 pub mod skip;
 pub mod sources;
+pub mod state;

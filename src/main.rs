@@ -1,1 +1,252 @@
-fn main() {}
+//! The `iocsync` command line: parses arguments, sets up logging, and calls the library.
+
+use clap::{Parser, Subcommand};
+use iocsync::app::{self, AppError, RunOptions};
+use iocsync::config::Config;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+/// Threat-intel indicator sync: OpenCTI live streams and MISP into SentinelOne, Sekoia.io, Zeek, JSONL.
+#[derive(Parser)]
+#[command(name = "iocsync", version, about)]
+struct Cli {
+    /// Config file (default: $IOCSYNC_CONFIG, else ./config.yml if it exists, else environment only).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log format (overrides log.format).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the configured source into its sinks until stopped (a file source stops at its end).
+    Run {
+        /// One pass and exit (MISP: one poll; OpenCTI: until caught up).
+        #[arg(long)]
+        once: bool,
+        /// Run the shipped sample stream into ./iocsync-demo/ (JSONL and Zeek files); no server needed.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Validate the configuration and probe every configured endpoint.
+    Check,
+    /// Parse STIX patterns (arguments, or one per line on stdin) and print one JSON object per line.
+    Parse {
+        /// Patterns; none or `-` reads stdin.
+        patterns: Vec<String>,
+    },
+    /// Show or clear the durable state.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+    /// History of the last 20 runs.
+    Runs {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateAction {
+    /// Print checkpoints, counts and pending changes.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear the checkpoint, id maps, intents and run history.
+    Reset {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.config
+        .clone()
+        .or_else(|| std::env::var_os("IOCSYNC_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let local = PathBuf::from("config.yml");
+            local.exists().then_some(local)
+        })
+}
+
+fn load_config(cli: &Cli) -> Result<Config, AppError> {
+    Ok(Config::load(config_path(cli).as_deref(), std::env::vars())?)
+}
+
+fn init_logging(level: Option<String>, json: bool) {
+    let level = match level.as_deref() {
+        Some("warning") => "warn".to_string(),
+        Some(l) => l.to_string(),
+        None => "info".to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IOCSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,reqwest=warn,rustls=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match real_main(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main(cli: Cli) -> Result<(), AppError> {
+    if let Command::Parse { patterns } = &cli.command {
+        return parse_command(patterns);
+    }
+    let demo = matches!(cli.command, Command::Run { demo: true, .. });
+    let cfg = if demo {
+        app::demo_config(&app::demo_dir())?
+    } else {
+        load_config(&cli)?
+    };
+    let json_logs = cli.log_format.as_deref().map(|f| f == "json").unwrap_or_else(|| cfg.json_logs());
+    init_logging(cfg.log_level(), json_logs);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| AppError::Other(format!("failed to start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run { once, .. } => {
+                let token = CancellationToken::new();
+                app::spawn_signal_handler(token.clone());
+                let stats = app::run(&cfg, RunOptions { once }, token).await?;
+                println!("{}", stats.render().trim_end());
+                if demo {
+                    let dir = app::demo_dir();
+                    println!("demo outputs: {0}/iocs.jsonl (JSONL sink), {0}/intel.dat (Zeek intel file)", dir.display());
+                }
+                Ok(())
+            }
+            Command::Check => app::check(&cfg, &mut std::io::stdout()).await,
+            Command::State { action } => state_command(&cfg, action),
+            Command::Runs { json } => runs_command(&cfg, json),
+            Command::Parse { .. } => Ok(()),
+        }
+    })
+}
+
+fn parse_command(patterns: &[String]) -> Result<(), AppError> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut emit = |pattern: &str| -> Result<(), AppError> {
+        let report = iocsync::pattern::report(pattern);
+        let line = serde_json::to_string(&report).map_err(|e| AppError::Other(e.to_string()))?;
+        writeln!(out, "{line}").map_err(|e| AppError::Other(format!("failed to write output: {e}")))
+    };
+    if patterns.is_empty() || patterns == ["-"] {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| AppError::Other(format!("failed to read stdin: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            emit(&line)?;
+        }
+    } else {
+        for p in patterns {
+            emit(p)?;
+        }
+    }
+    Ok(())
+}
+
+fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
+    let state = app::open_state(cfg)?;
+    match action {
+        StateAction::Show { json } => {
+            let o = state.overview()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&o).map_err(|e| AppError::Other(e.to_string()))?);
+                return Ok(());
+            }
+            println!("state: {}", o.path);
+            if o.checkpoints.is_empty() {
+                println!("checkpoint: none (the next run starts from the beginning)");
+            }
+            for (source, position, updated) in &o.checkpoints {
+                let when = chrono::DateTime::from_timestamp_millis(*updated)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                println!("checkpoint {source}: {position} (written {when})");
+            }
+            println!("indicators with IOCs: {}", o.indicators);
+            for (sink, live, pending, rejected) in &o.sinks {
+                println!("sink {sink}: {live} live, {pending} pending, {rejected} rejected");
+            }
+            println!("pending intents: {}", o.pending_intents);
+            Ok(())
+        }
+        StateAction::Reset { yes } => {
+            if !yes {
+                eprint!("clear the checkpoint, id maps and run history in {}? [y/N] ", state.path().display());
+                let mut answer = String::new();
+                std::io::stdin()
+                    .read_line(&mut answer)
+                    .map_err(|e| AppError::Other(format!("failed to read the answer: {e}")))?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    println!("state left as it was");
+                    return Ok(());
+                }
+            }
+            state.reset()?;
+            println!("state cleared: the next run starts from the beginning");
+            Ok(())
+        }
+    }
+}
+
+fn runs_command(cfg: &Config, json: bool) -> Result<(), AppError> {
+    let state = app::open_state(cfg)?;
+    let runs = state.runs()?;
+    if json {
+        let list: Vec<_> = runs.iter().map(|r| &r.stats).collect();
+        println!("{}", serde_json::to_string_pretty(&list).map_err(|e| AppError::Other(e.to_string()))?);
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("no runs recorded yet");
+        return Ok(());
+    }
+    println!("{:<20} {:>8} {:>7} {:>9} {:>7} {:>6} {:>6}  skipped by reason", "started", "source", "secs", "received", "pushed", "dead", "errors");
+    for r in runs {
+        let s: iocsync::pipeline::RunStats = serde_json::from_value(r.stats.clone()).unwrap_or_default();
+        let pushed: u64 = s.sinks.values().map(|k| k.created.values().sum::<u64>() + k.deleted.values().sum::<u64>() + k.updated.values().sum::<u64>()).sum();
+        let skipped: Vec<String> = s.skipped.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let started = chrono::DateTime::from_timestamp_millis(r.started_ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:>8} {:>7.1} {:>9} {:>7} {:>6} {:>6}  {}",
+            started,
+            r.source,
+            (r.ended_ms - r.started_ms) as f64 / 1000.0,
+            s.received,
+            pushed,
+            s.dead_lettered,
+            s.errors.len(),
+            skipped.join(" ")
+        );
+    }
+    Ok(())
+}

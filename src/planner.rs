@@ -1,0 +1,213 @@
+//! The planner: turns an indicator's new IOC set into per-sink changes, against what the state says
+//! each sink holds. Reference counting and idempotence live here: a value is created in a sink when
+//! its first holder appears and deleted when its last holder goes; replaying an event whose effect is
+//! already applied plans nothing; a change not yet sent is cancelled rather than undone.
+
+use crate::ioc::{Ioc, IocKind};
+use crate::model::{IndicatorState, IocMeta};
+use crate::sinks::{Change, ChangeOp};
+use crate::state::{change_for, EntryStatus, SinkEntry, StateError, Tx};
+use std::collections::BTreeMap;
+
+/// What the planner needs to know of a sink.
+#[derive(Debug, Clone)]
+pub struct SinkCaps {
+    /// The sink's name (state key).
+    pub name: &'static str,
+    /// Whether metadata-only updates are sent.
+    pub supports_update: bool,
+}
+
+/// A planned change and the sink it goes to (index into the sink list).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// Index of the sink.
+    pub sink: usize,
+    /// The change, with its intent id.
+    pub change: Change,
+}
+
+type Key = (IocKind, String);
+
+fn keyed(iocs: &[Ioc]) -> BTreeMap<Key, &Ioc> {
+    iocs.iter()
+        .map(|ioc| ((ioc.kind.sink_kind(), ioc.value.clone()), ioc))
+        .collect()
+}
+
+/// Plans one indicator's new state; writes the indicator, holders, sink entries and intents in `tx`.
+/// Returns the intents created (cancelled intents of this batch are removed from `tx` and their ids
+/// returned in `cancelled`).
+pub fn plan_indicator(
+    tx: &Tx<'_>,
+    sinks: &[SinkCaps],
+    state: &IndicatorState,
+    cancelled: &mut Vec<i64>,
+) -> Result<Vec<Planned>, StateError> {
+    let old = tx.indicator(&state.id)?;
+    let old_iocs = old.as_ref().map(|(i, _)| i.clone()).unwrap_or_default();
+    let old_keys = keyed(&old_iocs);
+    let new_keys = keyed(&state.iocs);
+    for (kind, value) in old_keys.keys().filter(|k| !new_keys.contains_key(*k)) {
+        tx.remove_holder(*kind, value, &state.id)?;
+    }
+    for (kind, value) in new_keys.keys().filter(|k| !old_keys.contains_key(*k)) {
+        tx.add_holder(*kind, value, &state.id)?;
+    }
+    tx.put_indicator(&state.id, &state.iocs, &state.meta)?;
+
+    let mut touched: Vec<&Key> = old_keys.keys().chain(new_keys.keys()).collect();
+    touched.sort();
+    touched.dedup();
+    let mut planned = Vec::new();
+    for (index, sink) in sinks.iter().enumerate() {
+        for key in &touched {
+            let (kind, value) = key;
+            if let Some(change) = plan_key(tx, sink, state, new_keys.get(*key).copied(), *kind, value, cancelled)? {
+                planned.push(Planned { sink: index, change });
+            }
+        }
+    }
+    Ok(planned)
+}
+
+/// Plans one (sink, value).
+fn plan_key(
+    tx: &Tx<'_>,
+    sink: &SinkCaps,
+    state: &IndicatorState,
+    held_by_this: Option<&Ioc>,
+    kind: IocKind,
+    value: &str,
+    cancelled: &mut Vec<i64>,
+) -> Result<Option<Change>, StateError> {
+    let holder = tx.any_holder(kind, value)?;
+    let entry = tx.sink_entry(sink.name, kind, value)?;
+    let desired = holder.is_some();
+    let mut cancel_pending = |entry: &SinkEntry| -> Result<(), StateError> {
+        if let Some(intent) = tx.intent_for(sink.name, kind, value)? {
+            tx.delete_intent(intent.intent_id)?;
+            cancelled.push(intent.intent_id);
+        }
+        let _ = entry;
+        Ok(())
+    };
+    match (desired, entry) {
+        (true, None) => {
+            // Created for this indicator when it holds the value, else for a remaining holder.
+            let (ioc, indicator_id, meta) = match (held_by_this, holder) {
+                (Some(ioc), _) => (ioc.clone(), state.id.clone(), state.meta.clone()),
+                (None, Some(other)) => {
+                    let (iocs, meta) = tx.indicator(&other)?.unwrap_or_default();
+                    let ioc = iocs
+                        .into_iter()
+                        .find(|i| i.kind.sink_kind() == kind && i.value == value)
+                        .unwrap_or(Ioc { kind, value: value.to_string() });
+                    (ioc, other, meta)
+                }
+                (None, None) => return Ok(None),
+            };
+            let entry = SinkEntry {
+                ioc,
+                indicator_id,
+                remote_id: None,
+                status: EntryStatus::PendingCreate,
+                meta,
+            };
+            tx.put_sink_entry(sink.name, &entry)?;
+            Ok(Some(tx.insert_intent(sink.name, change_for(ChangeOp::Create, &entry))?))
+        }
+        (true, Some(mut entry)) => match entry.status {
+            EntryStatus::PendingDelete => {
+                // Deleted and re-added within one batch: the delete was never sent.
+                cancel_pending(&entry)?;
+                entry.status = EntryStatus::Live;
+                tx.put_sink_entry(sink.name, &entry)?;
+                plan_update(tx, sink, state, held_by_this, entry)
+            }
+            EntryStatus::Live | EntryStatus::PendingUpdate => plan_update(tx, sink, state, held_by_this, entry),
+            EntryStatus::PendingCreate | EntryStatus::Rejected => {
+                if entry.status == EntryStatus::PendingCreate
+                    && entry.indicator_id == state.id
+                    && held_by_this.is_some()
+                    && entry.meta != state.meta
+                {
+                    // Not sent yet: send the newest metadata with the create.
+                    if let Some(mut intent) = tx.intent_for(sink.name, kind, value)? {
+                        intent.meta = state.meta.clone();
+                        tx.rewrite_intent(&intent)?;
+                    }
+                    entry.meta = state.meta.clone();
+                    tx.put_sink_entry(sink.name, &entry)?;
+                }
+                Ok(None)
+            }
+        },
+        (false, None) => Ok(None),
+        (false, Some(mut entry)) => match entry.status {
+            EntryStatus::PendingCreate => {
+                cancel_pending(&entry)?;
+                tx.remove_sink_entry(sink.name, kind, value)?;
+                Ok(None)
+            }
+            EntryStatus::Rejected => {
+                tx.remove_sink_entry(sink.name, kind, value)?;
+                Ok(None)
+            }
+            EntryStatus::PendingDelete => Ok(None),
+            EntryStatus::Live | EntryStatus::PendingUpdate => {
+                if entry.status == EntryStatus::PendingUpdate {
+                    cancel_pending(&entry)?;
+                }
+                entry.status = EntryStatus::PendingDelete;
+                tx.put_sink_entry(sink.name, &entry)?;
+                Ok(Some(tx.insert_intent(sink.name, change_for(ChangeOp::Delete, &entry))?))
+            }
+        },
+    }
+}
+
+/// A live entry owned by this indicator whose metadata changed gets an update (where supported).
+fn plan_update(
+    tx: &Tx<'_>,
+    sink: &SinkCaps,
+    state: &IndicatorState,
+    held_by_this: Option<&Ioc>,
+    mut entry: SinkEntry,
+) -> Result<Option<Change>, StateError> {
+    let owned = entry.indicator_id == state.id && held_by_this.is_some();
+    if !sink.supports_update || !owned {
+        return Ok(None);
+    }
+    let kind = entry.ioc.kind.sink_kind();
+    if entry.status == EntryStatus::PendingUpdate {
+        // Not sent yet: it carries the newest metadata instead.
+        if let Some(mut intent) = tx.intent_for(sink.name, kind, &entry.ioc.value)? {
+            intent.meta = state.meta.clone();
+            tx.rewrite_intent(&intent)?;
+            return Ok(None);
+        }
+    }
+    if metadata_equal(&entry.meta, &state.meta) {
+        return Ok(None);
+    }
+    let previous_meta = std::mem::replace(&mut entry.meta, state.meta.clone());
+    entry.status = EntryStatus::PendingUpdate;
+    let mut change = change_for(ChangeOp::Update, &entry);
+    change.meta = state.meta.clone();
+    // The entry keeps what the sink has until the update is acknowledged.
+    entry.meta = previous_meta;
+    tx.put_sink_entry(sink.name, &entry)?;
+    Ok(Some(tx.insert_intent(sink.name, change)?))
+}
+
+/// The metadata fields a sink shows; the pattern text alone changing is not worth an update.
+fn metadata_equal(a: &IocMeta, b: &IocMeta) -> bool {
+    a.name == b.name
+        && a.description == b.description
+        && a.valid_until == b.valid_until
+        && a.valid_from == b.valid_from
+        && a.score == b.score
+        && a.labels == b.labels
+        && a.kill_chain_phases == b.kill_chain_phases
+}

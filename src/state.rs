@@ -1,0 +1,676 @@
+//! Durable state in one SQLite file (WAL): the source checkpoint, each indicator's desired IOCs, who
+//! holds each value, what each sink holds, the intents written before every sink call, and the run
+//! history. This module knows SQL and nothing about remotes; the planner drives it through [`Tx`].
+
+use crate::ioc::{Ioc, IocKind};
+use crate::model::IocMeta;
+use crate::sinks::{Change, ChangeOp};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::path::{Path, PathBuf};
+
+/// The database file name inside `state.dir`.
+pub const DB_FILE: &str = "iocsync.db";
+
+/// Bumped when the schema changes incompatibly.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How many runs `iocsync runs` keeps.
+pub const RUNS_KEPT: i64 = 20;
+
+/// State errors carry the database path.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// SQLite failed.
+    #[error("state database `{path}`: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The state directory could not be created.
+    #[error("failed to create state directory `{path}`: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored JSON column did not parse (a corrupted or foreign database).
+    #[error("state database `{path}`: corrupt {what}: {message}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Which record.
+        what: &'static str,
+        /// The parse error.
+        message: String,
+    },
+    /// The database was written by an incompatible iocsync.
+    #[error("state database `{path}` has schema version {found}, this iocsync uses {expected}: run `iocsync state reset` or use another state.dir")]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// Version found.
+        found: i64,
+        /// Version expected.
+        expected: i64,
+    },
+}
+
+/// Status of a value in a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryStatus {
+    /// Present in the sink.
+    Live,
+    /// A create intent is outstanding.
+    PendingCreate,
+    /// An update intent is outstanding (the entry is live).
+    PendingUpdate,
+    /// A delete intent is outstanding.
+    PendingDelete,
+    /// The sink refused it permanently (dead-lettered); nothing is live.
+    Rejected,
+}
+
+impl EntryStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            EntryStatus::Live => "live",
+            EntryStatus::PendingCreate => "pending_create",
+            EntryStatus::PendingUpdate => "pending_update",
+            EntryStatus::PendingDelete => "pending_delete",
+            EntryStatus::Rejected => "rejected",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "live" => EntryStatus::Live,
+            "pending_create" => EntryStatus::PendingCreate,
+            "pending_update" => EntryStatus::PendingUpdate,
+            "pending_delete" => EntryStatus::PendingDelete,
+            "rejected" => EntryStatus::Rejected,
+            _ => return None,
+        })
+    }
+}
+
+/// What a sink holds (or is about to hold) for one value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkEntry {
+    /// The IOC as created (its kind may be `hostname` where the key is `domain`).
+    pub ioc: Ioc,
+    /// The indicator the entry was created for (S1 `externalId`).
+    pub indicator_id: String,
+    /// The sink's id for it.
+    pub remote_id: Option<String>,
+    /// Where it stands.
+    pub status: EntryStatus,
+    /// The metadata last sent.
+    pub meta: IocMeta,
+}
+
+/// A stored run summary.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// Row id.
+    pub id: i64,
+    /// Source name.
+    pub source: String,
+    /// Unix ms.
+    pub started_ms: i64,
+    /// Unix ms.
+    pub ended_ms: i64,
+    /// The run statistics as JSON.
+    pub stats: serde_json::Value,
+}
+
+/// An overview for `iocsync state show`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Overview {
+    /// The database file.
+    pub path: String,
+    /// Checkpoint per source: (source, position, updated unix ms).
+    pub checkpoints: Vec<(String, String, i64)>,
+    /// Indicators with at least one IOC.
+    pub indicators: i64,
+    /// Per sink: (sink, live entries, pending entries, rejected entries).
+    pub sinks: Vec<(String, i64, i64, i64)>,
+    /// Intents outstanding.
+    pub pending_intents: i64,
+}
+
+/// The state database.
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl State {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        let state = State { conn, path };
+        state.init()?;
+        Ok(state)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+        |source| StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn init(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode=WAL;
+                 PRAGMA synchronous=FULL;
+                 PRAGMA busy_timeout=5000;
+                 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS checkpoint(source TEXT PRIMARY KEY, position TEXT NOT NULL, updated_at INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS indicator(id TEXT PRIMARY KEY, iocs TEXT NOT NULL, meta TEXT NOT NULL, updated_at INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS holder(kind TEXT NOT NULL, value TEXT NOT NULL, indicator_id TEXT NOT NULL, PRIMARY KEY(kind, value, indicator_id));
+                 CREATE INDEX IF NOT EXISTS holder_by_indicator ON holder(indicator_id);
+                 CREATE TABLE IF NOT EXISTS sink_ioc(sink TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, ioc_kind TEXT NOT NULL, indicator_id TEXT NOT NULL, remote_id TEXT, status TEXT NOT NULL, meta TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY(sink, kind, value));
+                 CREATE INDEX IF NOT EXISTS sink_ioc_by_indicator ON sink_ioc(sink, indicator_id);
+                 CREATE TABLE IF NOT EXISTS intent(id INTEGER PRIMARY KEY AUTOINCREMENT, sink TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, change TEXT NOT NULL, created_at INTEGER NOT NULL);
+                 CREATE INDEX IF NOT EXISTS intent_by_key ON intent(sink, kind, value);
+                 CREATE TABLE IF NOT EXISTS run(id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, started INTEGER NOT NULL, ended INTEGER NOT NULL, stats TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);",
+            )
+            .map_err(self.err())?;
+        let found: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| r.get(0))
+            .optional()
+            .map_err(self.err())?;
+        match found.and_then(|v| v.parse::<i64>().ok()) {
+            None => {
+                self.conn
+                    .execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES('schema', ?1)",
+                        [SCHEMA_VERSION.to_string()],
+                    )
+                    .map_err(self.err())?;
+            }
+            Some(v) if v != SCHEMA_VERSION => {
+                return Err(StateError::Schema {
+                    path: self.path.clone(),
+                    found: v,
+                    expected: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The database file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The checkpoint of a source.
+    pub fn checkpoint(&self, source: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row("SELECT position FROM checkpoint WHERE source=?1", [source], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Moves a source's checkpoint.
+    pub fn set_checkpoint(&self, source: &str, position: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO checkpoint(source, position, updated_at) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(source) DO UPDATE SET position=excluded.position, updated_at=excluded.updated_at",
+                params![source, position, now_ms()],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Forgets a source's checkpoint (remote reset): the id maps stay, so a replay creates nothing twice.
+    pub fn clear_checkpoint(&self, source: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM checkpoint WHERE source=?1", [source])
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// A small key/value slot (MISP run bookkeeping, caches).
+    pub fn kv_get(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row("SELECT value FROM kv WHERE key=?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Sets a key/value slot.
+    pub fn kv_set(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO kv(key, value, updated_at) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+                params![key, value, now_ms()],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Starts a transaction for planning or recording outcomes.
+    pub fn tx(&mut self) -> Result<Tx<'_>, StateError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Tx { tx, path })
+    }
+
+    /// Every outstanding intent, per sink, oldest first (crash leftovers at start-up).
+    pub fn pending_intents(&self) -> Result<Vec<(String, Change)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT sink, change FROM intent ORDER BY id")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (sink, json) = row.map_err(self.err())?;
+            let change: Change = serde_json::from_str(&json).map_err(|e| StateError::Corrupt {
+                path: self.path.clone(),
+                what: "intent",
+                message: e.to_string(),
+            })?;
+            out.push((sink, change));
+        }
+        Ok(out)
+    }
+
+    /// Live entries of one sink (for counts and quota warnings).
+    pub fn live_count(&self, sink: &str) -> Result<i64, StateError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM sink_ioc WHERE sink=?1 AND status IN ('live','pending_update','pending_delete')",
+                [sink],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// Every live (kind, value) in a sink, sorted (tests, `state show --live`).
+    pub fn live_values(&self, sink: &str) -> Result<Vec<(String, String)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, value FROM sink_ioc WHERE sink=?1 AND status IN ('live','pending_update') ORDER BY kind, value")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([sink], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Stores a run summary and keeps the last [`RUNS_KEPT`].
+    pub fn record_run(
+        &self,
+        source: &str,
+        started_ms: i64,
+        ended_ms: i64,
+        stats: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO run(source, started, ended, stats) VALUES(?1, ?2, ?3, ?4)",
+                params![source, started_ms, ended_ms, stats.to_string()],
+            )
+            .map_err(self.err())?;
+        self.conn
+            .execute(
+                "DELETE FROM run WHERE id NOT IN (SELECT id FROM run ORDER BY id DESC LIMIT ?1)",
+                [RUNS_KEPT],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// The last runs, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, source, started, ended, stats FROM run ORDER BY id DESC LIMIT ?1")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([RUNS_KEPT], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, source, started_ms, ended_ms, stats) = row.map_err(self.err())?;
+            out.push(RunRecord {
+                id,
+                source,
+                started_ms,
+                ended_ms,
+                stats: serde_json::from_str(&stats).unwrap_or(serde_json::Value::Null),
+            });
+        }
+        Ok(out)
+    }
+
+    /// What `iocsync state show` prints.
+    pub fn overview(&self) -> Result<Overview, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT source, position, updated_at FROM checkpoint ORDER BY source")
+            .map_err(self.err())?;
+        let checkpoints = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        let indicators = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM indicator", [], |r| r.get(0))
+            .map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT sink,
+                        SUM(status IN ('live','pending_update')),
+                        SUM(status IN ('pending_create','pending_delete')),
+                        SUM(status='rejected')
+                 FROM sink_ioc GROUP BY sink ORDER BY sink",
+            )
+            .map_err(self.err())?;
+        let sinks = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        let pending_intents = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM intent", [], |r| r.get(0))
+            .map_err(self.err())?;
+        Ok(Overview {
+            path: self.path.display().to_string(),
+            checkpoints,
+            indicators,
+            sinks,
+            pending_intents,
+        })
+    }
+
+    /// Deletes everything: checkpoint, maps, intents, runs.
+    pub fn reset(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(
+                "DELETE FROM checkpoint; DELETE FROM indicator; DELETE FROM holder; DELETE FROM sink_ioc;
+                 DELETE FROM intent; DELETE FROM run; DELETE FROM kv;",
+            )
+            .map_err(self.err())
+    }
+}
+
+/// A state transaction with the typed operations the planner and the outcome recorder need.
+pub struct Tx<'a> {
+    tx: Transaction<'a>,
+    path: PathBuf,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &'static str,
+    s: &str,
+) -> Result<T, StateError> {
+    serde_json::from_str(s).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        what,
+        message: e.to_string(),
+    })
+}
+
+impl Tx<'_> {
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+        |source| StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Commits.
+    pub fn commit(self) -> Result<(), StateError> {
+        let path = self.path.clone();
+        self.tx
+            .commit()
+            .map_err(|source| StateError::Sqlite { path, source })
+    }
+
+    /// The IOCs and metadata currently desired for an indicator.
+    pub fn indicator(&self, id: &str) -> Result<Option<(Vec<Ioc>, IocMeta)>, StateError> {
+        let row: Option<(String, String)> = self
+            .tx
+            .query_row("SELECT iocs, meta FROM indicator WHERE id=?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(self.err())?;
+        match row {
+            None => Ok(None),
+            Some((iocs, meta)) => Ok(Some((
+                parse_json(&self.path, "indicator iocs", &iocs)?,
+                parse_json(&self.path, "indicator meta", &meta)?,
+            ))),
+        }
+    }
+
+    /// Stores what an indicator desires (removes the row when it desires nothing).
+    pub fn put_indicator(&self, id: &str, iocs: &[Ioc], meta: &IocMeta) -> Result<(), StateError> {
+        if iocs.is_empty() {
+            self.tx
+                .execute("DELETE FROM indicator WHERE id=?1", [id])
+                .map_err(self.err())?;
+            return Ok(());
+        }
+        let iocs = serde_json::to_string(iocs).unwrap_or_else(|_| "[]".into());
+        let meta = serde_json::to_string(meta).unwrap_or_else(|_| "{}".into());
+        self.tx
+            .execute(
+                "INSERT INTO indicator(id, iocs, meta, updated_at) VALUES(?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET iocs=excluded.iocs, meta=excluded.meta, updated_at=excluded.updated_at",
+                params![id, iocs, meta, now_ms()],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Records that `indicator_id` holds (kind, value).
+    pub fn add_holder(&self, kind: IocKind, value: &str, indicator_id: &str) -> Result<(), StateError> {
+        self.tx
+            .execute(
+                "INSERT OR IGNORE INTO holder(kind, value, indicator_id) VALUES(?1, ?2, ?3)",
+                params![kind.as_str(), value, indicator_id],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Records that `indicator_id` no longer holds (kind, value).
+    pub fn remove_holder(&self, kind: IocKind, value: &str, indicator_id: &str) -> Result<(), StateError> {
+        self.tx
+            .execute(
+                "DELETE FROM holder WHERE kind=?1 AND value=?2 AND indicator_id=?3",
+                params![kind.as_str(), value, indicator_id],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Some indicator still holding (kind, value), if any.
+    pub fn any_holder(&self, kind: IocKind, value: &str) -> Result<Option<String>, StateError> {
+        self.tx
+            .query_row(
+                "SELECT indicator_id FROM holder WHERE kind=?1 AND value=?2 ORDER BY indicator_id LIMIT 1",
+                params![kind.as_str(), value],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// A sink's entry for a value (keyed by the sink kind).
+    pub fn sink_entry(&self, sink: &str, kind: IocKind, value: &str) -> Result<Option<SinkEntry>, StateError> {
+        let row: Option<(String, String, Option<String>, String, String)> = self
+            .tx
+            .query_row(
+                "SELECT ioc_kind, indicator_id, remote_id, status, meta FROM sink_ioc WHERE sink=?1 AND kind=?2 AND value=?3",
+                params![sink, kind.as_str(), value],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        let Some((ioc_kind, indicator_id, remote_id, status, meta)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |what: &'static str, message: String| StateError::Corrupt {
+            path: self.path.clone(),
+            what,
+            message,
+        };
+        Ok(Some(SinkEntry {
+            ioc: Ioc {
+                kind: IocKind::from_name(&ioc_kind)
+                    .ok_or_else(|| corrupt("sink entry kind", ioc_kind.clone()))?,
+                value: value.to_string(),
+            },
+            indicator_id,
+            remote_id,
+            status: EntryStatus::parse(&status).ok_or_else(|| corrupt("sink entry status", status.clone()))?,
+            meta: parse_json(&self.path, "sink entry meta", &meta)?,
+        }))
+    }
+
+    /// Inserts or replaces a sink entry.
+    pub fn put_sink_entry(&self, sink: &str, entry: &SinkEntry) -> Result<(), StateError> {
+        let meta = serde_json::to_string(&entry.meta).unwrap_or_else(|_| "{}".into());
+        self.tx
+            .execute(
+                "INSERT INTO sink_ioc(sink, kind, value, ioc_kind, indicator_id, remote_id, status, meta, updated_at)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(sink, kind, value) DO UPDATE SET ioc_kind=excluded.ioc_kind, indicator_id=excluded.indicator_id,
+                   remote_id=excluded.remote_id, status=excluded.status, meta=excluded.meta, updated_at=excluded.updated_at",
+                params![
+                    sink,
+                    entry.ioc.kind.sink_kind().as_str(),
+                    entry.ioc.value,
+                    entry.ioc.kind.as_str(),
+                    entry.indicator_id,
+                    entry.remote_id,
+                    entry.status.as_str(),
+                    meta,
+                    now_ms()
+                ],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Removes a sink entry.
+    pub fn remove_sink_entry(&self, sink: &str, kind: IocKind, value: &str) -> Result<(), StateError> {
+        self.tx
+            .execute(
+                "DELETE FROM sink_ioc WHERE sink=?1 AND kind=?2 AND value=?3",
+                params![sink, kind.sink_kind().as_str(), value],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Writes an intent and returns the change with its id filled in.
+    pub fn insert_intent(&self, sink: &str, mut change: Change) -> Result<Change, StateError> {
+        self.tx
+            .execute(
+                "INSERT INTO intent(sink, kind, value, change, created_at) VALUES(?1, ?2, ?3, '{}', ?4)",
+                params![sink, change.ioc.kind.sink_kind().as_str(), change.ioc.value, now_ms()],
+            )
+            .map_err(self.err())?;
+        change.intent_id = self.tx.last_insert_rowid();
+        self.rewrite_intent(&change)?;
+        Ok(change)
+    }
+
+    /// Replaces an intent's change (e.g. newer metadata for a not-yet-sent update).
+    pub fn rewrite_intent(&self, change: &Change) -> Result<(), StateError> {
+        let json = serde_json::to_string(change).unwrap_or_else(|_| "{}".into());
+        self.tx
+            .execute("UPDATE intent SET change=?1 WHERE id=?2", params![json, change.intent_id])
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// The outstanding intent of a sink for a value, if any.
+    pub fn intent_for(&self, sink: &str, kind: IocKind, value: &str) -> Result<Option<Change>, StateError> {
+        let json: Option<String> = self
+            .tx
+            .query_row(
+                "SELECT change FROM intent WHERE sink=?1 AND kind=?2 AND value=?3 ORDER BY id DESC LIMIT 1",
+                params![sink, kind.sink_kind().as_str(), value],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        json.map(|j| parse_json(&self.path, "intent", &j)).transpose()
+    }
+
+    /// Removes an intent (applied, rejected or cancelled).
+    pub fn delete_intent(&self, intent_id: i64) -> Result<(), StateError> {
+        self.tx
+            .execute("DELETE FROM intent WHERE id=?1", [intent_id])
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Moves a source's checkpoint inside this transaction.
+    pub fn set_checkpoint(&self, source: &str, position: &str) -> Result<(), StateError> {
+        self.tx
+            .execute(
+                "INSERT INTO checkpoint(source, position, updated_at) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(source) DO UPDATE SET position=excluded.position, updated_at=excluded.updated_at",
+                params![source, position, now_ms()],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+}
+
+/// A change of an op for an entry; used by the planner and tests.
+pub fn change_for(op: ChangeOp, entry: &SinkEntry) -> Change {
+    Change {
+        intent_id: 0,
+        op,
+        ioc: entry.ioc.clone(),
+        indicator_id: entry.indicator_id.clone(),
+        remote_id: entry.remote_id.clone(),
+        meta: entry.meta.clone(),
+    }
+}
