@@ -1,0 +1,417 @@
+//! HTTP client of S1's Threat Intelligence IOC API: create, list (with cursor paging), delete, all in
+//! the configured scope. One call per method, no retries (the pipeline owns retry policy); every call
+//! is counted in metrics and mapped to a typed [`S1Error`].
+
+use super::config::{strip_token_scheme, Scope, SentinelOneConfig};
+use super::error::{auth_message, describe_errors, parse_errors, permission_message, S1Error};
+use super::types::{DeleteFilter, IocItem, ListAll, ListPage, ListQuery, RemoteIoc, S1Type};
+use crate::remote::{describe_transport_error, http_client, join_url, retry_after, trim_body};
+use crate::sinks::SinkError;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::HashSet;
+
+/// Path of the IOC endpoint below the console URL.
+pub const IOCS_PATH: &str = "web/api/v2.1/threat-intelligence/iocs";
+
+/// Most uuids per delete call when the caller passes more.
+const DELETE_CHUNK: usize = 1_000;
+
+/// A client bound to one console, token and scope.
+pub struct SentinelOneClient {
+    http: reqwest::Client,
+    url: String,
+    auth: HeaderValue,
+    scope: Scope,
+}
+
+impl std::fmt::Debug for SentinelOneClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is deliberately absent.
+        f.debug_struct("SentinelOneClient")
+            .field("url", &self.url)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_err(key: &'static str, message: impl Into<String>) -> SinkError {
+    SinkError::Config {
+        sink: super::error::SINK,
+        key,
+        message: message.into(),
+    }
+}
+
+/// The IOC endpoint for a console URL; a URL that already ends in `/web/api/v2.1[...]` is not
+/// extended twice.
+pub fn iocs_url(console: &str) -> String {
+    let base = console.trim().trim_end_matches('/');
+    if base.ends_with(IOCS_PATH) {
+        return base.to_string();
+    }
+    match base.strip_suffix("/web/api/v2.1") {
+        Some(root) => join_url(root, IOCS_PATH),
+        None => join_url(base, IOCS_PATH),
+    }
+}
+
+#[derive(Deserialize)]
+struct DataList {
+    #[serde(default)]
+    data: Vec<RemoteIoc>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Pagination {
+    next_cursor: Option<String>,
+    total_items: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ListBody {
+    #[serde(default)]
+    data: Vec<RemoteIoc>,
+    #[serde(default)]
+    pagination: Option<Pagination>,
+}
+
+#[derive(Deserialize)]
+struct DeleteBody {
+    data: Affected,
+}
+
+#[derive(Deserialize)]
+struct Affected {
+    #[serde(default)]
+    affected: u64,
+}
+
+impl SentinelOneClient {
+    /// Builds a client; fails on a missing URL or token, an empty scope, or a TLS setup error.
+    pub fn new(cfg: &SentinelOneConfig) -> Result<Self, SinkError> {
+        let console = cfg
+            .console_url()
+            .ok_or_else(|| config_err("sentinelone_intel.url", "the console URL is not set"))?;
+        url::Url::parse(console)
+            .map_err(|e| config_err("sentinelone_intel.url", format!("not a valid URL ({e})")))?;
+        let token = cfg
+            .api_key
+            .as_ref()
+            .map(|k| strip_token_scheme(k.expose()))
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| config_err("sentinelone_intel.api_key", "the API token is not set"))?;
+        let mut auth = HeaderValue::from_str(&format!("ApiToken {token}")).map_err(|_| {
+            config_err(
+                "sentinelone_intel.api_key",
+                "the API token contains characters not allowed in an HTTP header",
+            )
+        })?;
+        auth.set_sensitive(true);
+        let scope = cfg.scope();
+        if scope.is_empty() {
+            return Err(config_err(
+                "sentinelone_intel.account_id",
+                "no scope: set account_id, site_id or group_id",
+            ));
+        }
+        let http = http_client(cfg.ssl_verify, cfg.timeout).map_err(|e| {
+            config_err(
+                "sentinelone_intel.ssl_verify",
+                format!(
+                    "cannot build the HTTP client: {}",
+                    describe_transport_error(&e)
+                ),
+            )
+        })?;
+        Ok(SentinelOneClient {
+            http,
+            url: iocs_url(console),
+            auth,
+            scope,
+        })
+    }
+
+    /// The full IOC endpoint URL.
+    pub fn endpoint_url(&self) -> &str {
+        &self.url
+    }
+
+    /// The scope every call carries.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The scope part of a write's `filter`: ids plus `"tenant": false`.
+    pub fn write_filter(&self) -> Map<String, Value> {
+        let mut f = Map::new();
+        for (key, ids) in [
+            ("accountIds", &self.scope.account_ids),
+            ("siteIds", &self.scope.site_ids),
+            ("groupIds", &self.scope.group_ids),
+        ] {
+            if !ids.is_empty() {
+                f.insert(key.into(), json!(ids));
+            }
+        }
+        f.insert("tenant".into(), Value::Bool(false));
+        f
+    }
+
+    /// The scope part of a list query: account or site ids (S1's GET refuses `groupIds`).
+    fn read_scope(&self) -> Vec<(String, String)> {
+        let mut q = Vec::new();
+        if !self.scope.account_ids.is_empty() {
+            q.push(("accountIds".to_string(), self.scope.account_ids.join(",")));
+        }
+        if !self.scope.site_ids.is_empty() {
+            q.push(("siteIds".to_string(), self.scope.site_ids.join(",")));
+        }
+        q
+    }
+
+    /// One call: sends, counts, maps the status. Returns the 2xx body.
+    async fn call(
+        &self,
+        method: Method,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<bytes::Bytes, S1Error> {
+        let endpoint = format!("{method} {}", self.url);
+        let metric = format!("{method} /iocs");
+        let mut req = self
+            .http
+            .request(method.clone(), &self.url)
+            .header(AUTHORIZATION, self.auth.clone())
+            .query(query);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                crate::metrics::api_call(super::error::SINK, &metric, 0);
+                return Err(S1Error::Transport {
+                    endpoint,
+                    message: describe_transport_error(&e),
+                });
+            }
+        };
+        let status = resp.status().as_u16();
+        let after = retry_after(resp.headers());
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                // The status line arrived but the body did not: count as a failed call.
+                crate::metrics::api_call(super::error::SINK, &metric, 0);
+                return Err(S1Error::Transport {
+                    endpoint,
+                    message: describe_transport_error(&e),
+                });
+            }
+        };
+        crate::metrics::api_call(super::error::SINK, &metric, status);
+        tracing::debug!(%endpoint, status, bytes = bytes.len(), "sentinelone call");
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let errors = parse_errors(&text);
+        Err(match status {
+            401 => S1Error::Auth {
+                endpoint,
+                message: auth_message(&errors),
+            },
+            403 => S1Error::Permission {
+                endpoint,
+                code: errors.iter().find_map(|e| e.code),
+                message: permission_message(&errors, &text),
+            },
+            429 => S1Error::RateLimited {
+                endpoint,
+                retry_after: after,
+            },
+            400 | 422 => S1Error::Validation {
+                endpoint,
+                status,
+                errors,
+                body: trim_body(&text),
+            },
+            _ => S1Error::Http {
+                endpoint,
+                status,
+                message: describe_errors(&errors, &text),
+            },
+        })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &Method,
+        bytes: &[u8],
+    ) -> Result<T, S1Error> {
+        serde_json::from_slice(bytes).map_err(|e| S1Error::Decode {
+            endpoint: format!("{method} {}", self.url),
+            message: e.to_string(),
+        })
+    }
+
+    /// Creates the items in one POST; returns S1's `data` (normally one entry per item, in order).
+    pub async fn create(&self, items: &[IocItem]) -> Result<Vec<RemoteIoc>, S1Error> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let body = json!({ "filter": self.write_filter(), "data": items });
+        let bytes = self.call(Method::POST, &[], Some(&body)).await?;
+        Ok(self.decode::<DataList>(&Method::POST, &bytes)?.data)
+    }
+
+    /// Reads one page of IOCs in scope.
+    pub async fn list(&self, q: &ListQuery) -> Result<ListPage, S1Error> {
+        let mut query = q.pairs();
+        query.extend(self.read_scope());
+        let bytes = self.call(Method::GET, &query, None).await?;
+        let body: ListBody = self.decode(&Method::GET, &bytes)?;
+        let pagination = body.pagination.unwrap_or_default();
+        Ok(ListPage {
+            data: body.data,
+            next_cursor: pagination.next_cursor.filter(|c| !c.is_empty()),
+            total_items: pagination.total_items,
+        })
+    }
+
+    /// Pages through a list until the last page, `max` items, or a cursor S1 already gave (then
+    /// stops with `repeated_cursor`: following it would loop over the same pages forever).
+    pub async fn list_all(&self, q: &ListQuery, max: Option<usize>) -> Result<ListAll, S1Error> {
+        let mut q = q.clone();
+        let mut out = ListAll::default();
+        let mut seen: HashSet<String> = q.cursor.iter().cloned().collect();
+        loop {
+            if let Some(max) = max {
+                let left = max.saturating_sub(out.items.len());
+                let page = q
+                    .limit
+                    .unwrap_or(1000)
+                    .min(u32::try_from(left).unwrap_or(1000));
+                q.limit = Some(page.max(1));
+            }
+            let page = self.list(&q).await?;
+            out.total_items = out.total_items.or(page.total_items);
+            out.items.extend(page.data);
+            let Some(cursor) = page.next_cursor else {
+                break;
+            };
+            if max.is_some_and(|m| out.items.len() >= m) {
+                out.items.truncate(max.unwrap_or(usize::MAX));
+                out.truncated = true;
+                break;
+            }
+            if !seen.insert(cursor.clone()) {
+                tracing::warn!(
+                    endpoint = %self.url,
+                    items = out.items.len(),
+                    "sentinelone returned a cursor it already gave; stopping the listing"
+                );
+                out.repeated_cursor = true;
+                break;
+            }
+            q.cursor = Some(cursor);
+        }
+        Ok(out)
+    }
+
+    /// The IOCs in scope with this type and value (and externalId, when given).
+    pub async fn find(
+        &self,
+        kind: S1Type,
+        value: &str,
+        external_id: Option<&str>,
+    ) -> Result<Vec<RemoteIoc>, S1Error> {
+        let q = ListQuery {
+            kind: Some(kind),
+            value: Some(value.to_string()),
+            external_id: external_id.map(str::to_string),
+            ..Default::default()
+        };
+        let all = self.list_all(&q, Some(10_000)).await?;
+        // Filter again locally: keeps us correct if S1 ignores a filter parameter.
+        Ok(all
+            .items
+            .into_iter()
+            .filter(|r| r.matches(kind, value, external_id))
+            .collect())
+    }
+
+    /// Deletes by uuid (in chunks); returns how many S1 removed. Unknown uuids are not an error.
+    pub async fn delete_uuids(&self, uuids: &[String]) -> Result<u64, S1Error> {
+        let mut affected = 0;
+        for chunk in uuids.chunks(DELETE_CHUNK) {
+            affected += self
+                .delete_where(&DeleteFilter {
+                    uuids: chunk.to_vec(),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Ok(affected)
+    }
+
+    /// Deletes what the filter selects in scope; refuses a filter that selects nothing specific.
+    pub async fn delete_where(&self, filter: &DeleteFilter) -> Result<u64, S1Error> {
+        if filter.is_unbounded() {
+            return Err(S1Error::Unsafe {
+                endpoint: format!("DELETE {}", self.url),
+                message: "a delete without uuids, value or externalId would remove every IOC in \
+                          scope"
+                    .into(),
+            });
+        }
+        let mut f = self.write_filter();
+        if !filter.uuids.is_empty() {
+            f.insert("uuids".into(), json!(filter.uuids));
+        }
+        if let Some(v) = &filter.value {
+            f.insert("value".into(), json!(v));
+        }
+        if let Some(e) = &filter.external_id {
+            f.insert("externalId".into(), json!(e));
+        }
+        f.extend(filter.extra.clone());
+        let body = json!({ "filter": f });
+        let bytes = self.call(Method::DELETE, &[], Some(&body)).await?;
+        Ok(self
+            .decode::<DeleteBody>(&Method::DELETE, &bytes)?
+            .data
+            .affected)
+    }
+
+    /// `GET` with `limit=1` in scope: proves the URL, the token and the scope ids.
+    pub async fn probe(&self) -> Result<ListPage, S1Error> {
+        self.list(&ListQuery {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_url_is_built_once() {
+        let want = "https://s1.example/web/api/v2.1/threat-intelligence/iocs";
+        for base in [
+            "https://s1.example",
+            "https://s1.example//",
+            "https://s1.example/web/api/v2.1/",
+            "https://s1.example/web/api/v2.1/threat-intelligence/iocs/",
+        ] {
+            assert_eq!(iocs_url(base), want, "{base}");
+        }
+    }
+}
