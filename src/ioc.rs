@@ -75,3 +75,243 @@ pub struct Ioc {
     /// The normalised value (see [`Ioc::new`]).
     pub value: String,
 }
+
+/// The hashes of the empty file, lower-case: they would match every empty file.
+const EMPTY_FILE_HASHES: [(IocKind, &str); 3] = [
+    (IocKind::Md5, "d41d8cd98f00b204e9800998ecf8427e"),
+    (IocKind::Sha1, "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+    (
+        IocKind::Sha256,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    ),
+];
+
+/// Whether `value` is the hash of the empty file for the hash kind `kind` (any letter case).
+pub fn is_empty_file_hash(kind: IocKind, value: &str) -> bool {
+    EMPTY_FILE_HASHES
+        .iter()
+        .any(|(k, h)| *k == kind && h.eq_ignore_ascii_case(value))
+}
+
+impl Ioc {
+    /// Normalises and validates `raw` as a value of `kind` (surrounding whitespace is ignored):
+    ///
+    /// - hashes: hex of the kind's length, lower-cased; the empty-file hash is
+    ///   [`SkipReason::EmptyFileHash`];
+    /// - IPv4/IPv6: parsed and printed canonically; a `/32` (`/128`) suffix is the address, a
+    ///   shorter prefix is [`SkipReason::CidrRange`];
+    /// - domain/hostname: lower-cased, one trailing dot removed, Unicode converted to punycode
+    ///   (IDNA), labels of 1–63 characters from `[a-z0-9_-]`, at most 253 characters, and not an
+    ///   IP address;
+    /// - URL: kept as given (trimmed), but not empty and without whitespace or control characters.
+    ///
+    /// Anything else is [`SkipReason::InvalidValue`].
+    pub fn new(kind: IocKind, raw: &str) -> Result<Ioc, SkipReason> {
+        let raw = raw.trim();
+        let value = match kind {
+            IocKind::Md5 => normalise_hash(kind, raw, 32)?,
+            IocKind::Sha1 => normalise_hash(kind, raw, 40)?,
+            IocKind::Sha256 => normalise_hash(kind, raw, 64)?,
+            IocKind::Ipv4 => normalise_ip::<std::net::Ipv4Addr>(raw, 32)?,
+            IocKind::Ipv6 => normalise_ip::<std::net::Ipv6Addr>(raw, 128)?,
+            IocKind::Domain | IocKind::Hostname => normalise_domain(raw)?,
+            IocKind::Url => normalise_url(raw)?,
+        };
+        Ok(Ioc { kind, value })
+    }
+
+    /// Guesses the kind of a bare value (the CLI's `s1 add`), then normalises it with
+    /// [`Ioc::new`]: 32/40/64 hex digits are MD5/SHA-1/SHA-256, then an IPv4 or IPv6 address
+    /// (or CIDR), then anything with `scheme://` is a URL, then a dotted name is a domain.
+    /// Anything else is [`SkipReason::InvalidValue`].
+    pub fn detect(raw: &str) -> Result<Ioc, SkipReason> {
+        let value = raw.trim();
+        if value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let kind = match value.len() {
+                32 => IocKind::Md5,
+                40 => IocKind::Sha1,
+                64 => IocKind::Sha256,
+                _ => return Err(SkipReason::InvalidValue),
+            };
+            return Ioc::new(kind, value);
+        }
+        let address = value.split_once('/').map_or(value, |(addr, _)| addr);
+        if address.parse::<std::net::Ipv4Addr>().is_ok() {
+            return Ioc::new(IocKind::Ipv4, value);
+        }
+        if address.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Ioc::new(IocKind::Ipv6, value);
+        }
+        if value.contains("://") {
+            return Ioc::new(IocKind::Url, value);
+        }
+        if value.trim_end_matches('.').contains('.') {
+            return Ioc::new(IocKind::Domain, value);
+        }
+        Err(SkipReason::InvalidValue)
+    }
+}
+
+/// Hex of exactly `len` digits, lower-cased; the empty-file hash is its own skip reason.
+fn normalise_hash(kind: IocKind, raw: &str, len: usize) -> Result<String, SkipReason> {
+    if raw.len() != len || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SkipReason::InvalidValue);
+    }
+    if is_empty_file_hash(kind, raw) {
+        return Err(SkipReason::EmptyFileHash);
+    }
+    Ok(raw.to_ascii_lowercase())
+}
+
+/// An address, optionally with a prefix length: the full length is the address itself, a shorter
+/// one a range.
+fn normalise_ip<A>(raw: &str, full_prefix: u8) -> Result<String, SkipReason>
+where
+    A: std::str::FromStr + std::fmt::Display,
+{
+    let (address, prefix) = match raw.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (raw, None),
+    };
+    let address: A = address.parse().map_err(|_| SkipReason::InvalidValue)?;
+    if let Some(prefix) = prefix {
+        // Digits only: `u8::from_str` would also take `+32`.
+        if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SkipReason::InvalidValue);
+        }
+        match prefix.parse::<u8>() {
+            Ok(p) if p == full_prefix => {}
+            Ok(p) if p < full_prefix => return Err(SkipReason::CidrRange),
+            _ => return Err(SkipReason::InvalidValue),
+        }
+    }
+    Ok(address.to_string())
+}
+
+/// Lower-case ASCII domain without trailing dot; Unicode goes through IDNA (punycode).
+fn normalise_domain(raw: &str) -> Result<String, SkipReason> {
+    let name = raw.strip_suffix('.').unwrap_or(raw);
+    // ASCII bytes other than these would be percent-decoded or rejected by the URL host parser
+    // in surprising ways; refuse them up front.
+    let ascii_ok = name
+        .bytes()
+        .all(|b| !b.is_ascii() || b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if name.is_empty() || !ascii_ok {
+        return Err(SkipReason::InvalidValue);
+    }
+    let ascii = if name.is_ascii() {
+        name.to_ascii_lowercase()
+    } else {
+        match url::Host::parse(name) {
+            Ok(url::Host::Domain(domain)) => domain,
+            _ => return Err(SkipReason::InvalidValue),
+        }
+    };
+    let labels_ok = ascii.split('.').all(|label| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    });
+    // A numeric last label makes it an IP address (or nonsense), never a domain.
+    let numeric_tld = ascii
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
+    if !labels_ok || ascii.len() > 253 || numeric_tld {
+        return Err(SkipReason::InvalidValue);
+    }
+    Ok(ascii)
+}
+
+/// A URL is pushed as given; it only has to be one token.
+fn normalise_url(raw: &str) -> Result<String, SkipReason> {
+    if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(SkipReason::InvalidValue);
+    }
+    Ok(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(kind: IocKind, raw: &str) -> String {
+        Ioc::new(kind, raw).expect("valid").value
+    }
+
+    fn err(kind: IocKind, raw: &str) -> SkipReason {
+        Ioc::new(kind, raw).expect_err("invalid")
+    }
+
+    #[test]
+    fn hashes_are_lower_cased_and_length_checked() {
+        let md5 = "0123456789ABCDEF0123456789abcdef";
+        assert_eq!(ok(IocKind::Md5, md5), md5.to_ascii_lowercase());
+        assert_eq!(ok(IocKind::Sha1, &"a".repeat(40)), "a".repeat(40));
+        assert_eq!(ok(IocKind::Sha256, &format!(" {} ", "F".repeat(64))), "f".repeat(64));
+        assert_eq!(err(IocKind::Md5, &"a".repeat(31)), SkipReason::InvalidValue);
+        assert_eq!(err(IocKind::Sha1, &"a".repeat(32)), SkipReason::InvalidValue);
+        assert_eq!(err(IocKind::Sha256, &"g".repeat(64)), SkipReason::InvalidValue);
+    }
+
+    #[test]
+    fn empty_file_hashes_are_skipped() {
+        for (kind, hash) in EMPTY_FILE_HASHES {
+            assert_eq!(err(kind, hash), SkipReason::EmptyFileHash);
+            assert_eq!(err(kind, &hash.to_ascii_uppercase()), SkipReason::EmptyFileHash);
+            assert!(is_empty_file_hash(kind, hash));
+        }
+        assert!(!is_empty_file_hash(IocKind::Sha1, EMPTY_FILE_HASHES[0].1));
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(ok(IocKind::Ipv4, "198.51.100.7"), "198.51.100.7");
+        assert_eq!(ok(IocKind::Ipv4, "198.51.100.7/32"), "198.51.100.7");
+        assert_eq!(err(IocKind::Ipv4, "198.51.100.0/24"), SkipReason::CidrRange);
+        assert_eq!(err(IocKind::Ipv4, "198.51.100.0/33"), SkipReason::InvalidValue);
+        assert_eq!(err(IocKind::Ipv4, "198.51.100.0/+32"), SkipReason::InvalidValue);
+        assert_eq!(err(IocKind::Ipv4, "198.51.100.256"), SkipReason::InvalidValue);
+        assert_eq!(err(IocKind::Ipv4, "2001:db8::1"), SkipReason::InvalidValue);
+        assert_eq!(ok(IocKind::Ipv6, "2001:DB8:0:0::1"), "2001:db8::1");
+        assert_eq!(ok(IocKind::Ipv6, "2001:db8::1/128"), "2001:db8::1");
+        assert_eq!(err(IocKind::Ipv6, "2001:db8::/32"), SkipReason::CidrRange);
+        assert_eq!(err(IocKind::Ipv6, "1.2.3.4"), SkipReason::InvalidValue);
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(ok(IocKind::Domain, "Example.COM."), "example.com");
+        assert_eq!(ok(IocKind::Hostname, "_dmarc.example.com"), "_dmarc.example.com");
+        assert_eq!(ok(IocKind::Domain, "bücher.example"), "xn--bcher-kva.example");
+        for bad in ["", ".", "a..b", "exa mple.com", "ex%61mple.com", "a/b.com", "1.2.3.4"] {
+            assert_eq!(err(IocKind::Domain, bad), SkipReason::InvalidValue, "{bad:?}");
+        }
+        assert_eq!(err(IocKind::Domain, &format!("{}.com", "a".repeat(64))), SkipReason::InvalidValue);
+    }
+
+    #[test]
+    fn urls_are_trimmed_only() {
+        assert_eq!(ok(IocKind::Url, "  http://EXAMPLE.com/a?b=c \n"), "http://EXAMPLE.com/a?b=c");
+        assert_eq!(err(IocKind::Url, "   "), SkipReason::InvalidValue);
+        assert_eq!(err(IocKind::Url, "http://a b"), SkipReason::InvalidValue);
+    }
+
+    #[test]
+    fn detect_guesses_the_kind() {
+        let kind = |raw: &str| Ioc::detect(raw).map(|i| i.kind);
+        assert_eq!(kind(&"a".repeat(32)), Ok(IocKind::Md5));
+        assert_eq!(kind(&"a".repeat(40)), Ok(IocKind::Sha1));
+        assert_eq!(kind(&"a".repeat(64)), Ok(IocKind::Sha256));
+        assert_eq!(kind(&"a".repeat(33)), Err(SkipReason::InvalidValue));
+        assert_eq!(kind("10.0.0.1"), Ok(IocKind::Ipv4));
+        assert_eq!(kind("10.0.0.0/8"), Err(SkipReason::CidrRange));
+        assert_eq!(kind("::1"), Ok(IocKind::Ipv6));
+        assert_eq!(kind("https://example.com/x"), Ok(IocKind::Url));
+        assert_eq!(kind("Evil.Example.com"), Ok(IocKind::Domain));
+        assert_eq!(kind("localhost"), Err(SkipReason::InvalidValue));
+        assert_eq!(kind("not a value"), Err(SkipReason::InvalidValue));
+        assert_eq!(Ioc::detect(EMPTY_FILE_HASHES[2].1), Err(SkipReason::EmptyFileHash));
+    }
+}

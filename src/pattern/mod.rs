@@ -1,1 +1,85 @@
 //! STIX 2.1 patterning: grammar, AST, printing and classification.
+//!
+//! - [`parse`] reads the complete STIX 2.1 pattern grammar (`STIXPattern.g4` of
+//!   oasis-open/cti-stix2-json-schemas, with the lexer's exact token rules) into a typed
+//!   [`Pattern`] with byte spans, and runs the semantic checks of the reference validator
+//!   `stix2-patterns` (duplicate qualifier kind, hash value form). It never panics, runs in
+//!   linear time, and rejects parentheses nested deeper than [`MAX_NESTING`].
+//! - `Display` on the tree prints a canonical pattern that parses back to an equal tree.
+//! - [`classify`] / [`classify_expanded`] turn a pattern into IOCs or a [`SkipReason`];
+//!   [`report`] is one line of `iocsync parse`.
+//!
+//! Known, deliberate differences from `stix2-patterns` (2.0.0):
+//! - it rejects any pattern that does not start with `[` after `(`/whitespace, so a leading
+//!   comment makes it fail; comments are skipped everywhere here, as the grammar says;
+//! - it rejects every `IN (…)` on a hash key (it checks the set's text as one hash); here each
+//!   member is checked;
+//! - it crashes on a negative list index (`[-1]`) and on a hash path ending in a list index;
+//!   here they are valid (negative indexes are in the grammar) and unchecked;
+//! - list indexes and `REPEATS` counts beyond 64 bits are errors here.
+
+mod ast;
+mod classify;
+mod error;
+mod lex;
+mod parser;
+mod print;
+mod semantic;
+
+pub use ast::{
+    BoolOp, CompareOp, Comparison, ComparisonExpr, ComparisonKind, Literal, LiteralValue,
+    ObjectPath, ObservationExpr, ObservationKind, ObservationOp, PathStep, Pattern, Qualifier,
+    QualifierKind, Span, StringOp, Test,
+};
+pub use classify::{classify, classify_expanded, supported_kind};
+pub use error::ParseError;
+pub use parser::{parse, MAX_NESTING};
+
+use crate::ioc::Ioc;
+use crate::skip::SkipReason;
+use serde::Serialize;
+
+/// Parses and classifies in one step. A parse error is [`SkipReason::Invalid`]. Without `expand`
+/// the result holds exactly one IOC; with it, see [`classify_expanded`].
+pub fn classify_str(input: &str, expand: bool) -> Result<Vec<Ioc>, SkipReason> {
+    let pattern = parse(input).map_err(|_| SkipReason::Invalid)?;
+    if expand {
+        classify_expanded(&pattern)
+    } else {
+        classify(&pattern).map(|ioc| vec![ioc])
+    }
+}
+
+/// One line of `iocsync parse` output (interface.md); every key is always serialised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParseReport {
+    /// The input, as given.
+    pub pattern: String,
+    /// Whether the input is a syntactically and semantically valid STIX 2.1 pattern.
+    pub valid: bool,
+    /// The parse error with its byte offset, when not valid.
+    pub error: Option<String>,
+    /// The IOC, when the pattern is a single `=` comparison on a supported path with a good value.
+    pub ioc: Option<Ioc>,
+    /// Why there is no IOC (`invalid` when not valid).
+    pub skip: Option<SkipReason>,
+}
+
+/// Parses and classifies one pattern for `iocsync parse` (no expansion: one IOC at most).
+pub fn report(input: &str) -> ParseReport {
+    let (valid, error, outcome) = match parse(input) {
+        Ok(pattern) => (true, None, classify(&pattern)),
+        Err(e) => (false, Some(e.to_string()), Err(SkipReason::Invalid)),
+    };
+    let (ioc, skip) = match outcome {
+        Ok(ioc) => (Some(ioc), None),
+        Err(reason) => (None, Some(reason)),
+    };
+    ParseReport {
+        pattern: input.to_owned(),
+        valid,
+        error,
+        ioc,
+        skip,
+    }
+}
