@@ -3,6 +3,8 @@
 //! A sink speaks its vendor's API and nothing else: batching, retries, backoff, dead-lettering and
 //! accounting belong to the pipeline.
 
+pub mod jsonl;
+
 use crate::ioc::Ioc;
 use crate::model::IocMeta;
 use async_trait::async_trait;
