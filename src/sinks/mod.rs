@@ -4,6 +4,7 @@
 //! accounting belong to the pipeline.
 
 pub mod jsonl;
+pub mod zeek;
 
 use crate::ioc::Ioc;
 use crate::model::IocMeta;

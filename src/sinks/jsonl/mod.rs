@@ -24,3 +24,7 @@ mod sink;
 pub use config::JsonlConfig;
 pub(crate) use format::{key_of, settle_in_order, Key};
 pub use sink::JsonlSink;
+
+/// Builders shared by the sinks' unit tests.
+#[cfg(test)]
+pub(crate) use format::tests as tests_support;

@@ -373,9 +373,15 @@ mod tests {
         );
 
         assert!(applied(&sink.apply(std::slice::from_ref(&create)).await));
-        let got = sink.resolve(&[update.clone()]).await.expect("resolve");
+        let got = sink
+            .resolve(std::slice::from_ref(&update))
+            .await
+            .expect("resolve");
         assert_eq!(got, vec![Resolution::NotApplied]);
-        let got = sink.resolve(&[delete.clone()]).await.expect("resolve");
+        let got = sink
+            .resolve(std::slice::from_ref(&delete))
+            .await
+            .expect("resolve");
         assert_eq!(got, vec![Resolution::NotApplied]);
 
         assert!(applied(&sink.apply(std::slice::from_ref(&update)).await));
@@ -414,7 +420,10 @@ mod tests {
         file.write_all(&line[..line.len() - 1]).expect("write");
         drop(file);
 
-        let got = sink.resolve(&[torn.clone()]).await.expect("resolve");
+        let got = sink
+            .resolve(std::slice::from_ref(&torn))
+            .await
+            .expect("resolve");
         assert_eq!(got, vec![Resolution::NotApplied]);
         assert!(applied(&sink.apply(std::slice::from_ref(&torn)).await));
         let text = read(&sink);
