@@ -2,6 +2,7 @@
 //! each IOC kind is written as a Zeek indicator.
 
 use crate::ioc::IocKind;
+use std::fmt::Write as _;
 
 /// The columns, in order; tombstone mode adds `meta.remove`.
 const FIELDS: [&str; 5] = [
@@ -36,15 +37,7 @@ pub(crate) fn intel_type(kind: IocKind) -> &'static str {
     }
 }
 
-/// The indicator as Zeek matches it: URLs as Zeek's HTTP script builds them, the rest unchanged.
-pub(crate) fn indicator(kind: IocKind, value: &str) -> String {
-    match kind {
-        IocKind::Url => zeek_url(value),
-        _ => value.to_owned(),
-    }
-}
-
-/// `scheme://[user@]host[:port]/path?query#frag` → `host[:port]/path?query`.
+/// A URL as Zeek matches it: `scheme://[user@]host[:port]/path?query#frag` → `host[:port]/path?query`.
 ///
 /// Zeek's `HTTP::build_url` is the Host header plus the request URI, with the port only when it is not
 /// the default: so the scheme, credentials and fragment (never sent on the wire) go, the default port
@@ -97,25 +90,28 @@ pub(crate) fn zeek_url(value: &str) -> String {
     out
 }
 
-/// Escapes a value for Zeek's ASCII reader: `-` stands for an empty value, and tab, newline,
+/// Appends a value escaped for Zeek's ASCII reader: `-` stands for an empty value, and tab, newline,
 /// backslash and other control characters become `\xHH`. A value that is literally `-` or
-/// `(empty)` is escaped too, so the reader does not take it for the unset or empty marker.
-pub(crate) fn field(value: &str) -> String {
+/// `(empty)` is escaped too, so the reader does not take it for the unset or empty marker. Writes
+/// straight into `out`: the file can hold 100k+ rows.
+fn push_field(out: &mut String, value: &str) {
     match value {
-        "" => return "-".to_owned(),
-        "-" => return "\\x2d".to_owned(),
-        "(empty)" => return "\\x28empty)".to_owned(),
+        "" => return out.push('-'),
+        "-" => return out.push_str("\\x2d"),
+        "(empty)" => return out.push_str("\\x28empty)"),
         _ => {}
     }
-    let mut out = String::with_capacity(value.len());
+    if !value.bytes().any(|b| b == b'\\' || b.is_ascii_control()) {
+        return out.push_str(value);
+    }
     for c in value.chars() {
         if c == '\\' || c.is_ascii_control() {
-            out.push_str(&format!("\\x{:02x}", c as u32));
+            // Infallible: writing to a String cannot fail.
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
         } else {
             out.push(c);
         }
     }
-    out
 }
 
 /// One row of the file.
@@ -136,14 +132,16 @@ pub(crate) struct Row<'a> {
 
 /// Appends one row (with its newline) to `out`.
 pub(crate) fn push_row(out: &mut String, row: &Row<'_>) {
-    let cells = [
-        field(&indicator(row.kind, row.value)),
-        intel_type(row.kind).to_owned(),
-        field(row.source),
-        field(row.desc),
-        field(row.url),
-    ];
-    out.push_str(&cells.join("\t"));
+    match row.kind {
+        IocKind::Url => push_field(out, &zeek_url(row.value)),
+        _ => push_field(out, row.value),
+    }
+    out.push('\t');
+    out.push_str(intel_type(row.kind));
+    for cell in [row.source, row.desc, row.url] {
+        out.push('\t');
+        push_field(out, cell);
+    }
     if let Some(remove) = row.remove {
         out.push_str(if remove { "\tT" } else { "\tF" });
     }
@@ -181,8 +179,6 @@ mod tests {
         for (kind, ty) in expected {
             assert_eq!(intel_type(kind), ty, "{kind}");
         }
-        assert_eq!(indicator(IocKind::Ipv6, "2001:db8::1"), "2001:db8::1");
-        assert_eq!(indicator(IocKind::Sha1, "ab"), "ab");
     }
 
     #[test]
@@ -211,6 +207,12 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(zeek_url(url), want, "{url}");
         }
+    }
+
+    fn field(value: &str) -> String {
+        let mut out = String::new();
+        push_field(&mut out, value);
+        out
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::config::{expand_url_template, Removal, ZeekConfig};
 use super::format::{header, push_row, Row};
-use super::state::LiveSet;
+use super::state::{LiveSet, Undo};
 use crate::sinks::jsonl::fs::{blocking, parent_dir, probe_writable, sync_dir, Context, FileError};
 use crate::sinks::jsonl::settle_in_order;
 use crate::sinks::{Change, Outcome, Resolution, Sink, SinkError};
@@ -32,7 +32,8 @@ struct Settings {
 /// The mutable part, behind one async mutex: batches, resolve and maintenance never interleave.
 #[derive(Debug)]
 struct Inner {
-    live: LiveSet,
+    /// Shared with the blocking writer during a write; mutated in place (`Arc::make_mut`) otherwise.
+    live: Arc<LiveSet>,
     /// False until the intel file has been written from `live` by this process: after a crash it may
     /// lag behind the sidecar.
     synced: bool,
@@ -87,7 +88,7 @@ impl ZeekSink {
         Ok(ZeekSink {
             settings: Arc::new(settings),
             inner: tokio::sync::Mutex::new(Inner {
-                live,
+                live: Arc::new(live),
                 synced: false,
                 last_write: None,
             }),
@@ -158,8 +159,7 @@ impl ZeekSink {
         if !due {
             return Ok(false);
         }
-        let next = inner.live.clone();
-        self.commit(&mut inner, next, now)
+        self.commit(&mut inner, Undo::default(), now)
             .await
             .map_err(|e| e.to_sink_error(SINK))?;
         Ok(true)
@@ -170,11 +170,12 @@ impl ZeekSink {
             return Vec::new();
         }
         let mut inner = self.inner.lock().await;
-        let mut next = inner.live.clone();
+        let mut undo = Undo::default();
+        let live = Arc::make_mut(&mut inner.live);
         for change in batch {
-            next.apply(change, self.settings.removal, now);
+            live.apply(change, self.settings.removal, now, &mut undo);
         }
-        match self.commit(&mut inner, next, now).await {
+        match self.commit(&mut inner, undo, now).await {
             Ok(()) => batch
                 .iter()
                 .map(|_| Outcome::Applied { remote_id: None })
@@ -198,8 +199,7 @@ impl ZeekSink {
         if !inner.synced {
             // The intel file may lag behind the sidecar (killed between the two renames): bring it up
             // to date before reporting changes as applied.
-            let current = inner.live.clone();
-            self.commit(&mut inner, current, now)
+            self.commit(&mut inner, Undo::default(), now)
                 .await
                 .map_err(|e| e.to_sink_error(SINK))?;
         }
@@ -208,31 +208,31 @@ impl ZeekSink {
         }))
     }
 
-    /// Prunes due tombstones from `next`, writes both files, and adopts `next` once they are durable.
-    /// On failure memory keeps the last state known to be on disk and the next write retries.
+    /// Prunes due tombstones, writes both files from the set, and keeps it once they are durable.
+    /// On failure the set is rolled back with `undo` to what the files last held, so memory never
+    /// claims more than the disk; the next write retries. (If the caller drops the future mid-write,
+    /// the set keeps the batch: the next write carries it to disk, and re-sending it is idempotent.)
     async fn commit(
         &self,
         inner: &mut Inner,
-        mut next: LiveSet,
+        mut undo: Undo,
         now: DateTime<Utc>,
     ) -> Result<(), FileError> {
         let s = Arc::clone(&self.settings);
-        next.prune(s.removal, s.tombstone_retention, now);
-        let written = blocking(&self.settings.intel_path, move || {
-            persist(&s, &next)?;
-            Ok(next)
-        })
-        .await;
+        Arc::make_mut(&mut inner.live).prune(s.removal, s.tombstone_retention, now, &mut undo);
+        let snapshot = Arc::clone(&inner.live);
+        let written = blocking(&self.settings.intel_path, move || persist(&s, &snapshot)).await;
         match written {
-            Ok(next) => {
-                let (live, tombstones) = next.counts();
+            Ok(()) => {
+                let (live, tombstones) = inner.live.counts();
                 tracing::debug!(sink = SINK, live, tombstones, "rewrote zeek intel file");
-                inner.live = next;
                 inner.synced = true;
                 inner.last_write = Some(now);
                 Ok(())
             }
             Err(err) => {
+                // The writer has dropped its snapshot by now, so this does not copy the set.
+                undo.revert(Arc::make_mut(&mut inner.live));
                 inner.synced = false;
                 Err(err)
             }

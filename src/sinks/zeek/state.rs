@@ -7,7 +7,7 @@ use crate::sinks::jsonl::{key_of, Key};
 use crate::sinks::{Change, ChangeOp};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// The sidecar's format version; bump it when `Entry` changes incompatibly.
@@ -24,16 +24,16 @@ pub(crate) struct Entry {
     /// The indicator that created (or last updated) the item.
     pub indicator_id: String,
     /// Indicator name, for `meta.desc`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Link back to the source, for `meta.url`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_url: Option<String>,
     /// The source platform's internal id, for `zeek.url_template`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internal_id: Option<String>,
     /// When the item was deleted: a tombstone row until the retention has passed. `None`: live.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed_at: Option<DateTime<Utc>>,
 }
 
@@ -51,11 +51,44 @@ impl Entry {
     }
 }
 
-/// The sidecar file's content.
-#[derive(Serialize, Deserialize)]
+/// The sidecar file's content, as read.
+#[derive(Deserialize)]
 struct Sidecar {
     version: u32,
     entries: Vec<Entry>,
+}
+
+/// The sidecar file's content, as written: borrowed, so a write does not copy the whole set.
+#[derive(Serialize)]
+struct SidecarRef<'a> {
+    version: u32,
+    entries: Vec<&'a Entry>,
+}
+
+/// The previous value of every key a batch touched, so the set can be rolled back to what is on disk
+/// when writing the files fails (cheaper than copying the whole set before each batch).
+#[derive(Debug, Default)]
+pub(crate) struct Undo {
+    before: HashMap<Key, Option<Entry>>,
+}
+
+impl Undo {
+    /// Remembers `key`'s value before its first change in this batch.
+    fn record(&mut self, key: &Key, current: Option<&Entry>) {
+        if !self.before.contains_key(key) {
+            self.before.insert(key.clone(), current.cloned());
+        }
+    }
+
+    /// Puts back every recorded value.
+    pub fn revert(self, set: &mut LiveSet) {
+        for (key, before) in self.before {
+            match before {
+                Some(entry) => set.entries.insert(key, entry),
+                None => set.entries.remove(&key),
+            };
+        }
+    }
 }
 
 /// The items of the intel file, in a stable order so rewrites are deterministic.
@@ -65,9 +98,16 @@ pub(crate) struct LiveSet {
 }
 
 impl LiveSet {
-    /// Applies one change at `now`.
-    pub fn apply(&mut self, change: &Change, removal: Removal, now: DateTime<Utc>) {
+    /// Applies one change at `now`, recording what it replaces in `undo`.
+    pub fn apply(
+        &mut self,
+        change: &Change,
+        removal: Removal,
+        now: DateTime<Utc>,
+        undo: &mut Undo,
+    ) {
         let key = key_of(change);
+        undo.record(&key, self.entries.get(&key));
         match change.op {
             // An update for an item we do not hold is a create: the file shows the desired state.
             ChangeOp::Create | ChangeOp::Update => {
@@ -100,13 +140,26 @@ impl LiveSet {
             .count()
     }
 
-    /// Drops the tombstones due at `now` (all of them in expire mode, where none should exist);
-    /// returns how many.
-    pub fn prune(&mut self, removal: Removal, retention: Duration, now: DateTime<Utc>) -> usize {
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, e| !is_due(e, removal, retention, now));
-        before - self.entries.len()
+    /// Drops the tombstones due at `now` (all of them in expire mode, where none should exist),
+    /// recording them in `undo`; returns how many.
+    pub fn prune(
+        &mut self,
+        removal: Removal,
+        retention: Duration,
+        now: DateTime<Utc>,
+        undo: &mut Undo,
+    ) -> usize {
+        let due: Vec<Key> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| is_due(e, removal, retention, now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &due {
+            undo.record(key, self.entries.get(key));
+            self.entries.remove(key);
+        }
+        due.len()
     }
 
     /// Whether the set already shows the effect of `change`.
@@ -140,9 +193,9 @@ impl LiveSet {
 
     /// The sidecar JSON.
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&Sidecar {
+        serde_json::to_vec(&SidecarRef {
             version: VERSION,
-            entries: self.entries.values().cloned().collect(),
+            entries: self.entries.values().collect(),
         })
     }
 
@@ -187,6 +240,15 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
+    /// Applies one change outside any batch.
+    fn apply(set: &mut LiveSet, change: &Change, removal: Removal, at: i64) {
+        set.apply(change, removal, t(at), &mut Undo::default());
+    }
+
+    fn prune(set: &mut LiveSet, removal: Removal, at: i64) -> usize {
+        set.prune(removal, DAY, t(at), &mut Undo::default())
+    }
+
     #[test]
     fn tombstone_lifecycle() {
         let mut set = LiveSet::default();
@@ -202,11 +264,11 @@ mod tests {
             "a.example",
             "indicator--1",
         );
-        set.apply(&create, Removal::Tombstone, t(0));
+        apply(&mut set, &create, Removal::Tombstone, 0);
         assert!(set.reflects(&create));
         assert!(!set.reflects(&delete));
-        set.apply(&delete, Removal::Tombstone, t(10));
-        set.apply(&delete, Removal::Tombstone, t(20));
+        apply(&mut set, &delete, Removal::Tombstone, 10);
+        apply(&mut set, &delete, Removal::Tombstone, 20);
         assert_eq!(set.counts(), (0, 1));
         assert!(set.reflects(&delete));
         assert!(!set.reflects(&create));
@@ -217,8 +279,12 @@ mod tests {
             set.due_tombstones(Removal::Tombstone, DAY, t(10 + 86_399)),
             0
         );
-        assert_eq!(set.prune(Removal::Tombstone, DAY, t(10 + 86_399)), 0);
-        assert_eq!(set.prune(Removal::Tombstone, DAY, t(10 + 86_400)), 1);
+        assert_eq!(prune(&mut set, Removal::Tombstone, 10 + 86_399), 0);
+        assert_eq!(
+            set.due_tombstones(Removal::Tombstone, DAY, t(10 + 86_400)),
+            1
+        );
+        assert_eq!(prune(&mut set, Removal::Tombstone, 10 + 86_400), 1);
         assert_eq!(set.counts(), (0, 0));
     }
 
@@ -229,7 +295,7 @@ mod tests {
         let delete = change(ChangeOp::Delete, IocKind::Md5, "aa", "indicator--1");
         let again = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--2");
         for (c, at) in [(&create, 0), (&delete, 1), (&again, 2)] {
-            set.apply(c, Removal::Tombstone, t(at));
+            apply(&mut set, c, Removal::Tombstone, at);
         }
         assert_eq!(set.counts(), (1, 0));
         assert!(set.reflects(&again));
@@ -241,20 +307,14 @@ mod tests {
         let mut set = LiveSet::default();
         let a = change(ChangeOp::Create, IocKind::Ipv4, "10.0.0.1", "indicator--1");
         let b = change(ChangeOp::Create, IocKind::Ipv4, "10.0.0.2", "indicator--2");
-        set.apply(&a, Removal::Tombstone, t(0));
-        set.apply(&b, Removal::Tombstone, t(0));
-        set.apply(
-            &change(ChangeOp::Delete, IocKind::Ipv4, "10.0.0.1", "indicator--1"),
-            Removal::Tombstone,
-            t(1),
-        );
+        let delete_a = change(ChangeOp::Delete, IocKind::Ipv4, "10.0.0.1", "indicator--1");
+        let delete_b = change(ChangeOp::Delete, IocKind::Ipv4, "10.0.0.2", "indicator--2");
+        apply(&mut set, &a, Removal::Tombstone, 0);
+        apply(&mut set, &b, Removal::Tombstone, 0);
+        apply(&mut set, &delete_a, Removal::Tombstone, 1);
         // The operator switched to expire mode: the old tombstone goes on the next rewrite.
-        assert_eq!(set.prune(Removal::Expire, DAY, t(2)), 1);
-        set.apply(
-            &change(ChangeOp::Delete, IocKind::Ipv4, "10.0.0.2", "indicator--2"),
-            Removal::Expire,
-            t(3),
-        );
+        assert_eq!(prune(&mut set, Removal::Expire, 2), 1);
+        apply(&mut set, &delete_b, Removal::Expire, 3);
         assert_eq!(set.counts(), (0, 0));
     }
 
@@ -264,31 +324,51 @@ mod tests {
         let create = change(ChangeOp::Create, IocKind::Sha1, "bb", "indicator--1");
         let mut update = change(ChangeOp::Update, IocKind::Sha1, "bb", "indicator--1");
         update.meta.name = Some("new name".to_owned());
-        set.apply(&create, Removal::Tombstone, t(0));
+        apply(&mut set, &create, Removal::Tombstone, 0);
         assert!(!set.reflects(&update));
-        set.apply(&update, Removal::Tombstone, t(1));
+        apply(&mut set, &update, Removal::Tombstone, 1);
         assert!(set.reflects(&update));
         assert!(set.reflects(&create));
     }
 
     #[test]
+    fn undo_restores_the_set_before_the_batch() {
+        let mut set = LiveSet::default();
+        let kept = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--1");
+        let old = change(ChangeOp::Create, IocKind::Md5, "bb", "indicator--2");
+        let old_delete = change(ChangeOp::Delete, IocKind::Md5, "bb", "indicator--2");
+        apply(&mut set, &kept, Removal::Tombstone, 0);
+        apply(&mut set, &old, Removal::Tombstone, 0);
+        apply(&mut set, &old_delete, Removal::Tombstone, 0);
+        let before = set.clone();
+
+        let mut undo = Undo::default();
+        let batch = [
+            change(ChangeOp::Delete, IocKind::Md5, "aa", "indicator--1"),
+            change(ChangeOp::Create, IocKind::Md5, "cc", "indicator--3"),
+            change(ChangeOp::Update, IocKind::Md5, "cc", "indicator--3"),
+        ];
+        for c in &batch {
+            set.apply(c, Removal::Tombstone, t(5), &mut undo);
+        }
+        assert_eq!(
+            set.prune(Removal::Tombstone, DAY, t(DAY.as_secs() as i64), &mut undo),
+            1
+        );
+        assert_ne!(set, before);
+        undo.revert(&mut set);
+        assert_eq!(set, before);
+    }
+
+    #[test]
     fn sidecar_round_trip_and_version_check() {
         let mut set = LiveSet::default();
-        set.apply(
-            &change(ChangeOp::Create, IocKind::Url, "http://x/", "indicator--1"),
-            Removal::Tombstone,
-            t(0),
-        );
-        set.apply(
-            &change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--2"),
-            Removal::Tombstone,
-            t(0),
-        );
-        set.apply(
-            &change(ChangeOp::Delete, IocKind::Md5, "aa", "indicator--2"),
-            Removal::Tombstone,
-            t(5),
-        );
+        let url = change(ChangeOp::Create, IocKind::Url, "http://x/", "indicator--1");
+        let md5 = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--2");
+        let delete = change(ChangeOp::Delete, IocKind::Md5, "aa", "indicator--2");
+        apply(&mut set, &url, Removal::Tombstone, 0);
+        apply(&mut set, &md5, Removal::Tombstone, 0);
+        apply(&mut set, &delete, Removal::Tombstone, 5);
         let bytes = set.to_json().expect("json");
         assert_eq!(LiveSet::from_json(&bytes), Ok(set));
         assert!(LiveSet::from_json(br#"{"version":99,"entries":[]}"#).is_err());
