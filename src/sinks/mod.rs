@@ -3,7 +3,9 @@
 //! A sink speaks its vendor's API and nothing else: batching, retries, backoff, dead-lettering and
 //! accounting belong to the pipeline.
 
+pub mod jsonl;
 pub mod sentinelone;
+pub mod zeek;
 
 use crate::ioc::Ioc;
 use crate::model::IocMeta;

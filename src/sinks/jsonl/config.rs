@@ -1,0 +1,77 @@
+//! The `jsonl` config section (env `IOCSYNC_JSONL_<KEY>`).
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Settings of the JSONL sink.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonlConfig {
+    /// The file records are appended to; parent directories are created. Unset: sink not configured.
+    pub path: Option<PathBuf>,
+}
+
+impl JsonlConfig {
+    /// Whether the sink is configured at all (a path is set).
+    pub fn is_configured(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// Checks the values without touching the filesystem; returns `(key, message)` per problem.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Some(path) = &self.path {
+            let text = path.to_string_lossy();
+            if text.trim().is_empty() {
+                problems.push(("jsonl.path".to_owned(), "must not be empty".to_owned()));
+            } else if text.ends_with('/') || path.file_name().is_none() {
+                problems.push((
+                    "jsonl.path".to_owned(),
+                    format!("`{text}` must name a file, not a directory"),
+                ));
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_unconfigured_and_valid() {
+        let cfg = JsonlConfig::default();
+        assert!(!cfg.is_configured());
+        assert!(cfg.validate().is_empty());
+    }
+
+    #[test]
+    fn default_serialises_every_key() {
+        let value = serde_json::to_value(JsonlConfig::default()).expect("serialise");
+        assert_eq!(value, serde_json::json!({ "path": null }));
+    }
+
+    #[test]
+    fn rejects_directory_and_empty_paths() {
+        for bad in ["", "out/", ".."] {
+            let cfg = JsonlConfig {
+                path: Some(PathBuf::from(bad)),
+            };
+            let problems = cfg.validate();
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            assert_eq!(problems[0].0, "jsonl.path");
+        }
+        let ok = JsonlConfig {
+            path: Some(PathBuf::from("data/iocs.jsonl")),
+        };
+        assert!(ok.is_configured());
+        assert!(ok.validate().is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = serde_json::from_str::<JsonlConfig>(r#"{"path":"a","paht":"b"}"#);
+        assert!(err.is_err());
+    }
+}

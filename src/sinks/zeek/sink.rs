@@ -1,0 +1,727 @@
+//! `ZeekSink`: keeps the live set in a sidecar file and rewrites the intel file atomically from it.
+
+use super::config::{expand_url_template, Removal, ZeekConfig};
+use super::format::{header, push_row, Row};
+use super::state::{LiveSet, Undo};
+use crate::sinks::jsonl::fs::{blocking, parent_dir, probe_writable, sync_dir, Context, FileError};
+use crate::sinks::jsonl::settle_in_order;
+use crate::sinks::{Change, Outcome, Resolution, Sink, SinkError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const SINK: &str = "zeek";
+
+/// What the blocking writer needs, shared with it.
+#[derive(Debug)]
+struct Settings {
+    intel_path: PathBuf,
+    state_path: PathBuf,
+    removal: Removal,
+    tombstone_retention: Duration,
+    rewrite_interval: Duration,
+    source_name: String,
+    url_template: Option<String>,
+}
+
+/// The mutable part, behind one async mutex: batches, resolve and maintenance never interleave.
+#[derive(Debug)]
+struct Inner {
+    /// Shared with the blocking writer during a write; mutated in place (`Arc::make_mut`) otherwise.
+    live: Arc<LiveSet>,
+    /// False until the intel file has been written from `live` by this process: after a crash it may
+    /// lag behind the sidecar.
+    synced: bool,
+    /// When this process last wrote the files.
+    last_write: Option<DateTime<Utc>>,
+}
+
+/// Writes the Zeek Intelligence Framework file.
+#[derive(Debug)]
+pub struct ZeekSink {
+    settings: Arc<Settings>,
+    inner: tokio::sync::Mutex<Inner>,
+}
+
+/// `<intel_path>.iocsync.json`.
+fn state_path_for(intel_path: &Path) -> PathBuf {
+    let mut name = OsString::from(intel_path.as_os_str());
+    name.push(".iocsync.json");
+    PathBuf::from(name)
+}
+
+/// A hidden temp name next to `path`; fixed, so a crash leaves at most one behind and the next write
+/// reuses it.
+fn temp_path_for(path: &Path) -> PathBuf {
+    let name = path.file_name().map(OsString::from).unwrap_or_default();
+    let mut temp = OsString::from(".");
+    temp.push(name);
+    temp.push(".iocsync-tmp");
+    parent_dir(path).join(temp)
+}
+
+impl ZeekSink {
+    /// Builds the sink and loads the sidecar state (blocking, once at start-up). A missing sidecar is
+    /// an empty set; an unreadable one is an error, since starting empty would forget what Zeek holds.
+    pub fn new(config: &ZeekConfig) -> Result<Self, SinkError> {
+        let intel_path = config.intel_path.clone().ok_or_else(|| SinkError::Config {
+            sink: SINK,
+            key: "zeek.intel_path",
+            message: "no intel file configured".to_owned(),
+        })?;
+        let state_path = state_path_for(&intel_path);
+        let live = load_state(&state_path, &intel_path).map_err(|e| e.to_sink_error(SINK))?;
+        let settings = Settings {
+            intel_path,
+            state_path,
+            removal: config.removal,
+            tombstone_retention: config.tombstone_retention,
+            rewrite_interval: config.rewrite_interval,
+            source_name: config.source_name.clone(),
+            url_template: config.url_template.clone(),
+        };
+        Ok(ZeekSink {
+            settings: Arc::new(settings),
+            inner: tokio::sync::Mutex::new(Inner {
+                live: Arc::new(live),
+                synced: false,
+                last_write: None,
+            }),
+        })
+    }
+
+    /// The intel file Zeek reads.
+    pub fn intel_path(&self) -> &Path {
+        &self.settings.intel_path
+    }
+
+    /// The sidecar state file.
+    pub fn state_path(&self) -> &Path {
+        &self.settings.state_path
+    }
+
+    /// How often [`ZeekSink::maintain`] should run: half the rewrite interval, so that in expire mode
+    /// no two writes are ever more than `rewrite_interval` apart.
+    pub fn maintenance_interval(&self) -> Duration {
+        (self.settings.rewrite_interval / 2).max(Duration::from_secs(1))
+    }
+
+    /// Periodic upkeep: rewrites the intel file when it is due — not yet written by this process, a
+    /// tombstone past its retention, or (expire mode) half the rewrite interval since the last write.
+    /// Returns whether it wrote.
+    pub async fn maintain(&self) -> Result<bool, SinkError> {
+        self.maintain_at(Utc::now()).await
+    }
+
+    /// Runs [`ZeekSink::maintain`] now and every [`ZeekSink::maintenance_interval`] until `shutdown`
+    /// is cancelled; failures are logged and retried on the next tick.
+    pub fn spawn_maintenance(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(self.maintenance_interval());
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                if let Err(err) = self.maintain().await {
+                    tracing::warn!(sink = SINK, error = %err, "zeek intel file upkeep failed; will retry");
+                }
+            }
+        })
+    }
+
+    async fn maintain_at(&self, now: DateTime<Utc>) -> Result<bool, SinkError> {
+        let mut inner = self.inner.lock().await;
+        let s = &self.settings;
+        // A clock that went backwards counts as due: a missed refresh lets Zeek expire live items,
+        // an extra one only costs a reread.
+        let refresh_due = s.removal == Removal::Expire
+            && inner.last_write.is_none_or(|at| {
+                (now - at)
+                    .to_std()
+                    .map_or(true, |elapsed| elapsed >= s.rewrite_interval / 2)
+            });
+        let due = !inner.synced
+            || refresh_due
+            || inner
+                .live
+                .due_tombstones(s.removal, s.tombstone_retention, now)
+                > 0;
+        if !due {
+            return Ok(false);
+        }
+        self.commit(&mut inner, Undo::default(), now)
+            .await
+            .map_err(|e| e.to_sink_error(SINK))?;
+        Ok(true)
+    }
+
+    async fn apply_at(&self, batch: &[Change], now: DateTime<Utc>) -> Vec<Outcome> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let mut inner = self.inner.lock().await;
+        let mut undo = Undo::default();
+        let live = Arc::make_mut(&mut inner.live);
+        for change in batch {
+            live.apply(change, self.settings.removal, now, &mut undo);
+        }
+        match self.commit(&mut inner, undo, now).await {
+            Ok(()) => batch
+                .iter()
+                .map(|_| Outcome::Applied { remote_id: None })
+                .collect(),
+            Err(err) => batch
+                .iter()
+                .map(|_| Outcome::Retry {
+                    after: None,
+                    error: err.to_sink_error(SINK),
+                })
+                .collect(),
+        }
+    }
+
+    async fn resolve_at(
+        &self,
+        pending: &[Change],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Resolution>, SinkError> {
+        let mut inner = self.inner.lock().await;
+        if !inner.synced {
+            // The intel file may lag behind the sidecar (killed between the two renames): bring it up
+            // to date before reporting changes as applied.
+            self.commit(&mut inner, Undo::default(), now)
+                .await
+                .map_err(|e| e.to_sink_error(SINK))?;
+        }
+        Ok(settle_in_order(pending, |change| {
+            inner.live.reflects(change)
+        }))
+    }
+
+    /// Prunes due tombstones, writes both files from the set, and keeps it once they are durable.
+    /// On failure the set is rolled back with `undo` to what the files last held, so memory never
+    /// claims more than the disk; the next write retries. (If the caller drops the future mid-write,
+    /// the set keeps the batch: the next write carries it to disk, and re-sending it is idempotent.)
+    async fn commit(
+        &self,
+        inner: &mut Inner,
+        mut undo: Undo,
+        now: DateTime<Utc>,
+    ) -> Result<(), FileError> {
+        let s = Arc::clone(&self.settings);
+        Arc::make_mut(&mut inner.live).prune(s.removal, s.tombstone_retention, now, &mut undo);
+        let snapshot = Arc::clone(&inner.live);
+        let written = blocking(&self.settings.intel_path, move || persist(&s, &snapshot)).await;
+        match written {
+            Ok(()) => {
+                let (live, tombstones) = inner.live.counts();
+                tracing::debug!(sink = SINK, live, tombstones, "rewrote zeek intel file");
+                inner.synced = true;
+                inner.last_write = Some(now);
+                Ok(())
+            }
+            Err(err) => {
+                // The writer has dropped its snapshot by now, so this does not copy the set.
+                undo.revert(Arc::make_mut(&mut inner.live));
+                inner.synced = false;
+                Err(err)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for ZeekSink {
+    fn name(&self) -> &'static str {
+        SINK
+    }
+
+    fn max_batch(&self) -> usize {
+        10_000
+    }
+
+    fn supports_update(&self) -> bool {
+        true
+    }
+
+    async fn apply(&self, batch: &[Change]) -> Vec<Outcome> {
+        self.apply_at(batch, Utc::now()).await
+    }
+
+    async fn resolve(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError> {
+        self.resolve_at(pending, Utc::now()).await
+    }
+
+    async fn check(&self) -> Result<String, SinkError> {
+        let path = self.settings.intel_path.clone();
+        blocking(&self.settings.intel_path, move || probe_writable(&path))
+            .await
+            .map_err(|e| e.to_sink_error(SINK))?;
+        Ok(format!("writable `{}`", self.settings.intel_path.display()))
+    }
+}
+
+/// Reads the sidecar; a missing one is an empty set.
+fn load_state(state_path: &Path, intel_path: &Path) -> Result<LiveSet, FileError> {
+    match std::fs::read(state_path) {
+        Ok(bytes) => LiveSet::from_json(&bytes).map_err(|message| {
+            FileError::new(
+                "read state",
+                state_path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+            )
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            if intel_path.exists() {
+                tracing::warn!(
+                    sink = SINK,
+                    intel = %intel_path.display(),
+                    state = %state_path.display(),
+                    "intel file exists without its state file; starting from an empty set, items only \
+                     in the old file get no tombstone"
+                );
+            }
+            Ok(LiveSet::default())
+        }
+        Err(err) => Err(FileError::new("read state", state_path, err)),
+    }
+}
+
+/// Writes the sidecar, then the intel file, each atomically.
+///
+/// Order matters. The sidecar is the truth and the intel file is derived from it, so the sidecar is
+/// made durable first (renamed and its directory synced) and only then is the intel file replaced. A
+/// crash in between leaves the sidecar ahead of the intel file, never the other way round; on restart
+/// nothing is trusted from memory: the sidecar is loaded, the sink starts "not synced", and `resolve`
+/// (and the first upkeep) regenerates the intel file before reporting the batch as applied. The
+/// opposite order could leave a row in Zeek's file that no state remembers — an item Zeek would keep
+/// forever with no tombstone to remove it.
+fn persist(s: &Settings, live: &LiveSet) -> Result<(), FileError> {
+    let json = live
+        .to_json()
+        .map_err(|e| FileError::new("encode state for", &s.state_path, std::io::Error::other(e)))?;
+    write_atomically(&s.state_path, &json)?;
+    write_atomically(&s.intel_path, render(s, live).as_bytes())
+}
+
+/// The intel file's text.
+fn render(s: &Settings, live: &LiveSet) -> String {
+    let tombstones = s.removal == Removal::Tombstone;
+    let mut out = header(tombstones);
+    // Zeek skips `#` lines other than `#fields`; this one is for people opening the file.
+    out.push_str(
+        "# written by iocsync from the .iocsync.json state file next to it; edits are lost\n",
+    );
+    for entry in live.entries() {
+        let url = entry.source_url.clone().or_else(|| {
+            let template = s.url_template.as_deref()?;
+            expand_url_template(template, &entry.indicator_id, entry.internal_id.as_deref())
+                .ok()
+                .flatten()
+        });
+        push_row(
+            &mut out,
+            &Row {
+                kind: entry.kind,
+                value: &entry.value,
+                source: &s.source_name,
+                desc: entry.name.as_deref().unwrap_or(&entry.indicator_id),
+                url: url.as_deref().unwrap_or(""),
+                remove: tombstones.then_some(entry.removed_at.is_some()),
+            },
+        );
+    }
+    out
+}
+
+/// Temp file in the same directory, write, fsync, rename over `path`, fsync the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+    let temp = temp_path_for(path);
+    let result = std::fs::File::create(&temp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .ctx("write", &temp)
+        .and_then(|()| std::fs::rename(&temp, path).ctx("rename into", path));
+    if result.is_err() {
+        // Best effort: do not leave a half-written temp file behind.
+        let _ = std::fs::remove_file(&temp);
+    }
+    result?;
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ioc::IocKind;
+    use crate::sinks::jsonl::tests_support::change;
+    use crate::sinks::ChangeOp;
+
+    const DAY: i64 = 86_400;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("time")
+    }
+
+    fn config(dir: &tempfile::TempDir, removal: Removal) -> ZeekConfig {
+        ZeekConfig {
+            intel_path: Some(dir.path().join("intel.dat")),
+            removal,
+            ..ZeekConfig::default()
+        }
+    }
+
+    fn sink(dir: &tempfile::TempDir, removal: Removal) -> ZeekSink {
+        ZeekSink::new(&config(dir, removal)).expect("sink")
+    }
+
+    /// The data rows of the intel file (header and comments left out).
+    fn rows(sink: &ZeekSink) -> Vec<String> {
+        std::fs::read_to_string(sink.intel_path())
+            .expect("read intel file")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn all_applied(outcomes: &[Outcome], n: usize) {
+        assert_eq!(outcomes.len(), n);
+        for outcome in outcomes {
+            assert!(
+                matches!(outcome, Outcome::Applied { remote_id: None }),
+                "{outcome:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_header_and_one_row_per_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = sink(&dir, Removal::Tombstone);
+        let mut url = change(
+            ChangeOp::Create,
+            IocKind::Url,
+            "https://evil.example:8443/a?b=c",
+            "indicator--u",
+        );
+        url.meta.source_url = Some("https://cti.example/i/u".to_owned());
+        let batch = [
+            change(ChangeOp::Create, IocKind::Sha256, "aa", "indicator--1"),
+            change(ChangeOp::Create, IocKind::Sha1, "bb", "indicator--2"),
+            change(ChangeOp::Create, IocKind::Md5, "cc", "indicator--3"),
+            url,
+            change(
+                ChangeOp::Create,
+                IocKind::Domain,
+                "d.example",
+                "indicator--4",
+            ),
+            change(
+                ChangeOp::Create,
+                IocKind::Hostname,
+                "h.example",
+                "indicator--5",
+            ),
+            change(ChangeOp::Create, IocKind::Ipv4, "10.0.0.1", "indicator--6"),
+            change(
+                ChangeOp::Create,
+                IocKind::Ipv6,
+                "2001:db8::1",
+                "indicator--7",
+            ),
+        ];
+        all_applied(&sink.apply_at(&batch, t(0)).await, batch.len());
+        let text = std::fs::read_to_string(sink.intel_path()).expect("read");
+        assert!(text.starts_with(
+            "#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\tmeta.url\tmeta.remove\n"
+        ));
+        // Rows come in (kind, value) order; hostnames are stored as domains.
+        assert_eq!(
+            rows(&sink),
+            [
+                "aa\tIntel::FILE_HASH\tiocsync\tname of aa\t-\tF",
+                "bb\tIntel::FILE_HASH\tiocsync\tname of bb\t-\tF",
+                "cc\tIntel::FILE_HASH\tiocsync\tname of cc\t-\tF",
+                "evil.example:8443/a?b=c\tIntel::URL\tiocsync\tname of https://evil.example:8443/a?b=c\thttps://cti.example/i/u\tF",
+                "d.example\tIntel::DOMAIN\tiocsync\tname of d.example\t-\tF",
+                "h.example\tIntel::DOMAIN\tiocsync\tname of h.example\t-\tF",
+                "10.0.0.1\tIntel::ADDR\tiocsync\tname of 10.0.0.1\t-\tF",
+                "2001:db8::1\tIntel::ADDR\tiocsync\tname of 2001:db8::1\t-\tF",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn rewrite_is_atomic_and_leaves_only_the_two_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = sink(&dir, Removal::Tombstone);
+        for i in 0..3 {
+            let c = change(
+                ChangeOp::Create,
+                IocKind::Md5,
+                &format!("{i:02}"),
+                "indicator--1",
+            );
+            all_applied(&sink.apply_at(&[c], t(i)).await, 1);
+        }
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["intel.dat", "intel.dat.iocsync.json"]);
+        assert_eq!(rows(&sink).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn tombstone_stays_for_the_retention_then_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = sink(&dir, Removal::Tombstone);
+        let create = change(
+            ChangeOp::Create,
+            IocKind::Domain,
+            "c2.example",
+            "indicator--1",
+        );
+        let delete = change(
+            ChangeOp::Delete,
+            IocKind::Domain,
+            "c2.example",
+            "indicator--1",
+        );
+        all_applied(&sink.apply_at(std::slice::from_ref(&create), t(0)).await, 1);
+        all_applied(
+            &sink.apply_at(std::slice::from_ref(&delete), t(100)).await,
+            1,
+        );
+        assert_eq!(
+            rows(&sink),
+            ["c2.example\tIntel::DOMAIN\tiocsync\tname of c2.example\t-\tT"]
+        );
+
+        // Just before the 7-day retention ends: nothing to do.
+        assert_eq!(
+            sink.maintain_at(t(100 + 7 * DAY - 1)).await.ok(),
+            Some(false)
+        );
+        assert_eq!(rows(&sink).len(), 1);
+        // Once it has passed, upkeep drops the row.
+        assert_eq!(sink.maintain_at(t(100 + 7 * DAY)).await.ok(), Some(true));
+        assert!(rows(&sink).is_empty());
+
+        // Re-creating a tombstoned value makes it live again.
+        all_applied(
+            &sink
+                .apply_at(&[create.clone(), delete, create], t(200))
+                .await,
+            3,
+        );
+        assert_eq!(
+            rows(&sink),
+            ["c2.example\tIntel::DOMAIN\tiocsync\tname of c2.example\t-\tF"]
+        );
+    }
+
+    #[tokio::test]
+    async fn expire_mode_drops_rows_and_refreshes_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = sink(&dir, Removal::Expire);
+        let a = change(ChangeOp::Create, IocKind::Ipv4, "10.0.0.1", "indicator--1");
+        let b = change(ChangeOp::Create, IocKind::Ipv4, "10.0.0.2", "indicator--2");
+        all_applied(&sink.apply_at(&[a, b], t(0)).await, 2);
+        let delete = change(ChangeOp::Delete, IocKind::Ipv4, "10.0.0.1", "indicator--1");
+        all_applied(&sink.apply_at(&[delete], t(10)).await, 1);
+        let text = std::fs::read_to_string(sink.intel_path()).expect("read");
+        assert!(text
+            .starts_with("#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\tmeta.url\n"));
+        assert_eq!(
+            rows(&sink),
+            ["10.0.0.2\tIntel::ADDR\tiocsync\tname of 10.0.0.2\t-"]
+        );
+
+        // Rewritten once half the 1h interval has passed since the last write, not before.
+        assert_eq!(sink.maintenance_interval(), Duration::from_secs(1800));
+        assert_eq!(sink.maintain_at(t(10 + 1799)).await.ok(), Some(false));
+        let content_before = std::fs::read(sink.intel_path()).expect("read");
+        assert_eq!(sink.maintain_at(t(10 + 1800)).await.ok(), Some(true));
+        assert_eq!(
+            std::fs::read(sink.intel_path()).expect("read"),
+            content_before
+        );
+        assert_eq!(sink.maintain_at(t(10 + 1801)).await.ok(), Some(false));
+        assert_eq!(
+            sink.maintain_at(t(0)).await.ok(),
+            Some(true),
+            "clock went back"
+        );
+    }
+
+    #[tokio::test]
+    async fn state_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = sink(&dir, Removal::Tombstone);
+        let kept = change(ChangeOp::Create, IocKind::Sha256, "aa", "indicator--1");
+        let gone = change(ChangeOp::Create, IocKind::Sha256, "bb", "indicator--2");
+        let delete = change(ChangeOp::Delete, IocKind::Sha256, "bb", "indicator--2");
+        all_applied(
+            &first.apply_at(&[kept.clone(), gone.clone()], t(0)).await,
+            2,
+        );
+        all_applied(
+            &first.apply_at(std::slice::from_ref(&delete), t(50)).await,
+            1,
+        );
+        drop(first);
+
+        let second = sink(&dir, Removal::Tombstone);
+        let never = change(ChangeOp::Create, IocKind::Sha256, "cc", "indicator--3");
+        let got = second
+            .resolve_at(&[kept, gone, delete, never], t(60))
+            .await
+            .expect("resolve");
+        // `bb`'s create is settled by its later delete, which the file shows: both applied.
+        assert_eq!(
+            got,
+            [
+                Resolution::Applied { remote_id: None },
+                Resolution::Applied { remote_id: None },
+                Resolution::Applied { remote_id: None },
+                Resolution::NotApplied,
+            ]
+        );
+        // The tombstone's deletion time came back from disk: it goes 7 days after t(50).
+        assert_eq!(
+            second.maintain_at(t(50 + 7 * DAY - 1)).await.ok(),
+            Some(false)
+        );
+        assert_eq!(second.maintain_at(t(50 + 7 * DAY)).await.ok(), Some(true));
+        assert_eq!(
+            rows(&second),
+            ["aa\tIntel::FILE_HASH\tiocsync\tname of aa\t-\tF"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kill_between_the_two_renames_is_repaired_before_resolve_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = sink(&dir, Removal::Tombstone);
+        let create = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--1");
+        all_applied(
+            &first.apply_at(std::slice::from_ref(&create), t(0)).await,
+            1,
+        );
+        // As if killed after the sidecar rename: the intel file is the previous (empty) one.
+        std::fs::write(first.intel_path(), header(true)).expect("roll back intel file");
+        drop(first);
+
+        let second = sink(&dir, Removal::Tombstone);
+        let got = second.resolve_at(&[create], t(1)).await.expect("resolve");
+        assert_eq!(got, [Resolution::Applied { remote_id: None }]);
+        assert_eq!(
+            rows(&second),
+            ["aa\tIntel::FILE_HASH\tiocsync\tname of aa\t-\tF"]
+        );
+    }
+
+    #[tokio::test]
+    async fn url_template_fills_in_when_there_is_no_source_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = ZeekSink::new(&ZeekConfig {
+            url_template: Some("https://cti.example/indicators/{internal_id}".to_owned()),
+            source_name: "cti\tprod".to_owned(),
+            ..config(&dir, Removal::Expire)
+        })
+        .expect("sink");
+        let mut with_id = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--1");
+        with_id.meta.source_internal_id = Some("abc".to_owned());
+        let mut without = change(ChangeOp::Create, IocKind::Md5, "bb", "indicator--2");
+        without.meta.name = None;
+        all_applied(&sink.apply_at(&[with_id, without], t(0)).await, 2);
+        assert_eq!(
+            rows(&sink),
+            [
+                "aa\tIntel::FILE_HASH\tcti\\x09prod\tname of aa\thttps://cti.example/indicators/abc",
+                "bb\tIntel::FILE_HASH\tcti\\x09prod\tindicator--2\t-",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn write_failure_is_a_retry_and_keeps_the_previous_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = ZeekSink::new(&ZeekConfig {
+            intel_path: Some(dir.path().join("blocker/intel.dat")),
+            ..ZeekConfig::default()
+        })
+        .expect("sink");
+        // The directory cannot be created once a plain file holds its name.
+        std::fs::write(dir.path().join("blocker"), "").expect("file");
+        let create = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--1");
+        let outcomes = sink.apply_at(std::slice::from_ref(&create), t(0)).await;
+        match &outcomes[..] {
+            [Outcome::Retry { after: None, error }] => {
+                assert!(error.to_string().contains("blocker"), "{error}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!sink.inner.lock().await.live.reflects(&create));
+        assert!(sink.check().await.is_err());
+    }
+
+    #[test]
+    fn unreadable_state_refuses_to_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("intel.dat.iocsync.json"), "{oops").expect("write");
+        let err = ZeekSink::new(&config(&dir, Removal::Tombstone)).expect_err("corrupt state");
+        assert!(err.to_string().contains("intel.dat.iocsync.json"), "{err}");
+        let err = ZeekSink::new(&ZeekConfig::default()).expect_err("no path");
+        assert!(err.to_string().contains("zeek.intel_path"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn check_reports_the_writable_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = sink(&dir, Removal::Tombstone);
+        let said = sink.check().await.expect("check");
+        assert_eq!(said, format!("writable `{}`", sink.intel_path().display()));
+        assert_eq!(sink.name(), "zeek");
+        assert_eq!(sink.max_batch(), 10_000);
+        assert!(sink.supports_update());
+    }
+
+    #[tokio::test]
+    async fn maintenance_task_writes_at_start_and_stops_on_shutdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = Arc::new(sink(&dir, Removal::Expire));
+        let shutdown = CancellationToken::new();
+        let task = Arc::clone(&sink).spawn_maintenance(shutdown.clone());
+        // The first tick is immediate and a freshly loaded sink is not yet synced.
+        for _ in 0..200 {
+            if sink.intel_path().exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(sink.intel_path().exists());
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
+}
