@@ -1,6 +1,8 @@
 //! The `Source` boundary: a task that reads a remote (or a file) and sends `SourceEvent`s into a
 //! bounded channel, resuming from a checkpoint the pipeline gives it.
 
+pub mod opencti;
+
 use crate::model::SourceEvent;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
