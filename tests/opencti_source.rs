@@ -609,3 +609,64 @@ async fn once_mode_returns_when_caught_up() {
         "nothing committed in this test"
     );
 }
+
+#[tokio::test]
+async fn a_deleted_connector_is_registered_again() {
+    let fake = start_fake().await;
+    let ids = push_four(&fake);
+    let (o, c) = configs(&fake);
+    let mut run = Run::start(&o, &c, None, false);
+    run.next_object().await;
+    run.committed.send_replace(Some(ids[0].clone()));
+    fake.delete_connector(CONNECTOR_ID);
+    wait_for("the position stored again", || {
+        fake.connector_state(CONNECTOR_ID)
+            .is_some_and(|s| s.contains(&ids[0]))
+    })
+    .await;
+    let registrations = fake
+        .graphql_calls()
+        .iter()
+        .filter(|c| c.operation == "registerConnector")
+        .count();
+    assert_eq!(registrations, 2);
+    // Not a reset: no Reset event, the stream goes on.
+    for id in &ids[1..] {
+        assert_eq!(
+            run.next_object().await.position.as_deref(),
+            Some(id.as_str())
+        );
+    }
+    run.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn an_sse_capture_loads_into_the_fake() {
+    let fake = start_fake().await;
+    let create = opencti_fake::envelope("create", indicator(7)).to_string();
+    let capture = format!(
+        "event: connected\r\ndata: {{\"lastEventId\":\"1-0\"}}\r\n\r\n\
+         : a comment\n\
+         id: {ms}-0\nevent: create\ndata: {create}\n\n\
+         id: {ms}-0\nevent: heartbeat\ndata: \"2023-11-14T22:13:20.000Z\"\n\n\
+         id: {ms}-1\r\nevent: update\r\ndata: {{\"version\":\"4\",\r\ndata: \"data\":{{\"id\":\"indicator--x\"}}}}\r\n\r\n",
+        ms = BASE_MS
+    );
+    assert_eq!(
+        fake.load_sse(&capture),
+        2,
+        "connected and heartbeat are not events"
+    );
+    let (o, c) = configs(&fake);
+    let mut run = Run::start(&o, &c, None, false);
+    let first = run.next_object().await;
+    assert_eq!(stix_id(&first), indicator(7)["id"]);
+    let second = run.next_object().await;
+    assert_eq!(second.kind, EventKind::Update);
+    assert_eq!(
+        stix_id(&second),
+        "indicator--x",
+        "multi-line data joined with a newline"
+    );
+    run.stop().await.expect("clean stop");
+}

@@ -303,6 +303,11 @@ impl FakeOpenCti {
         });
     }
 
+    /// Deletes a connector, as from the UI (its state goes with it).
+    pub fn delete_connector(&self, connector_id: &str) {
+        self.with(|d| d.connectors.remove(connector_id));
+    }
+
     /// A connector's stored state (`None`: not registered).
     pub fn connector_state(&self, connector_id: &str) -> Option<String> {
         self.inner

@@ -633,6 +633,22 @@ async fn ping_task(
                 }
                 failing = false;
             }
+            Err(OpenCtiError::Graphql { message, .. })
+                if message.contains("No connector found") =>
+            {
+                // Deleted in the UI while we run: register again (its state is gone, which is
+                // not a reset of ours: the next ping stores our position again).
+                warn!("the connector was deleted in OpenCTI: registering it again");
+                let reg = Registration {
+                    id: s.connector_id.clone(),
+                    name: s.name.clone(),
+                    scope: s.scope.clone(),
+                };
+                match gql.register(&reg).await {
+                    Ok(_) => lock(&shared).platform_empty = true,
+                    Err(e) => warn!(cause = %e, "re-registering the connector failed"),
+                }
+            }
             Err(e) => {
                 failing = true;
                 warn!(cause = %e, "OpenCTI ping failed");
