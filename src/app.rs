@@ -63,7 +63,11 @@ impl From<SourceError> for AppError {
     fn from(e: SourceError) -> Self {
         match e {
             SourceError::Auth { .. } => AppError::Auth(e.to_string()),
-            SourceError::Config { source_name, key, message } => AppError::problems(vec![Problem {
+            SourceError::Config {
+                source_name,
+                key,
+                message,
+            } => AppError::problems(vec![Problem {
                 key: key.to_string(),
                 message: format!("{source_name}: {message}"),
             }]),
@@ -112,14 +116,30 @@ fn default_source_label(kind: SourceKind) -> &'static str {
     }
 }
 
+/// The configured sinks, plus the ones that need a background task.
+pub struct BuiltSinks {
+    /// Every sink, in configuration order.
+    pub sinks: Vec<Arc<dyn Sink>>,
+    /// The Zeek sink, whose upkeep task (tombstone expiry, periodic rewrite) must run beside it.
+    pub zeek: Option<Arc<ZeekSink>>,
+}
+
 /// Builds the configured sinks.
-pub fn build_sinks(cfg: &Config, kind: SourceKind) -> Result<Vec<Arc<dyn Sink>>, AppError> {
+pub fn build_sinks(cfg: &Config, kind: SourceKind) -> Result<BuiltSinks, AppError> {
     let names = cfg.sink_names().map_err(|p| AppError::problems(vec![p]))?;
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    let mut zeek = None;
     for name in names {
         let sink: Arc<dyn Sink> = match name {
-            "sentinelone" => Arc::new(SentinelOneSink::new(&cfg.sentinelone_intel, default_source_label(kind))?),
-            "zeek" => Arc::new(ZeekSink::new(&cfg.zeek)?),
+            "sentinelone" => Arc::new(SentinelOneSink::new(
+                &cfg.sentinelone_intel,
+                default_source_label(kind),
+            )?),
+            "zeek" => {
+                let sink = Arc::new(ZeekSink::new(&cfg.zeek)?);
+                zeek = Some(Arc::clone(&sink));
+                sink
+            }
             "jsonl" => Arc::new(JsonlSink::new(&cfg.jsonl)?),
             other => {
                 return Err(AppError::problems(vec![Problem {
@@ -130,7 +150,7 @@ pub fn build_sinks(cfg: &Config, kind: SourceKind) -> Result<Vec<Arc<dyn Sink>>,
         };
         sinks.push(sink);
     }
-    Ok(sinks)
+    Ok(BuiltSinks { sinks, zeek })
 }
 
 /// Builds the configured source.
@@ -165,7 +185,9 @@ pub fn spawn_signal_handler(token: CancellationToken) {
                 tracing::info!("shutdown requested: finishing in-flight batches (a second signal exits at once)");
                 token.cancel();
             } else {
-                tracing::warn!("second signal: exiting now; pending changes are settled at the next start");
+                tracing::warn!(
+                    "second signal: exiting now; pending changes are settled at the next start"
+                );
                 std::process::exit(130);
             }
         }
@@ -175,7 +197,10 @@ pub fn spawn_signal_handler(token: CancellationToken) {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -194,11 +219,20 @@ async fn wait_for_signal() {
 }
 
 /// `iocsync run`: one source into its sinks until the input ends (file, `--once`) or shutdown.
-pub async fn run(cfg: &Config, opts: RunOptions, shutdown: CancellationToken) -> Result<RunStats, AppError> {
+pub async fn run(
+    cfg: &Config,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<RunStats, AppError> {
     let kind = validated(cfg)?;
-    let sinks = build_sinks(cfg, kind)?;
+    let built = build_sinks(cfg, kind)?;
     let source = build_source(cfg, kind)?;
     let state = State::open(&cfg.state.dir)?;
+    let upkeep_token = shutdown.child_token();
+    let upkeep = built
+        .zeek
+        .map(|z| z.spawn_maintenance(upkeep_token.clone()));
+    let sinks = built.sinks;
     let mode = if opts.once || kind == SourceKind::File {
         RunMode::Ends
     } else {
@@ -216,7 +250,8 @@ pub async fn run(cfg: &Config, opts: RunOptions, shutdown: CancellationToken) ->
     );
     pipeline.resolve_leftovers(&shutdown).await?;
     let start = pipeline.checkpoint().await?;
-    let (events_tx, events_rx) = mpsc::channel::<SourceEvent>(cfg.pipeline.batch_events.max(16) * 2);
+    let (events_tx, events_rx) =
+        mpsc::channel::<SourceEvent>(cfg.pipeline.batch_events.max(16) * 2);
     let source_token = shutdown.child_token();
     let ctx = SourceContext {
         start,
@@ -239,6 +274,10 @@ pub async fn run(cfg: &Config, opts: RunOptions, shutdown: CancellationToken) ->
         }
     };
     source_token.cancel();
+    upkeep_token.cancel();
+    if let Some(task) = upkeep {
+        let _ = task.await;
+    }
     let source_result = match source_task.await {
         Ok(r) => r,
         Err(e) => Err(SourceError::Other {
@@ -255,7 +294,7 @@ pub async fn run(cfg: &Config, opts: RunOptions, shutdown: CancellationToken) ->
 pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), AppError> {
     let kind = validated(cfg)?;
     let source = build_source(cfg, kind)?;
-    let sinks = build_sinks(cfg, kind)?;
+    let sinks = build_sinks(cfg, kind)?.sinks;
     let mut worst: Option<AppError> = None;
     let mut note = |label: &str, result: Result<String, AppError>, out: &mut dyn std::io::Write| {
         match result {
@@ -302,7 +341,9 @@ pub const DEMO_STREAM: &str = include_str!("../fixtures/opencti/stream.sse");
 /// Builds the demo configuration: the embedded capture into JSONL and Zeek files under `dir`,
 /// starting from a clean state each time.
 pub fn demo_config(dir: &Path) -> Result<Config, AppError> {
-    let io = |what: &str, e: std::io::Error| AppError::Other(format!("demo: failed to {what} `{}`: {e}", dir.display()));
+    let io = |what: &str, e: std::io::Error| {
+        AppError::Other(format!("demo: failed to {what} `{}`: {e}", dir.display()))
+    };
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| io("clean", e))?;
     }

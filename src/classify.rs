@@ -69,7 +69,10 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
     if kind == EventKind::Delete || obj.get("revoked").and_then(Value::as_bool) == Some(true) {
         return gone(None);
     }
-    let pattern_type = obj.get("pattern_type").and_then(Value::as_str).unwrap_or("stix");
+    let pattern_type = obj
+        .get("pattern_type")
+        .and_then(Value::as_str)
+        .unwrap_or("stix");
     if !pattern_type.eq_ignore_ascii_case("stix") {
         return gone(Some(SkipReason::NotStix));
     }
@@ -110,7 +113,12 @@ pub fn meta_of(obj: &serde_json::Map<String, Value>) -> IocMeta {
     let labels = obj
         .get("labels")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let kill_chain_phases = obj
         .get("kill_chain_phases")
@@ -158,8 +166,14 @@ mod tests {
 
     #[test]
     fn single_comparison_becomes_an_ioc_with_meta() {
-        let c = classify_object(EventKind::Create, &indicator("[ipv4-addr:value = '1.2.3.4']"), ClassifyOptions::default());
-        let Classified::Indicator(state) = c else { panic!("not an indicator: {c:?}") };
+        let c = classify_object(
+            EventKind::Create,
+            &indicator("[ipv4-addr:value = '1.2.3.4']"),
+            ClassifyOptions::default(),
+        );
+        let Classified::Indicator(state) = c else {
+            panic!("not an indicator: {c:?}")
+        };
         assert_eq!(state.iocs.len(), 1);
         assert_eq!(state.iocs[0].kind, IocKind::Ipv4);
         assert_eq!(state.meta.score, Some(73));
@@ -170,34 +184,48 @@ mod tests {
     #[test]
     fn deletes_revocations_and_skips() {
         let obj = indicator("[ipv4-addr:value = '1.2.3.4']");
-        let Classified::Indicator(s) = classify_object(EventKind::Delete, &obj, ClassifyOptions::default()) else {
+        let Classified::Indicator(s) =
+            classify_object(EventKind::Delete, &obj, ClassifyOptions::default())
+        else {
             panic!("delete")
         };
         assert!(s.iocs.is_empty() && s.skip.is_none());
         let mut revoked = obj.clone();
         revoked["revoked"] = json!(true);
-        let Classified::Indicator(s) = classify_object(EventKind::Update, &revoked, ClassifyOptions::default()) else {
+        let Classified::Indicator(s) =
+            classify_object(EventKind::Update, &revoked, ClassifyOptions::default())
+        else {
             panic!("revoked")
         };
         assert!(s.iocs.is_empty() && s.skip.is_none());
         let mut sigma = obj.clone();
         sigma["pattern_type"] = json!("sigma");
-        let Classified::Indicator(s) = classify_object(EventKind::Create, &sigma, ClassifyOptions::default()) else {
+        let Classified::Indicator(s) =
+            classify_object(EventKind::Create, &sigma, ClassifyOptions::default())
+        else {
             panic!("sigma")
         };
         assert_eq!(s.skip, Some(SkipReason::NotStix));
         let identity = json!({"id": "identity--1", "type": "identity"});
         assert!(matches!(
             classify_object(EventKind::Create, &identity, ClassifyOptions::default()),
-            Classified::Skip { reason: SkipReason::NotIndicator, .. }
+            Classified::Skip {
+                reason: SkipReason::NotIndicator,
+                ..
+            }
         ));
         let no_id = json!({"type": "indicator", "pattern": "[ipv4-addr:value = '1.2.3.4']"});
         assert!(matches!(
             classify_object(EventKind::Create, &no_id, ClassifyOptions::default()),
-            Classified::Skip { reason: SkipReason::MalformedEvent, .. }
+            Classified::Skip {
+                reason: SkipReason::MalformedEvent,
+                ..
+            }
         ));
         let compound = indicator("[ipv4-addr:value = '1.2.3.4'] AND [ipv4-addr:value = '1.2.3.5']");
-        let Classified::Indicator(s) = classify_object(EventKind::Create, &compound, ClassifyOptions::default()) else {
+        let Classified::Indicator(s) =
+            classify_object(EventKind::Create, &compound, ClassifyOptions::default())
+        else {
             panic!("compound")
         };
         assert_eq!(s.skip, Some(SkipReason::Compound));

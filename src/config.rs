@@ -255,9 +255,13 @@ pub fn env_name(key: &str) -> Option<String> {
     if let Some((prefix, _)) = REMOTE_SECTIONS.iter().find(|(_, s)| *s == section) {
         return Some(format!("{prefix}{}", rest.to_ascii_uppercase()));
     }
-    OWN_SECTIONS
-        .contains(&section)
-        .then(|| format!("IOCSYNC_{}_{}", section.to_ascii_uppercase(), rest.to_ascii_uppercase()))
+    OWN_SECTIONS.contains(&section).then(|| {
+        format!(
+            "IOCSYNC_{}_{}",
+            section.to_ascii_uppercase(),
+            rest.to_ascii_uppercase()
+        )
+    })
 }
 
 /// The keys `Config::default()` has, as `section.key` (and top-level names).
@@ -339,7 +343,9 @@ impl Config {
                     key: name.clone(),
                     message: "unknown environment variable".into(),
                 }),
-                Some(key) => tracing::debug!(env = %name, key, "ignoring environment variable iocsync does not use"),
+                Some(key) => {
+                    tracing::debug!(env = %name, key, "ignoring environment variable iocsync does not use")
+                }
                 None => {}
             }
         }
@@ -426,14 +432,22 @@ impl Config {
             "jsonl" => self.jsonl.is_configured(),
             _ => false,
         };
-        match self.sinks.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        match self
+            .sinks
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             Some(list) => {
                 let mut names = Vec::new();
                 for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     let Some(name) = SINK_NAMES.iter().find(|n| **n == raw) else {
                         return Err(Problem {
                             key: "sinks".into(),
-                            message: format!("unknown sink `{raw}` (expected one of {})", SINK_NAMES.join(", ")),
+                            message: format!(
+                                "unknown sink `{raw}` (expected one of {})",
+                                SINK_NAMES.join(", ")
+                            ),
                         });
                     };
                     if !configured(name) {
@@ -449,8 +463,11 @@ impl Config {
                 Ok(names)
             }
             None => {
-                let names: Vec<&'static str> =
-                    SINK_NAMES.iter().copied().filter(|n| configured(n)).collect();
+                let names: Vec<&'static str> = SINK_NAMES
+                    .iter()
+                    .copied()
+                    .filter(|n| configured(n))
+                    .collect();
                 if names.is_empty() {
                     Err(Problem {
                         key: "sinks".into(),
@@ -467,7 +484,10 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut push = |list: Vec<(String, String)>| {
-            problems.extend(list.into_iter().map(|(key, message)| Problem { key, message }));
+            problems.extend(
+                list.into_iter()
+                    .map(|(key, message)| Problem { key, message }),
+            );
         };
         match self.source_kind() {
             Ok(SourceKind::OpenCti) => {
@@ -476,7 +496,10 @@ impl Config {
             }
             Ok(SourceKind::File) => {
                 if self.file.path.is_none() {
-                    push(vec![("file.path".into(), "the file source needs a path".into())]);
+                    push(vec![(
+                        "file.path".into(),
+                        "the file source needs a path".into(),
+                    )]);
                 }
             }
             Ok(SourceKind::Misp) => push(vec![(
@@ -501,14 +524,23 @@ impl Config {
         let p = &self.pipeline;
         let mut own = Vec::new();
         if p.batch_events == 0 {
-            own.push(("pipeline.batch_events".to_string(), "must be at least 1".to_string()));
+            own.push((
+                "pipeline.batch_events".to_string(),
+                "must be at least 1".to_string(),
+            ));
         }
         if p.retry_min > p.retry_max {
-            own.push(("pipeline.retry_min".into(), "must not exceed pipeline.retry_max".into()));
+            own.push((
+                "pipeline.retry_min".into(),
+                "must not exceed pipeline.retry_max".into(),
+            ));
         }
         if let Some(f) = self.log.format.as_deref() {
             if f != "text" && f != "json" {
-                own.push(("log.format".into(), format!("`{f}` is not `text` or `json`")));
+                own.push((
+                    "log.format".into(),
+                    format!("`{f}` is not `text` or `json`"),
+                ));
             }
         }
         if let Some(level) = self.log_level() {
@@ -554,29 +586,56 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn maps_vendor_and_own_env_names() {
-        assert_eq!(env_key("SENTINELONE_INTEL_API_KEY").as_deref(), Some("sentinelone_intel.api_key"));
-        assert_eq!(env_key("SENTINELONE_INTEL_API_URL").as_deref(), Some("sentinelone_intel.url"));
-        assert_eq!(env_key("CONNECTOR_LIVE_STREAM_ID").as_deref(), Some("connector.live_stream_id"));
-        assert_eq!(env_key("IOCSYNC_PIPELINE_LINGER").as_deref(), Some("pipeline.linger"));
-        assert_eq!(env_key("IOCSYNC_ZEEK_INTEL_PATH").as_deref(), Some("zeek.intel_path"));
+        assert_eq!(
+            env_key("SENTINELONE_INTEL_API_KEY").as_deref(),
+            Some("sentinelone_intel.api_key")
+        );
+        assert_eq!(
+            env_key("SENTINELONE_INTEL_API_URL").as_deref(),
+            Some("sentinelone_intel.url")
+        );
+        assert_eq!(
+            env_key("CONNECTOR_LIVE_STREAM_ID").as_deref(),
+            Some("connector.live_stream_id")
+        );
+        assert_eq!(
+            env_key("IOCSYNC_PIPELINE_LINGER").as_deref(),
+            Some("pipeline.linger")
+        );
+        assert_eq!(
+            env_key("IOCSYNC_ZEEK_INTEL_PATH").as_deref(),
+            Some("zeek.intel_path")
+        );
         assert_eq!(env_key("IOCSYNC_SINKS").as_deref(), Some("sinks"));
         assert_eq!(env_key("IOCSYNC_BOGUS"), None);
         assert_eq!(env_key("PATH"), None);
-        assert_eq!(env_name("pipeline.linger").as_deref(), Some("IOCSYNC_PIPELINE_LINGER"));
-        assert_eq!(env_name("sentinelone_intel.batch_size").as_deref(), Some("SENTINELONE_INTEL_BATCH_SIZE"));
+        assert_eq!(
+            env_name("pipeline.linger").as_deref(),
+            Some("IOCSYNC_PIPELINE_LINGER")
+        );
+        assert_eq!(
+            env_name("sentinelone_intel.batch_size").as_deref(),
+            Some("SENTINELONE_INTEL_BATCH_SIZE")
+        );
     }
 
     #[test]
     fn env_wins_and_strings_stay_strings() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("config.yml");
-        std::fs::write(&file, "pipeline:\n  batch_events: 10\n  linger: 3s\njsonl:\n  path: /tmp/a.jsonl\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "pipeline:\n  batch_events: 10\n  linger: 3s\njsonl:\n  path: /tmp/a.jsonl\n",
+        )
+        .expect("write");
         let cfg = Config::load(
             Some(&file),
             env(&[
@@ -597,11 +656,16 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let err = Config::load(None, env(&[("IOCSYNC_PIPELINE_LINGR", "1s")])).expect_err("unknown");
+        let err =
+            Config::load(None, env(&[("IOCSYNC_PIPELINE_LINGR", "1s")])).expect_err("unknown");
         assert!(err.to_string().contains("IOCSYNC_PIPELINE_LINGR"), "{err}");
 
-        let err = Config::load(None, env(&[("IOCSYNC_PIPELINE_BATCH_EVENTS", "many")])).expect_err("bad");
-        assert!(err.to_string().contains("IOCSYNC_PIPELINE_BATCH_EVENTS"), "{err}");
+        let err =
+            Config::load(None, env(&[("IOCSYNC_PIPELINE_BATCH_EVENTS", "many")])).expect_err("bad");
+        assert!(
+            err.to_string().contains("IOCSYNC_PIPELINE_BATCH_EVENTS"),
+            "{err}"
+        );
 
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("config.yml");
@@ -616,7 +680,10 @@ mod tests {
         assert!(cfg.source_kind().is_err());
         let cfg = Config::load(
             None,
-            env(&[("IOCSYNC_FILE_PATH", "x.sse"), ("IOCSYNC_JSONL_PATH", "out.jsonl")]),
+            env(&[
+                ("IOCSYNC_FILE_PATH", "x.sse"),
+                ("IOCSYNC_JSONL_PATH", "out.jsonl"),
+            ]),
         )
         .expect("load");
         assert_eq!(cfg.source_kind(), Ok(SourceKind::File));

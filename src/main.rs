@@ -88,8 +88,9 @@ fn init_logging(level: Option<String>, json: bool) {
         Some(l) => l.to_string(),
         None => "info".to_string(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IOCSYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,reqwest=warn,rustls=warn")));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IOCSYNC_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,reqwest=warn,rustls=warn"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -123,9 +124,14 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
     } else {
         load_config(&cli)?
     };
-    let json_logs = cli.log_format.as_deref().map(|f| f == "json").unwrap_or_else(|| cfg.json_logs());
+    let json_logs = cli
+        .log_format
+        .as_deref()
+        .map(|f| f == "json")
+        .unwrap_or_else(|| cfg.json_logs());
     init_logging(cfg.log_level(), json_logs);
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| AppError::Other(format!("failed to start the async runtime: {e}")))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| AppError::Other(format!("failed to start the async runtime: {e}")))?;
     runtime.block_on(async move {
         match cli.command {
             Command::Run { once, .. } => {
@@ -177,7 +183,10 @@ fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
         StateAction::Show { json } => {
             let o = state.overview()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&o).map_err(|e| AppError::Other(e.to_string()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&o).map_err(|e| AppError::Other(e.to_string()))?
+                );
                 return Ok(());
             }
             println!("state: {}", o.path);
@@ -199,7 +208,10 @@ fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
         }
         StateAction::Reset { yes } => {
             if !yes {
-                eprint!("clear the checkpoint, id maps and run history in {}? [y/N] ", state.path().display());
+                eprint!(
+                    "clear the checkpoint, id maps and run history in {}? [y/N] ",
+                    state.path().display()
+                );
                 let mut answer = String::new();
                 std::io::stdin()
                     .read_line(&mut answer)
@@ -221,17 +233,32 @@ fn runs_command(cfg: &Config, json: bool) -> Result<(), AppError> {
     let runs = state.runs()?;
     if json {
         let list: Vec<_> = runs.iter().map(|r| &r.stats).collect();
-        println!("{}", serde_json::to_string_pretty(&list).map_err(|e| AppError::Other(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).map_err(|e| AppError::Other(e.to_string()))?
+        );
         return Ok(());
     }
     if runs.is_empty() {
         println!("no runs recorded yet");
         return Ok(());
     }
-    println!("{:<20} {:>8} {:>7} {:>9} {:>7} {:>6} {:>6}  skipped by reason", "started", "source", "secs", "received", "pushed", "dead", "errors");
+    println!(
+        "{:<20} {:>8} {:>7} {:>9} {:>7} {:>6} {:>6}  skipped by reason",
+        "started", "source", "secs", "received", "pushed", "dead", "errors"
+    );
     for r in runs {
-        let s: iocsync::pipeline::RunStats = serde_json::from_value(r.stats.clone()).unwrap_or_default();
-        let pushed: u64 = s.sinks.values().map(|k| k.created.values().sum::<u64>() + k.deleted.values().sum::<u64>() + k.updated.values().sum::<u64>()).sum();
+        let s: iocsync::pipeline::RunStats =
+            serde_json::from_value(r.stats.clone()).unwrap_or_default();
+        let pushed: u64 = s
+            .sinks
+            .values()
+            .map(|k| {
+                k.created.values().sum::<u64>()
+                    + k.deleted.values().sum::<u64>()
+                    + k.updated.values().sum::<u64>()
+            })
+            .sum();
         let skipped: Vec<String> = s.skipped.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let started = chrono::DateTime::from_timestamp_millis(r.started_ms)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())

@@ -46,7 +46,7 @@ pub enum Payload {
     Stix(serde_json::Value),
     /// An indicator a source has already classified itself (MISP attributes). Empty `iocs` with no
     /// `skip` means "this indicator no longer yields any IOC" (deleted, to_ids off…).
-    Classified(IndicatorState),
+    Classified(Box<IndicatorState>),
     /// Something a source received but could not read; counted as a `malformed_event` skip.
     Malformed {
         /// What was wrong, for the log.

@@ -7,7 +7,7 @@
 //! `max_batch()`. Planning writes the intents before any sink call, so a crash at any point leaves
 //! either nothing to do or intents that [`Pipeline::resolve_leftovers`] settles at the next start.
 
-use crate::classify::{classify_object, ClassifyOptions, Classified};
+use crate::classify::{classify_object, Classified, ClassifyOptions};
 use crate::config::PipelineConfig;
 use crate::metrics;
 use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
@@ -152,7 +152,11 @@ impl RunStats {
             self.duration_ms as f64 / 1000.0
         );
         if !self.skipped.is_empty() {
-            let parts: Vec<String> = self.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let parts: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             out.push_str(&format!("  skipped: {}\n", parts.join(", ")));
         }
         for (sink, s) in &self.sinks {
@@ -243,6 +247,8 @@ pub struct Pipeline {
     committed: watch::Sender<Option<String>>,
     stats: RunStats,
     run_started: Instant,
+    /// The last run finished during the current `run()` call.
+    finished: Option<RunStats>,
 }
 
 /// Runs a closure on the state off the async runtime (the connection is never held across `.await`).
@@ -295,6 +301,7 @@ impl Pipeline {
             committed,
             stats: RunStats::new(source_name),
             run_started: Instant::now(),
+            finished: None,
         }
     }
 
@@ -311,12 +318,18 @@ impl Pipeline {
 
     /// Settles intents a crash left behind: asks each sink whether it already reflects them, records
     /// those that it does, and sends the rest.
-    pub async fn resolve_leftovers(&mut self, shutdown: &CancellationToken) -> Result<(), PipelineError> {
+    pub async fn resolve_leftovers(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PipelineError> {
         let leftovers = with_state(&self.state, |s| s.pending_intents()).await?;
         if leftovers.is_empty() {
             return Ok(());
         }
-        tracing::info!(count = leftovers.len(), "settling changes left pending by the previous run");
+        tracing::info!(
+            count = leftovers.len(),
+            "settling changes left pending by the previous run"
+        );
         for index in 0..self.sinks.len() {
             let name = self.sinks[index].name();
             let changes: Vec<Change> = leftovers
@@ -332,11 +345,17 @@ impl Pipeline {
                 match sink.resolve(&changes).await {
                     Ok(r) if r.len() == changes.len() => break r,
                     Ok(r) => {
-                        tracing::error!(sink = name, expected = changes.len(), got = r.len(), "sink resolved a different number of changes; re-sending all");
+                        tracing::error!(
+                            sink = name,
+                            expected = changes.len(),
+                            got = r.len(),
+                            "sink resolved a different number of changes; re-sending all"
+                        );
                         break vec![Resolution::NotApplied; changes.len()];
                     }
                     Err(error) => {
-                        self.wait_before_retry(name, &error, None, 1, shutdown).await?;
+                        self.wait_before_retry(name, &error, None, 1, shutdown)
+                            .await?;
                     }
                 }
             };
@@ -344,11 +363,18 @@ impl Pipeline {
             let mut resend = Vec::new();
             for (change, resolution) in changes.into_iter().zip(resolutions) {
                 match resolution {
-                    Resolution::Applied { remote_id } => done.push((change, Final::Applied(remote_id))),
+                    Resolution::Applied { remote_id } => {
+                        done.push((change, Final::Applied(remote_id)))
+                    }
                     Resolution::NotApplied => resend.push(change),
                 }
             }
-            tracing::info!(sink = name, already_applied = done.len(), resend = resend.len(), "settled leftover changes");
+            tracing::info!(
+                sink = name,
+                already_applied = done.len(),
+                resend = resend.len(),
+                "settled leftover changes"
+            );
             self.record(index, done).await?;
             self.apply_all(index, resend, shutdown).await?;
         }
@@ -371,8 +397,15 @@ impl Pipeline {
     ) -> Result<RunStats, PipelineError> {
         self.run_started = Instant::now();
         self.stats = RunStats::new(self.source_name);
+        self.finished = None;
         loop {
-            let batch = collect(&mut events, self.cfg.batch_events, self.cfg.linger, shutdown).await;
+            let batch = collect(
+                &mut events,
+                self.cfg.batch_events,
+                self.cfg.linger,
+                shutdown,
+            )
+            .await;
             if batch.is_empty() {
                 break;
             }
@@ -380,7 +413,8 @@ impl Pipeline {
             let before = self.stats.received;
             if let Err(err) = self.process(batch, shutdown).await {
                 // Everything received in this batch and not yet accounted stays pending.
-                let accounted = self.stats.applied + self.stats.skipped_total() + self.stats.dead_lettered;
+                let accounted =
+                    self.stats.applied + self.stats.skipped_total() + self.stats.dead_lettered;
                 self.stats.pending = self.stats.received.saturating_sub(accounted);
                 let _ = (batch_len, before);
                 self.stats.errors.push(err.to_string());
@@ -389,6 +423,13 @@ impl Pipeline {
             }
             if shutdown.is_cancelled() {
                 break;
+            }
+        }
+        // A source that marks its run ends (file, MISP) has already recorded it: report that one
+        // unless events arrived after it.
+        if self.stats.received == 0 && self.stats.errors.is_empty() {
+            if let Some(done) = self.finished.take() {
+                return Ok(done);
             }
         }
         self.finish_run().await
@@ -405,8 +446,15 @@ impl Pipeline {
         let json = serde_json::to_value(&stats).unwrap_or_default();
         let ended_ms = chrono::Utc::now().timestamp_millis();
         let started_ms = ended_ms - stats.duration_ms as i64;
-        if stats.received > 0 || !stats.errors.is_empty() || self.mode == RunMode::Ends {
-            with_state(&self.state, move |s| s.record_run(source, started_ms, ended_ms, &json)).await?;
+        let first_of_invocation = self.finished.is_none();
+        if stats.received > 0
+            || !stats.errors.is_empty()
+            || (self.mode == RunMode::Ends && first_of_invocation)
+        {
+            with_state(&self.state, move |s| {
+                s.record_run(source, started_ms, ended_ms, &json)
+            })
+            .await?;
         }
         tracing::info!(
             source,
@@ -417,11 +465,16 @@ impl Pipeline {
             pending = stats.pending,
             "run finished"
         );
+        self.finished = Some(stats.clone());
         Ok(stats)
     }
 
     /// Classifies, plans and applies one batch; then moves the checkpoint.
-    async fn process(&mut self, batch: Vec<SourceEvent>, shutdown: &CancellationToken) -> Result<(), PipelineError> {
+    async fn process(
+        &mut self,
+        batch: Vec<SourceEvent>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PipelineError> {
         let mut states: Vec<(usize, IndicatorState)> = Vec::new();
         let mut last_position: Option<String> = None;
         let mut reset = false;
@@ -474,7 +527,7 @@ impl Pipeline {
                 }
                 Payload::Classified(state) => {
                     self.stats.received += 1;
-                    states.push((index, state.clone()));
+                    states.push((index, (**state).clone()));
                 }
             }
         }
@@ -554,7 +607,11 @@ impl Pipeline {
     }
 
     fn skip(&mut self, reason: SkipReason) {
-        *self.stats.skipped.entry(reason.code().to_string()).or_default() += 1;
+        *self
+            .stats
+            .skipped
+            .entry(reason.code().to_string())
+            .or_default() += 1;
         metrics::global().inc("iocsync_skips_total", &[("reason", reason.code())], 1);
     }
 
@@ -617,7 +674,12 @@ impl Pipeline {
         stats.retries += report.retries;
     }
 
-    async fn apply_all(&mut self, index: usize, changes: Vec<Change>, shutdown: &CancellationToken) -> Result<(), PipelineError> {
+    async fn apply_all(
+        &mut self,
+        index: usize,
+        changes: Vec<Change>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PipelineError> {
         let mut per_sink = vec![Vec::new(); self.sinks.len()];
         per_sink[index] = changes;
         self.apply_sinks(per_sink, shutdown).await.map(|_| ())
@@ -659,7 +721,10 @@ struct SinkWorker {
 }
 
 impl SinkWorker {
-    async fn apply_all(&self, changes: Vec<Change>) -> Result<WorkerReport, (WorkerReport, PipelineError)> {
+    async fn apply_all(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<WorkerReport, (WorkerReport, PipelineError)> {
         let name = self.sink.name();
         let _ = self.index;
         let mut report = WorkerReport {
@@ -677,16 +742,29 @@ impl SinkWorker {
         Ok(report)
     }
 
-    async fn apply_chunk(&self, mut pending: Vec<Change>, report: &mut WorkerReport) -> Result<(), PipelineError> {
+    async fn apply_chunk(
+        &self,
+        mut pending: Vec<Change>,
+        report: &mut WorkerReport,
+    ) -> Result<(), PipelineError> {
         let name = self.sink.name();
         let mut attempt = 0usize;
         while !pending.is_empty() {
             let started = Instant::now();
             let outcomes = self.sink.apply(&pending).await;
-            metrics::global().observe("iocsync_batch_duration_seconds", &[("sink", name)], started.elapsed().as_secs_f64());
+            metrics::global().observe(
+                "iocsync_batch_duration_seconds",
+                &[("sink", name)],
+                started.elapsed().as_secs_f64(),
+            );
             if outcomes.len() != pending.len() {
                 // A sink bug must not lose changes: treat the whole chunk as transient.
-                tracing::error!(sink = name, expected = pending.len(), got = outcomes.len(), "sink returned a wrong number of outcomes; retrying the chunk");
+                tracing::error!(
+                    sink = name,
+                    expected = pending.len(),
+                    got = outcomes.len(),
+                    "sink returned a wrong number of outcomes; retrying the chunk"
+                );
             }
             let mut done = Vec::new();
             let mut retry = Vec::new();
@@ -697,16 +775,27 @@ impl SinkWorker {
                         Outcome::Applied { remote_id } => {
                             metrics::global().inc(
                                 "iocsync_iocs_applied_total",
-                                &[("sink", name), ("op", change.op.as_str()), ("type", change.ioc.kind.as_str())],
+                                &[
+                                    ("sink", name),
+                                    ("op", change.op.as_str()),
+                                    ("type", change.ioc.kind.as_str()),
+                                ],
                                 1,
                             );
-                            *report.applied.entry((change.op, change.ioc.kind.as_str().to_string())).or_default() += 1;
+                            *report
+                                .applied
+                                .entry((change.op, change.ioc.kind.as_str().to_string()))
+                                .or_default() += 1;
                             done.push((change, Final::Applied(remote_id)));
                         }
                         Outcome::Rejected { reason } => {
                             tracing::warn!(sink = name, op = change.op.as_str(), indicator = %change.indicator_id, r#type = change.ioc.kind.as_str(), value = %change.ioc.value, reason = %reason, "sink rejected a change: dead-lettered");
                             self.dead_letters.write(name, &change, &reason)?;
-                            metrics::global().inc("iocsync_dead_letters_total", &[("sink", name)], 1);
+                            metrics::global().inc(
+                                "iocsync_dead_letters_total",
+                                &[("sink", name)],
+                                1,
+                            );
                             report.rejected.push(change.intent_id);
                             done.push((change, Final::Rejected));
                         }
@@ -747,8 +836,21 @@ impl SinkWorker {
                 } else {
                     "transient"
                 };
-                metrics::global().inc("iocsync_retries_total", &[("sink", name), ("cause", cause)], 1);
-                retry_wait(&self.cfg, self.mode, name, &error, after, attempt, &self.shutdown).await?;
+                metrics::global().inc(
+                    "iocsync_retries_total",
+                    &[("sink", name), ("cause", cause)],
+                    1,
+                );
+                retry_wait(
+                    &self.cfg,
+                    self.mode,
+                    name,
+                    &error,
+                    after,
+                    attempt,
+                    &self.shutdown,
+                )
+                .await?;
             }
         }
         metrics::global().set("iocsync_sink_auth_failed", &[("sink", name)], 0.0);
@@ -800,19 +902,32 @@ fn backoff_delay(cfg: &PipelineConfig, attempt: usize) -> Duration {
         .with_jitter()
         .without_max_times()
         .build();
-    delays.nth(attempt.saturating_sub(1)).unwrap_or(cfg.retry_max).min(cfg.retry_max)
+    delays
+        .nth(attempt.saturating_sub(1))
+        .unwrap_or(cfg.retry_max)
+        .min(cfg.retry_max)
 }
 
 /// SinkError is not Clone (it can hold an io::Error); rebuild what the caller reports.
 fn clone_error(error: &SinkError) -> SinkError {
     match error {
-        SinkError::Auth { sink, endpoint, status, message } => SinkError::Auth {
+        SinkError::Auth {
+            sink,
+            endpoint,
+            status,
+            message,
+        } => SinkError::Auth {
             sink,
             endpoint: endpoint.clone(),
             status: *status,
             message: message.clone(),
         },
-        SinkError::Permission { sink, endpoint, status, message } => SinkError::Permission {
+        SinkError::Permission {
+            sink,
+            endpoint,
+            status,
+            message,
+        } => SinkError::Permission {
             sink,
             endpoint: endpoint.clone(),
             status: *status,

@@ -63,8 +63,19 @@ pub fn plan_indicator(
     for (index, sink) in sinks.iter().enumerate() {
         for key in &touched {
             let (kind, value) = key;
-            if let Some(change) = plan_key(tx, sink, state, new_keys.get(*key).copied(), *kind, value, cancelled)? {
-                planned.push(Planned { sink: index, change });
+            if let Some(change) = plan_key(
+                tx,
+                sink,
+                state,
+                new_keys.get(*key).copied(),
+                *kind,
+                value,
+                cancelled,
+            )? {
+                planned.push(Planned {
+                    sink: index,
+                    change,
+                });
             }
         }
     }
@@ -102,7 +113,10 @@ fn plan_key(
                     let ioc = iocs
                         .into_iter()
                         .find(|i| i.kind.sink_kind() == kind && i.value == value)
-                        .unwrap_or(Ioc { kind, value: value.to_string() });
+                        .unwrap_or(Ioc {
+                            kind,
+                            value: value.to_string(),
+                        });
                     (ioc, other, meta)
                 }
                 (None, None) => return Ok(None),
@@ -115,7 +129,10 @@ fn plan_key(
                 meta,
             };
             tx.put_sink_entry(sink.name, &entry)?;
-            Ok(Some(tx.insert_intent(sink.name, change_for(ChangeOp::Create, &entry))?))
+            Ok(Some(tx.insert_intent(
+                sink.name,
+                change_for(ChangeOp::Create, &entry),
+            )?))
         }
         (true, Some(mut entry)) => match entry.status {
             EntryStatus::PendingDelete => {
@@ -125,7 +142,9 @@ fn plan_key(
                 tx.put_sink_entry(sink.name, &entry)?;
                 plan_update(tx, sink, state, held_by_this, entry)
             }
-            EntryStatus::Live | EntryStatus::PendingUpdate => plan_update(tx, sink, state, held_by_this, entry),
+            EntryStatus::Live | EntryStatus::PendingUpdate => {
+                plan_update(tx, sink, state, held_by_this, entry)
+            }
             EntryStatus::PendingCreate | EntryStatus::Rejected => {
                 if entry.status == EntryStatus::PendingCreate
                     && entry.indicator_id == state.id
@@ -161,7 +180,10 @@ fn plan_key(
                 }
                 entry.status = EntryStatus::PendingDelete;
                 tx.put_sink_entry(sink.name, &entry)?;
-                Ok(Some(tx.insert_intent(sink.name, change_for(ChangeOp::Delete, &entry))?))
+                Ok(Some(tx.insert_intent(
+                    sink.name,
+                    change_for(ChangeOp::Delete, &entry),
+                )?))
             }
         },
     }

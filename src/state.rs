@@ -198,7 +198,9 @@ impl State {
             .map_err(self.err())?;
         let found: Option<String> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(self.err())?;
         match found.and_then(|v| v.parse::<i64>().ok()) {
@@ -230,7 +232,11 @@ impl State {
     /// The checkpoint of a source.
     pub fn checkpoint(&self, source: &str) -> Result<Option<String>, StateError> {
         self.conn
-            .query_row("SELECT position FROM checkpoint WHERE source=?1", [source], |r| r.get(0))
+            .query_row(
+                "SELECT position FROM checkpoint WHERE source=?1",
+                [source],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.err())
     }
@@ -278,10 +284,13 @@ impl State {
     /// Starts a transaction for planning or recording outcomes.
     pub fn tx(&mut self) -> Result<Tx<'_>, StateError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        })?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| StateError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         Ok(Tx { tx, path })
     }
 
@@ -361,7 +370,13 @@ impl State {
             .map_err(self.err())?;
         let rows = stmt
             .query_map([RUNS_KEPT], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, String>(4)?,
+                ))
             })
             .map_err(self.err())?;
         let mut out = Vec::new();
@@ -505,7 +520,12 @@ impl Tx<'_> {
     }
 
     /// Records that `indicator_id` holds (kind, value).
-    pub fn add_holder(&self, kind: IocKind, value: &str, indicator_id: &str) -> Result<(), StateError> {
+    pub fn add_holder(
+        &self,
+        kind: IocKind,
+        value: &str,
+        indicator_id: &str,
+    ) -> Result<(), StateError> {
         self.tx
             .execute(
                 "INSERT OR IGNORE INTO holder(kind, value, indicator_id) VALUES(?1, ?2, ?3)",
@@ -516,7 +536,12 @@ impl Tx<'_> {
     }
 
     /// Records that `indicator_id` no longer holds (kind, value).
-    pub fn remove_holder(&self, kind: IocKind, value: &str, indicator_id: &str) -> Result<(), StateError> {
+    pub fn remove_holder(
+        &self,
+        kind: IocKind,
+        value: &str,
+        indicator_id: &str,
+    ) -> Result<(), StateError> {
         self.tx
             .execute(
                 "DELETE FROM holder WHERE kind=?1 AND value=?2 AND indicator_id=?3",
@@ -539,7 +564,12 @@ impl Tx<'_> {
     }
 
     /// A sink's entry for a value (keyed by the sink kind).
-    pub fn sink_entry(&self, sink: &str, kind: IocKind, value: &str) -> Result<Option<SinkEntry>, StateError> {
+    pub fn sink_entry(
+        &self,
+        sink: &str,
+        kind: IocKind,
+        value: &str,
+    ) -> Result<Option<SinkEntry>, StateError> {
         let row: Option<(String, String, Option<String>, String, String)> = self
             .tx
             .query_row(
@@ -565,7 +595,8 @@ impl Tx<'_> {
             },
             indicator_id,
             remote_id,
-            status: EntryStatus::parse(&status).ok_or_else(|| corrupt("sink entry status", status.clone()))?,
+            status: EntryStatus::parse(&status)
+                .ok_or_else(|| corrupt("sink entry status", status.clone()))?,
             meta: parse_json(&self.path, "sink entry meta", &meta)?,
         }))
     }
@@ -596,7 +627,12 @@ impl Tx<'_> {
     }
 
     /// Removes a sink entry.
-    pub fn remove_sink_entry(&self, sink: &str, kind: IocKind, value: &str) -> Result<(), StateError> {
+    pub fn remove_sink_entry(
+        &self,
+        sink: &str,
+        kind: IocKind,
+        value: &str,
+    ) -> Result<(), StateError> {
         self.tx
             .execute(
                 "DELETE FROM sink_ioc WHERE sink=?1 AND kind=?2 AND value=?3",
@@ -623,13 +659,21 @@ impl Tx<'_> {
     pub fn rewrite_intent(&self, change: &Change) -> Result<(), StateError> {
         let json = serde_json::to_string(change).unwrap_or_else(|_| "{}".into());
         self.tx
-            .execute("UPDATE intent SET change=?1 WHERE id=?2", params![json, change.intent_id])
+            .execute(
+                "UPDATE intent SET change=?1 WHERE id=?2",
+                params![json, change.intent_id],
+            )
             .map(|_| ())
             .map_err(self.err())
     }
 
     /// The outstanding intent of a sink for a value, if any.
-    pub fn intent_for(&self, sink: &str, kind: IocKind, value: &str) -> Result<Option<Change>, StateError> {
+    pub fn intent_for(
+        &self,
+        sink: &str,
+        kind: IocKind,
+        value: &str,
+    ) -> Result<Option<Change>, StateError> {
         let json: Option<String> = self
             .tx
             .query_row(
@@ -639,7 +683,8 @@ impl Tx<'_> {
             )
             .optional()
             .map_err(self.err())?;
-        json.map(|j| parse_json(&self.path, "intent", &j)).transpose()
+        json.map(|j| parse_json(&self.path, "intent", &j))
+            .transpose()
     }
 
     /// Removes an intent (applied, rejected or cancelled).

@@ -376,7 +376,10 @@ fn test(cx: Cx, i: &str) -> PResult<'_, Test> {
         return Ok((r, Test::Exists { negated, path }));
     }
     if negated {
-        return fail(after_not, "expected 'EXISTS' (NOT goes after the object path)");
+        return fail(
+            after_not,
+            "expected 'EXISTS' (NOT goes after the object path)",
+        );
     }
 
     let (r, path) = object_path(cx, i)?;

@@ -52,7 +52,11 @@ pub fn read_expected(path: &Path) -> BTreeSet<(String, String)> {
 }
 
 fn canonical_type(t: &str) -> String {
-    if t == "hostname" { "domain".into() } else { t.to_string() }
+    if t == "hostname" {
+        "domain".into()
+    } else {
+        t.to_string()
+    }
 }
 
 /// One JSONL sink record.
@@ -83,15 +87,25 @@ pub fn jsonl_live_set(records: &[JsonlRecord]) -> BTreeSet<(String, String)> {
         match r.op.as_str() {
             "create" => {
                 if let Some(prev) = live.get(&key) {
-                    panic!("duplicate create of {key:?}: held by {prev}, created again for {}", r.indicator_id);
+                    panic!(
+                        "duplicate create of {key:?}: held by {prev}, created again for {}",
+                        r.indicator_id
+                    );
                 }
                 live.insert(key, r.indicator_id.clone());
             }
             "delete" => {
                 let holder = live.remove(&key);
-                assert_eq!(holder.as_deref(), Some(r.indicator_id.as_str()), "delete of {key:?} that was not live under that indicator");
+                assert_eq!(
+                    holder.as_deref(),
+                    Some(r.indicator_id.as_str()),
+                    "delete of {key:?} that was not live under that indicator"
+                );
             }
-            "update" => assert!(live.contains_key(&key), "update of {key:?} that is not live"),
+            "update" => assert!(
+                live.contains_key(&key),
+                "update of {key:?} that is not live"
+            ),
             other => panic!("unknown op {other}"),
         }
     }
@@ -103,15 +117,26 @@ pub fn zeek_live_rows(path: &Path) -> BTreeSet<(String, String)> {
     let text = std::fs::read_to_string(path).expect("read zeek file");
     let mut lines = text.lines();
     let header = lines.next().expect("zeek header");
-    let fields: Vec<&str> = header.trim_start_matches("#fields").trim_start_matches('\t').split('\t').collect();
+    let fields: Vec<&str> = header
+        .trim_start_matches("#fields")
+        .trim_start_matches('\t')
+        .split('\t')
+        .collect();
     let col = |name: &str| fields.iter().position(|f| *f == name);
-    let (i, t) = (col("indicator").expect("indicator column"), col("indicator_type").expect("type column"));
+    let (i, t) = (
+        col("indicator").expect("indicator column"),
+        col("indicator_type").expect("type column"),
+    );
     let remove = col("meta.remove");
     lines
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('\t').collect();
-            assert_eq!(cells.len(), fields.len(), "zeek row with wrong column count: {l:?}");
+            assert_eq!(
+                cells.len(),
+                fields.len(),
+                "zeek row with wrong column count: {l:?}"
+            );
             if remove.is_some_and(|r| cells[r] == "T") {
                 return None;
             }

@@ -49,7 +49,9 @@ impl FileSource {
     /// Detects the format from the first non-blank bytes.
     pub fn detect(path: &Path) -> std::io::Result<FileFormat> {
         let mut head = Vec::with_capacity(4096);
-        std::fs::File::open(path)?.take(64 * 1024).read_to_end(&mut head)?;
+        std::fs::File::open(path)?
+            .take(64 * 1024)
+            .read_to_end(&mut head)?;
         let text = String::from_utf8_lossy(&head);
         let trimmed = text.trim_start_matches('\u{feff}').trim_start();
         if !trimmed.starts_with('{') {
@@ -57,7 +59,9 @@ impl FileSource {
         }
         let first_line = trimmed.lines().next().unwrap_or("");
         match serde_json::from_str::<serde_json::Value>(first_line) {
-            Ok(v) if v.get("type").and_then(|t| t.as_str()) == Some("bundle") => Ok(FileFormat::Bundle),
+            Ok(v) if v.get("type").and_then(|t| t.as_str()) == Some("bundle") => {
+                Ok(FileFormat::Bundle)
+            }
             Ok(_) => Ok(FileFormat::Ndjson),
             // A pretty-printed JSON document: only a bundle makes sense.
             Err(_) => Ok(FileFormat::Bundle),
@@ -72,7 +76,9 @@ impl FileSource {
     fn start_offset(&self, start: Option<&str>) -> u64 {
         let Some(start) = start else { return 0 };
         match start.rsplit_once('#') {
-            Some((path, offset)) if path == self.path.display().to_string() => offset.parse().unwrap_or(0),
+            Some((path, offset)) if path == self.path.display().to_string() => {
+                offset.parse().unwrap_or(0)
+            }
             _ => {
                 tracing::info!(checkpoint = start, file = %self.path.display(), "checkpoint belongs to another file: reading from the start");
                 0
@@ -87,8 +93,14 @@ impl FileSource {
         }
     }
 
-    async fn run_stream(&self, ctx: &SourceContext, format: FileFormat, offset: u64) -> Result<bool, SourceError> {
-        let mut file = std::fs::File::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))?;
+    async fn run_stream(
+        &self,
+        ctx: &SourceContext,
+        format: FileFormat,
+        offset: u64,
+    ) -> Result<bool, SourceError> {
+        let mut file =
+            std::fs::File::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| self.err(format!("cannot seek to {offset}: {e}")))?;
         let mut reader = BufReader::with_capacity(256 * 1024, file);
@@ -119,7 +131,14 @@ impl FileSource {
                         return Ok(false);
                     }
                 } else if !self
-                    .send(ctx, SourceEvent { position, kind: EventKind::Other, payload: Payload::None })
+                    .send(
+                        ctx,
+                        SourceEvent {
+                            position,
+                            kind: EventKind::Other,
+                            payload: Payload::None,
+                        },
+                    )
                     .await?
                 {
                     return Ok(false);
@@ -139,9 +158,10 @@ impl FileSource {
     }
 
     async fn run_bundle(&self, ctx: &SourceContext, skip: u64) -> Result<bool, SourceError> {
-        let text = std::fs::read_to_string(&self.path).map_err(|e| self.err(format!("cannot read: {e}")))?;
-        let bundle: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| self.err(format!("not a JSON document: {e}")))?;
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| self.err(format!("cannot read: {e}")))?;
+        let bundle: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| self.err(format!("not a JSON document: {e}")))?;
         let Some(objects) = bundle.get("objects").and_then(|o| o.as_array()) else {
             return Err(self.err("a STIX bundle needs an `objects` array".into()));
         };
@@ -175,7 +195,11 @@ fn ndjson_event(line: &[u8]) -> Option<SseEvent> {
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(v) => Some(SseEvent {
             id: v.get("id").and_then(|i| i.as_str()).map(str::to_string),
-            event: v.get("event").and_then(|e| e.as_str()).unwrap_or("message").to_string(),
+            event: v
+                .get("event")
+                .and_then(|e| e.as_str())
+                .unwrap_or("message")
+                .to_string(),
             data: sse::Data::Value(v.get("data").cloned().unwrap_or(serde_json::Value::Null)),
         }),
         Err(e) => Some(SseEvent {
@@ -193,7 +217,9 @@ impl SseEvent {
                 return Some(SourceEvent {
                     position: None,
                     kind: EventKind::Create,
-                    payload: Payload::Malformed { reason: reason.clone() },
+                    payload: Payload::Malformed {
+                        reason: reason.clone(),
+                    },
                 });
             }
         }
