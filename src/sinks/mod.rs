@@ -3,6 +3,7 @@
 //! A sink speaks its vendor's API and nothing else: batching, retries, backoff, dead-lettering and
 //! accounting belong to the pipeline.
 
+pub mod sekoia;
 pub mod sentinelone;
 
 use crate::ioc::Ioc;
