@@ -836,8 +836,33 @@ async fn live_count_follows_outcomes_and_warns_near_the_quota() {
     assert!(!s.near_quota());
 }
 
+/// Collects everything logged on this thread (the test runtime is single-threaded).
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
-async fn the_key_never_appears_in_errors() {
+async fn the_key_never_appears_in_errors_or_logs() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let fake = start().await;
     let mut c = cfg(&fake);
     c.timeout = Duration::from_millis(300);
@@ -884,6 +909,12 @@ async fn the_key_never_appears_in_errors() {
             .expect_err("config")
             .to_string(),
     );
+    let logged = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    assert!(
+        logged.contains("sekoia rejected an IOC"),
+        "logs were captured"
+    );
+    texts.push(logged);
     assert!(texts.len() > 20);
     for t in &texts {
         assert!(!t.contains(TOKEN), "key leaked in: {t}");

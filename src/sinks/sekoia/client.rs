@@ -7,7 +7,7 @@
 //! we created nor tell which line Sekoia refused — and it takes one format per call, which is how the
 //! seed connector came to send mixed-type batches under the first pattern's type.
 
-use super::config::{collection_id, collections_url, SekoiaConfig, SECTION};
+use super::config::{collection_id, collections_url, SekoiaConfig};
 use super::error::{
     auth_message, collection_message, describe_body, permission_message, SekoiaError, KEY_APIKEY,
     KEY_COLLECTION, KEY_URL, SINK,
@@ -297,16 +297,19 @@ impl SekoiaClient {
             let page: IndicatorPage = Self::decode(|| format!("GET {url}"), &bytes)?;
             let got = page.items.len();
             out.extend(page.items);
-            let total = page
-                .total
-                .map_or(out.len(), |t| usize::try_from(t).unwrap_or(usize::MAX));
-            if got == 0 || out.len() >= total {
+            // Without a `total`, a short page is the last one.
+            let done = match page.total {
+                Some(total) => u64::try_from(out.len()).unwrap_or(u64::MAX) >= total,
+                None => got < SEARCH_PAGE,
+            };
+            if got == 0 || done {
                 break;
             }
             if out.len() >= SEARCH_MAX {
                 tracing::warn!(
-                    section = SECTION,
-                    total,
+                    sink = SINK,
+                    term = term.trim(),
+                    total = page.total,
                     read = out.len(),
                     "sekoia term search has more matches than we read; an indicator of ours beyond \
                      them would be missed"

@@ -29,7 +29,7 @@ impl LiveCount {
 
     /// The count at which we warn: 90 % of the quota, rounded up.
     pub fn threshold(&self) -> u64 {
-        (self.quota * WARN_PERCENT).div_ceil(100)
+        self.quota.saturating_mul(WARN_PERCENT).div_ceil(100)
     }
 
     /// The quota.
