@@ -4,6 +4,9 @@
 //! accounting belong to the pipeline.
 
 pub mod jsonl;
+pub mod sekoia;
+pub mod sentinelone;
+pub mod zeek;
 pub mod sentinelone;
 pub mod zeek;
 

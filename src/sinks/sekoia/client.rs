@@ -1,0 +1,397 @@
+//! HTTP client of Sekoia's IOC collection API, bound to one collection: read the collection, JSON
+//! import, term search (with paging), revoke. One request per call, no retries (the pipeline owns
+//! retry policy); every call is counted in metrics and mapped to a typed [`SekoiaError`].
+//!
+//! The text import (`POST …/indicators/text`) is deliberately not used: it answers 202 with a task
+//! id and creates the indicators later, so no indicator ids come back — we could neither record what
+//! we created nor tell which line Sekoia refused — and it takes one format per call, which is how the
+//! seed connector came to send mixed-type batches under the first pattern's type.
+
+use super::config::{collection_id, collections_url, SekoiaConfig};
+use super::error::{
+    auth_message, collection_message, describe_body, permission_message, SekoiaError, KEY_APIKEY,
+    KEY_COLLECTION, KEY_URL, SINK,
+};
+use super::types::{Collection, ImportItem, IndicatorPage, RemoteIndicator};
+use crate::remote::{describe_transport_error, http_client, join_url, retry_after, trim_body};
+use crate::sinks::SinkError;
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::Method;
+use serde_json::json;
+
+/// Page size of term searches.
+pub const SEARCH_PAGE: usize = 100;
+/// Most indicators one term search reads: a value shared by thousands of revoked copies is not worth
+/// paging through forever; ours, when live, are among the first pages in practice.
+pub const SEARCH_MAX: usize = 2_000;
+
+/// How a 404 is read for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On404 {
+    /// The collection (or the whole URL) is wrong.
+    Collection,
+    /// One indicator is unknown, unless Sekoia says the collection is.
+    Indicator,
+}
+
+/// A client bound to one API base, key and collection.
+pub struct SekoiaClient {
+    http: reqwest::Client,
+    /// `…/v2/inthreat/ioc-collections`.
+    collections: String,
+    /// `ioc-collection--<uuid>`.
+    collection: String,
+    auth: HeaderValue,
+}
+
+impl std::fmt::Debug for SekoiaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is deliberately absent.
+        f.debug_struct("SekoiaClient")
+            .field("collections", &self.collections)
+            .field("collection", &self.collection)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_err(key: &'static str, message: impl Into<String>) -> SinkError {
+    SinkError::Config {
+        sink: SINK,
+        key,
+        message: message.into(),
+    }
+}
+
+impl SekoiaClient {
+    /// Builds a client; fails on a missing or malformed URL, key or collection id, or a TLS setup
+    /// error.
+    pub fn new(cfg: &SekoiaConfig) -> Result<Self, SinkError> {
+        let base = cfg
+            .base_url()
+            .ok_or_else(|| config_err(KEY_URL, "the Sekoia API URL is not set"))?;
+        let collections = collections_url(base).map_err(|e| config_err(KEY_URL, e))?;
+        let collection = collection_id(cfg.ioc_collection_uuid.as_deref().unwrap_or(""))
+            .map_err(|e| config_err(KEY_COLLECTION, e))?;
+        let key = cfg
+            .apikey
+            .as_ref()
+            .map(|k| k.expose().trim())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| config_err(KEY_APIKEY, "the API key is not set"))?;
+        // A pasted `Bearer ` scheme is tolerated rather than sent twice.
+        let key = match key.split_once(char::is_whitespace) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => key,
+        };
+        let mut auth = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            config_err(
+                KEY_APIKEY,
+                "the API key contains characters not allowed in an HTTP header",
+            )
+        })?;
+        auth.set_sensitive(true);
+        let http = http_client(cfg.ssl_verify, cfg.timeout).map_err(|e| {
+            config_err(
+                "sekoia_intel.ssl_verify",
+                format!(
+                    "cannot build the HTTP client: {}",
+                    describe_transport_error(&e)
+                ),
+            )
+        })?;
+        Ok(SekoiaClient {
+            http,
+            collections,
+            collection,
+            auth,
+        })
+    }
+
+    /// `ioc-collection--<uuid>`.
+    pub fn collection_id(&self) -> &str {
+        &self.collection
+    }
+
+    /// `{base}/ioc-collections/{id}`.
+    pub fn collection_url(&self) -> String {
+        join_url(&self.collections, &self.collection)
+    }
+
+    /// `{base}/ioc-collections/{id}/indicators`.
+    pub fn indicators_url(&self) -> String {
+        join_url(&self.collection_url(), "indicators")
+    }
+
+    /// `{base}/ioc-collections/{id}/indicators/{indicator id}`, the id percent-encoded as one path
+    /// segment (it comes from our state, but must never be able to change the path).
+    pub fn indicator_url(&self, indicator: &str) -> Result<String, SekoiaError> {
+        let base = self.indicators_url();
+        let mut url = url::Url::parse(&base).map_err(|e| SekoiaError::Decode {
+            endpoint: format!("DELETE {base}"),
+            message: format!("cannot build the indicator URL: {e}"),
+        })?;
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(indicator.trim());
+        }
+        Ok(url.to_string())
+    }
+
+    /// One call: sends, counts, maps the status. Returns the 2xx body.
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        metric: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        on_404: On404,
+    ) -> Result<bytes::Bytes, SekoiaError> {
+        let endpoint = format!("{method} {url}");
+        let metric = format!("{method} {metric}");
+        let mut req = self
+            .http
+            .request(method, url)
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(ACCEPT, "application/json")
+            .query(query);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                crate::metrics::api_call(SINK, &metric, 0);
+                return Err(SekoiaError::Transport {
+                    endpoint,
+                    message: describe_transport_error(&e),
+                });
+            }
+        };
+        let status = resp.status().as_u16();
+        let after = retry_after(resp.headers());
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                // The status line arrived but the body did not: count as a failed call.
+                crate::metrics::api_call(SINK, &metric, 0);
+                return Err(SekoiaError::Transport {
+                    endpoint,
+                    message: describe_transport_error(&e),
+                });
+            }
+        };
+        crate::metrics::api_call(SINK, &metric, status);
+        tracing::debug!(%endpoint, status, bytes = bytes.len(), "sekoia call");
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        Err(match status {
+            401 => SekoiaError::Auth {
+                endpoint,
+                message: auth_message(&text),
+            },
+            403 => SekoiaError::Permission {
+                endpoint,
+                message: permission_message(&text),
+            },
+            // On an indicator URL, a 404 names the indicator unless Sekoia says the collection.
+            404 if on_404 == On404::Indicator
+                && !describe_body(&text).to_lowercase().contains("collection") =>
+            {
+                SekoiaError::IndicatorNotFound {
+                    endpoint,
+                    message: describe_body(&text),
+                }
+            }
+            404 => SekoiaError::CollectionNotFound {
+                endpoint,
+                message: collection_message(&self.collection, &text),
+            },
+            429 => SekoiaError::RateLimited {
+                endpoint,
+                retry_after: after,
+            },
+            400 | 422 => SekoiaError::Validation {
+                endpoint,
+                status,
+                message: describe_body(&text),
+                body: trim_body(&text),
+            },
+            _ => SekoiaError::Http {
+                endpoint,
+                status,
+                message: describe_body(&text),
+            },
+        })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        endpoint: impl FnOnce() -> String,
+        bytes: &[u8],
+    ) -> Result<T, SekoiaError> {
+        serde_json::from_slice(bytes).map_err(|e| SekoiaError::Decode {
+            endpoint: endpoint(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `GET {base}/ioc-collections/{id}`: proves the URL, the key and the collection.
+    pub async fn get_collection(&self) -> Result<Collection, SekoiaError> {
+        let url = self.collection_url();
+        let bytes = self
+            .call(
+                Method::GET,
+                &url,
+                "/ioc-collections/{id}",
+                &[],
+                None,
+                On404::Collection,
+            )
+            .await?;
+        Self::decode(|| format!("GET {url}"), &bytes)
+    }
+
+    /// JSON import of up to 100 items in one call; returns Sekoia's `items` (normally one per item,
+    /// in order).
+    pub async fn import(&self, items: &[ImportItem]) -> Result<Vec<RemoteIndicator>, SekoiaError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = self.indicators_url();
+        let body = json!({ "indicators": items });
+        let bytes = self
+            .call(
+                Method::POST,
+                &url,
+                "/ioc-collections/{id}/indicators",
+                &[],
+                Some(&body),
+                On404::Collection,
+            )
+            .await?;
+        Ok(Self::decode::<IndicatorPage>(|| format!("POST {url}"), &bytes)?.items)
+    }
+
+    /// Every indicator (revoked ones included) whose text matches `term`, paging with
+    /// `limit`/`offset` up to [`SEARCH_MAX`]. `term` is a text search: callers match values exactly.
+    pub async fn search(&self, term: &str) -> Result<Vec<RemoteIndicator>, SekoiaError> {
+        let url = self.indicators_url();
+        let mut out: Vec<RemoteIndicator> = Vec::new();
+        loop {
+            let query = [
+                ("term", term.trim().to_string()),
+                ("limit", SEARCH_PAGE.to_string()),
+                ("offset", out.len().to_string()),
+            ];
+            let bytes = self
+                .call(
+                    Method::GET,
+                    &url,
+                    "/ioc-collections/{id}/indicators",
+                    &query,
+                    None,
+                    On404::Collection,
+                )
+                .await?;
+            let page: IndicatorPage = Self::decode(|| format!("GET {url}"), &bytes)?;
+            let got = page.items.len();
+            out.extend(page.items);
+            // Without a `total`, a short page is the last one.
+            let done = match page.total {
+                Some(total) => u64::try_from(out.len()).unwrap_or(u64::MAX) >= total,
+                None => got < SEARCH_PAGE,
+            };
+            if got == 0 || done {
+                break;
+            }
+            if out.len() >= SEARCH_MAX {
+                tracing::warn!(
+                    sink = SINK,
+                    term = term.trim(),
+                    total = page.total,
+                    read = out.len(),
+                    "sekoia term search has more matches than we read; an indicator of ours beyond \
+                     them would be missed"
+                );
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `DELETE …/indicators/{id}`: revokes one indicator (a soft delete). A 404 is
+    /// [`SekoiaError::IndicatorNotFound`]; the caller decides whether that is fine.
+    pub async fn revoke(&self, indicator: &str) -> Result<(), SekoiaError> {
+        let url = self.indicator_url(indicator)?;
+        self.call(
+            Method::DELETE,
+            &url,
+            "/ioc-collections/{id}/indicators/{indicator_id}",
+            &[],
+            None,
+            On404::Indicator,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn cfg(url: &str) -> SekoiaConfig {
+        SekoiaConfig {
+            url: Some(url.into()),
+            apikey: Some(Secret::new("Bearer  k")),
+            ioc_collection_uuid: Some("3E7F0D2C-5B1A-4C6D-9E8F-0A1B2C3D4E5F".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn builds_every_url_once() {
+        let c = SekoiaClient::new(&cfg("https://api.sekoia.io/v2/inthreat/")).expect("client");
+        let coll = "https://api.sekoia.io/v2/inthreat/ioc-collections/\
+                    ioc-collection--3e7f0d2c-5b1a-4c6d-9e8f-0a1b2c3d4e5f";
+        assert_eq!(c.collection_url(), coll);
+        assert_eq!(c.indicators_url(), format!("{coll}/indicators"));
+        assert_eq!(
+            c.indicator_url("indicator--1").expect("url"),
+            format!("{coll}/indicators/indicator--1")
+        );
+        assert_eq!(
+            c.indicator_url("../x?y").expect("url"),
+            format!("{coll}/indicators/..%2Fx%3Fy")
+        );
+        assert!(!format!("{c:?}").contains(" k"));
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        let mut bad = cfg("https://api.sekoia.io");
+        bad.ioc_collection_uuid = Some("ChangeMe".into());
+        assert!(matches!(
+            SekoiaClient::new(&bad),
+            Err(SinkError::Config {
+                key: KEY_COLLECTION,
+                ..
+            })
+        ));
+        let mut bad = cfg("https://api.sekoia.io");
+        bad.apikey = Some(Secret::new("a\nb"));
+        assert!(matches!(
+            SekoiaClient::new(&bad),
+            Err(SinkError::Config {
+                key: KEY_APIKEY,
+                ..
+            })
+        ));
+        assert!(matches!(
+            SekoiaClient::new(&cfg("not a url")),
+            Err(SinkError::Config { key: KEY_URL, .. })
+        ));
+    }
+}

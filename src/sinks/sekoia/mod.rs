@@ -1,0 +1,24 @@
+//! Sekoia.io IOC collection sink: one iocsync feeds one collection, creating indicators with the JSON
+//! import and revoking exactly the ones it created.
+//!
+//! - [`config`] — the `sekoia_intel` section, URL and collection id normalisation, validation.
+//! - [`types`] — wire types: import items, indicators as returned, pages, the collection.
+//! - [`client`] — one method per API call (collection, import, term search, revoke), typed errors.
+//! - [`error`] — [`SekoiaError`] and the mapping to the pipeline's `SinkError`.
+//! - [`item`] — `Change` → import item (validity, kill chain phases, description with our marker).
+//! - [`quota`] — the live IOC count, its gauge and the 90 % quota warning.
+//! - [`sink`] — the `Sink` implementation: batching, 400 recovery, revoke, resolve, check.
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod item;
+pub mod quota;
+pub mod sink;
+pub mod types;
+
+pub use client::SekoiaClient;
+pub use config::SekoiaConfig;
+pub use error::SekoiaError;
+pub use sink::SekoiaSink;
+pub use types::{ImportItem, KillChainPhase, RemoteIndicator};

@@ -1,0 +1,1123 @@
+//! Black-box tests of the Sekoia.io sink against the fake Sekoia (tests/fakes/sekoia.rs): URL and
+//! collection id forms, the import wire format and batching, revoking exactly our indicators, 400
+//! recovery, retry mapping, auth/permission/collection errors, resolve, check, the quota count, and
+//! that the API key never leaks.
+
+#[path = "fakes/sekoia.rs"]
+mod sekoia_fake;
+
+use iocsync::ioc::{Ioc, IocKind};
+use iocsync::model::IocMeta;
+use iocsync::secret::Secret;
+use iocsync::sinks::sekoia::{SekoiaClient, SekoiaConfig, SekoiaSink};
+use iocsync::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
+use sekoia_fake::{collection_id, days_from_now, start, Failure, FakeSekoia, COLLECTION, TOKEN};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const LINK: &str = "https://cti.example/dashboard/observations/indicators/{id}";
+
+fn cfg(fake: &FakeSekoia) -> SekoiaConfig {
+    SekoiaConfig {
+        url: Some(fake.url().to_string()),
+        apikey: Some(Secret::new(TOKEN)),
+        ioc_collection_uuid: Some(COLLECTION.into()),
+        timeout: Duration::from_secs(5),
+        link_template: Some(LINK.into()),
+        ..Default::default()
+    }
+}
+
+fn sink(cfg: &SekoiaConfig) -> SekoiaSink {
+    SekoiaSink::new(cfg, "OpenCTI").expect("sink")
+}
+
+fn change(op: ChangeOp, kind: IocKind, value: &str, indicator: &str) -> Change {
+    Change {
+        intent_id: 1,
+        op,
+        ioc: Ioc {
+            kind,
+            value: value.into(),
+        },
+        indicator_id: indicator.into(),
+        remote_id: None,
+        meta: IocMeta {
+            name: Some(format!("name of {value}")),
+            source_internal_id: Some(format!("internal-{indicator}")),
+            ..Default::default()
+        },
+    }
+}
+
+fn create(kind: IocKind, value: &str, indicator: &str) -> Change {
+    change(ChangeOp::Create, kind, value, indicator)
+}
+
+fn delete(kind: IocKind, value: &str, indicator: &str, remote_id: Option<&str>) -> Change {
+    let mut c = change(ChangeOp::Delete, kind, value, indicator);
+    c.remote_id = remote_id.map(str::to_string);
+    c
+}
+
+fn id_of(o: &Outcome) -> String {
+    match o {
+        Outcome::Applied {
+            remote_id: Some(id),
+        } => id.clone(),
+        other => panic!("expected Applied with an id, got {other:?}"),
+    }
+}
+
+fn is_applied(o: &Outcome) -> bool {
+    matches!(o, Outcome::Applied { .. })
+}
+
+fn retry_parts(o: &Outcome) -> (Option<Duration>, &SinkError) {
+    match o {
+        Outcome::Retry { after, error } => (*after, error),
+        other => panic!("expected Retry, got {other:?}"),
+    }
+}
+
+fn revoked(fake: &FakeSekoia, id: &str) -> bool {
+    fake.item(id).expect("stored")["revoked"] == json!(true)
+}
+
+const SHA256: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn every_kind() -> Vec<Change> {
+    let mut v = vec![
+        create(IocKind::Sha256, SHA256, "indicator--a"),
+        create(
+            IocKind::Sha1,
+            "0123456789abcdef0123456789abcdef01234567",
+            "indicator--b",
+        ),
+        create(
+            IocKind::Md5,
+            "0123456789abcdef0123456789abcdef",
+            "indicator--c",
+        ),
+        create(IocKind::Url, "http://evil.example/x?y=1", "indicator--d"),
+        create(IocKind::Domain, "evil.example", "indicator--e"),
+        create(IocKind::Hostname, "host.evil.example", "indicator--f"),
+        create(IocKind::Ipv4, "203.0.113.7", "indicator--g"),
+        create(IocKind::Ipv6, "2001:db8::7", "indicator--h"),
+    ];
+    v[0].meta.valid_from = Some("2025-01-01T00:00:00Z".into());
+    v[0].meta.valid_until = Some("2099-01-01T00:00:00Z".into());
+    v[0].meta.kill_chain_phases = vec!["mitre-attack:command-and-control".into()];
+    v[3].meta.source_url = Some("https://cti.example/own-link".into());
+    v
+}
+
+#[tokio::test]
+async fn every_url_form_reaches_the_collection_once() {
+    let fake = start().await;
+    let root = fake.url().to_string();
+    for (base, prefix) in [
+        (root.clone(), "/v2/inthreat"),
+        (format!("{root}/"), "/v2/inthreat"),
+        (format!("{root}/v2/inthreat"), "/v2/inthreat"),
+        (format!("{root}//v2/inthreat/"), "/v2/inthreat"),
+        (
+            format!("{root}/v2/inthreat/ioc-collections"),
+            "/v2/inthreat",
+        ),
+        (
+            format!("{root}/v2/inthreat/ioc-collections/"),
+            "/v2/inthreat",
+        ),
+        (format!("{root}/api"), "/api/v2/inthreat"),
+        (format!("{root}/api/v2/inthreat"), "/api/v2/inthreat"),
+        (
+            format!("{root}/api/v2/inthreat/ioc-collections/"),
+            "/api/v2/inthreat",
+        ),
+    ] {
+        let mut c = cfg(&fake);
+        c.url = Some(base.clone());
+        fake.clear_journal();
+        let s = sink(&c);
+        s.check().await.unwrap_or_else(|e| panic!("{base}: {e}"));
+        let out = s
+            .apply(&[create(IocKind::Domain, "forms.example", "indicator--forms")])
+            .await;
+        assert!(is_applied(&out[0]), "{base}: {out:?}");
+        let coll = format!("{prefix}/ioc-collections/{}", collection_id());
+        let paths: Vec<String> = fake.journal().into_iter().map(|r| r.path).collect();
+        assert_eq!(
+            paths,
+            [coll.clone(), format!("{coll}/indicators")],
+            "{base}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn collection_id_with_or_without_prefix() {
+    let fake = start().await;
+    for id in [
+        COLLECTION.to_string(),
+        collection_id(),
+        format!("  {}  ", COLLECTION.to_uppercase()),
+    ] {
+        let mut c = cfg(&fake);
+        c.ioc_collection_uuid = Some(id.clone());
+        let s = sink(&c);
+        let ok = s.check().await.unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert!(ok.contains(&collection_id()), "{ok}");
+    }
+}
+
+#[tokio::test]
+async fn creates_every_type_in_one_import() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    let batch = every_kind();
+    let out = s.apply(&batch).await;
+    let ids: Vec<String> = out.iter().map(id_of).collect();
+    assert!(ids.iter().all(|i| i.starts_with("indicator--")), "{ids:?}");
+    assert_eq!(fake.items().len(), 8);
+    assert_eq!(fake.items()[0]["id"], ids[0].as_str());
+
+    let posts = fake.requests("POST");
+    assert_eq!(posts.len(), 1);
+    let req = &posts[0];
+    assert_eq!(
+        req.path,
+        format!(
+            "/v2/inthreat/ioc-collections/{}/indicators",
+            collection_id()
+        )
+    );
+    assert_eq!(
+        req.auth.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    let items = req.body.as_ref().expect("body")["indicators"]
+        .as_array()
+        .expect("indicators")
+        .clone();
+    let values: Vec<&str> = items
+        .iter()
+        .map(|i| i["value"].as_str().expect("value"))
+        .collect();
+    let want: Vec<&str> = batch.iter().map(|c| c.ioc.value.as_str()).collect();
+    assert_eq!(values, want);
+    assert_eq!(items[0]["valid_from"], "2025-01-01T00:00:00Z");
+    assert_eq!(items[0]["valid_until"], "2099-01-01T00:00:00Z");
+    assert_eq!(
+        items[0]["kill_chain_phases"],
+        json!([{"kill_chain_name": "mitre-attack", "phase_name": "command-and-control"}])
+    );
+    assert_eq!(
+        items[0]["description"],
+        "https://cti.example/dashboard/observations/indicators/internal-indicator--a \
+         [iocsync:indicator--a]"
+    );
+    assert_eq!(
+        items[3]["description"],
+        "https://cti.example/own-link [iocsync:indicator--d]"
+    );
+    // Absent validity stays absent: Sekoia applies its own default.
+    assert!(items[1].get("valid_until").is_none() && items[1].get("valid_from").is_none());
+    assert!(fake.requests("GET").is_empty(), "no lookups on create");
+    assert!(
+        iocsync::metrics::global().counter(
+            "iocsync_api_calls_total",
+            &[
+                ("remote", "sekoia"),
+                ("endpoint", "POST /ioc-collections/{id}/indicators"),
+                ("status", "2xx")
+            ]
+        ) >= 1
+    );
+}
+
+#[tokio::test]
+async fn batches_at_most_one_hundred_per_import() {
+    let fake = start().await;
+    let mut c = cfg(&fake);
+    c.default_valid_days = Some(30);
+    c.link_template = None;
+    let s = sink(&c);
+    assert_eq!(s.max_batch(), 100);
+    let batch: Vec<Change> = (0..250)
+        .map(|i| {
+            create(
+                IocKind::Ipv4,
+                &format!("198.51.{}.{}", i / 250, i % 250),
+                &format!("indicator--{i}"),
+            )
+        })
+        .collect();
+    let out = s.apply(&batch).await;
+    assert!(out.iter().all(is_applied));
+    let sizes: Vec<usize> = fake
+        .requests("POST")
+        .iter()
+        .map(|p| {
+            p.body.as_ref().expect("body")["indicators"]
+                .as_array()
+                .expect("a")
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, [100, 100, 50]);
+    let first = &fake.requests("POST")[0].body.clone().expect("body")["indicators"][0];
+    assert_eq!(
+        first["description"],
+        "OpenCTI indicator name of 198.51.0.0 [iocsync:indicator--0]"
+    );
+    let days = days_from_now(first["valid_until"].as_str().expect("valid_until"));
+    assert_eq!(days, 30);
+
+    let mut small = cfg(&fake);
+    small.batch_size = 7;
+    assert_eq!(sink(&small).max_batch(), 7);
+}
+
+#[tokio::test]
+async fn revokes_by_stored_id() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    let out = s
+        .apply(&[create(IocKind::Domain, "gone.example", "indicator--g")])
+        .await;
+    let id = id_of(&out[0]);
+    fake.clear_journal();
+
+    let out = s
+        .apply(&[delete(
+            IocKind::Domain,
+            "gone.example",
+            "indicator--g",
+            Some(&id),
+        )])
+        .await;
+    assert!(
+        matches!(out[0], Outcome::Applied { remote_id: None }),
+        "{out:?}"
+    );
+    let journal = fake.journal();
+    assert_eq!(journal.len(), 1, "no lookup when the id is known");
+    assert_eq!(journal[0].method, "DELETE");
+    assert_eq!(
+        journal[0].path,
+        format!(
+            "/v2/inthreat/ioc-collections/{}/indicators/{id}",
+            collection_id()
+        )
+    );
+    assert_eq!(
+        journal[0].auth.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    assert!(revoked(&fake, &id), "soft delete keeps the item, revoked");
+
+    // Revoking again (already revoked) and an unknown id are both done: nothing is live.
+    let again = s
+        .apply(&[
+            delete(IocKind::Domain, "gone.example", "indicator--g", Some(&id)),
+            delete(
+                IocKind::Domain,
+                "gone.example",
+                "indicator--g",
+                Some("indicator--nope"),
+            ),
+        ])
+        .await;
+    assert!(again.iter().all(is_applied), "{again:?}");
+
+    // A revoke Sekoia refuses as such is dead-lettered, and does not stop the next one.
+    let out = s
+        .apply(&[create(IocKind::Domain, "next.example", "indicator--n")])
+        .await;
+    let next = id_of(&out[0]);
+    fake.fail_next(1, Failure::Status(400));
+    let out = s
+        .apply(&[
+            delete(IocKind::Domain, "gone.example", "indicator--g", Some(&id)),
+            delete(IocKind::Domain, "next.example", "indicator--n", Some(&next)),
+        ])
+        .await;
+    assert!(
+        matches!(&out[0], Outcome::Rejected { reason } if reason.contains("HTTP 400") && reason.contains("Injected failure")),
+        "{out:?}"
+    );
+    assert!(is_applied(&out[1]));
+    assert!(revoked(&fake, &next));
+}
+
+#[tokio::test]
+async fn revoke_by_lookup_touches_only_our_exact_live_item() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    // Another source's indicator of the same value, a longer value the text search also matches,
+    // a revoked one of ours, one of ours for another source indicator, then ours.
+    let foreign = fake.insert("shared.example", "from the seed connector", false);
+    let longer = fake.insert("x.shared.example", "[iocsync:indicator--s]", false);
+    let old = fake.insert("shared.example", "old [iocsync:indicator--s]", true);
+    let sibling = fake.insert("shared.example", "[iocsync:indicator--s2]", false);
+    let out = s
+        .apply(&[create(IocKind::Domain, "shared.example", "indicator--s")])
+        .await;
+    let ours = id_of(&out[0]);
+    fake.clear_journal();
+
+    let out = s
+        .apply(&[delete(
+            IocKind::Domain,
+            "shared.example",
+            "indicator--s",
+            None,
+        )])
+        .await;
+    assert!(is_applied(&out[0]), "{out:?}");
+    let search = &fake.requests("GET")[0];
+    assert_eq!(search.param("term").as_deref(), Some("shared.example"));
+    let deletes: Vec<String> = fake
+        .requests("DELETE")
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(deletes[0].ends_with(&ours));
+    assert!(revoked(&fake, &ours));
+    for other in [&foreign, &longer, &sibling] {
+        assert!(!revoked(&fake, other), "{other} must stay live");
+    }
+    assert!(revoked(&fake, &old));
+
+    // Nothing of ours left: done, without touching anything.
+    fake.clear_journal();
+    let out = s
+        .apply(&[delete(
+            IocKind::Domain,
+            "shared.example",
+            "indicator--s",
+            None,
+        )])
+        .await;
+    assert!(is_applied(&out[0]));
+    assert!(fake.requests("DELETE").is_empty());
+    assert_eq!(fake.live_ids("shared.example"), [foreign, sibling]);
+}
+
+#[tokio::test]
+async fn lookup_pages_through_many_matches() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    for i in 0..230 {
+        fake.insert(
+            "paged.example",
+            &format!("[iocsync:indicator--other{i}]"),
+            i % 2 == 0,
+        );
+    }
+    let out = s
+        .apply(&[create(IocKind::Domain, "paged.example", "indicator--p")])
+        .await;
+    let ours = id_of(&out[0]);
+    fake.clear_journal();
+    let out = s
+        .apply(&[delete(
+            IocKind::Domain,
+            "paged.example",
+            "indicator--p",
+            None,
+        )])
+        .await;
+    assert!(is_applied(&out[0]));
+    let offsets: Vec<String> = fake
+        .requests("GET")
+        .iter()
+        .map(|r| r.param("offset").expect("offset"))
+        .collect();
+    assert_eq!(offsets, ["0", "100", "200"]);
+    assert!(revoked(&fake, &ours));
+}
+
+#[tokio::test]
+async fn create_then_delete_in_one_batch_ends_revoked() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    let out = s
+        .apply(&[
+            create(IocKind::Url, "http://flip.example/a", "indicator--f"),
+            delete(IocKind::Url, "http://flip.example/a", "indicator--f", None),
+        ])
+        .await;
+    let id = id_of(&out[0]);
+    assert!(is_applied(&out[1]));
+    assert!(revoked(&fake, &id));
+    assert!(
+        fake.requests("GET").is_empty(),
+        "the id came from the same batch"
+    );
+}
+
+#[tokio::test]
+async fn a_merged_foreign_indicator_is_never_claimed() {
+    let fake = start().await;
+    fake.set_merge_existing(true);
+    let s = sink(&cfg(&fake));
+    let foreign = fake.insert("merged.example", "someone else's", false);
+    let out = s
+        .apply(&[create(IocKind::Domain, "merged.example", "indicator--m")])
+        .await;
+    assert!(
+        matches!(out[0], Outcome::Applied { remote_id: None }),
+        "{out:?}"
+    );
+    let out = s
+        .apply(&[delete(
+            IocKind::Domain,
+            "merged.example",
+            "indicator--m",
+            None,
+        )])
+        .await;
+    assert!(is_applied(&out[0]));
+    assert!(!revoked(&fake, &foreign));
+}
+
+fn mixed_batch() -> Vec<Change> {
+    vec![
+        create(IocKind::Domain, "good1.example", "indicator--1"),
+        create(IocKind::Domain, "bad..example", "indicator--2"),
+        create(IocKind::Ipv4, "203.0.113.9", "indicator--3"),
+        create(IocKind::Url, "http://bad url/", "indicator--4"),
+        create(IocKind::Domain, "good2.example", "indicator--5"),
+    ]
+}
+
+fn check_recovered(out: &[Outcome], fake: &FakeSekoia, reason_has_value: bool) {
+    assert_eq!(out.len(), 5);
+    for i in [0, 2, 4] {
+        assert!(is_applied(&out[i]), "{i}: {:?}", out[i]);
+    }
+    for (i, value) in [(1, "bad..example"), (3, "http://bad url/")] {
+        match &out[i] {
+            Outcome::Rejected { reason } => {
+                assert!(
+                    reason.starts_with("Sekoia.io rejected the IOC (HTTP 400)"),
+                    "{reason}"
+                );
+                assert!(reason.contains("INVALID_INDICATORS"), "{reason}");
+                if reason_has_value {
+                    assert!(reason.contains(value), "{reason}");
+                }
+            }
+            other => panic!("{i}: expected Rejected, got {other:?}"),
+        }
+    }
+    let stored: Vec<String> = fake
+        .items()
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(stored, ["good1.example", "203.0.113.9", "good2.example"]);
+}
+
+#[tokio::test]
+async fn named_bad_items_are_rejected_and_the_rest_resent() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    let out = s.apply(&mixed_batch()).await;
+    check_recovered(&out, &fake, true);
+    assert_eq!(
+        fake.requests("POST").len(),
+        2,
+        "one 400, one retry without the named items"
+    );
+}
+
+#[tokio::test]
+async fn unnamed_bad_items_are_found_by_bisection() {
+    let fake = start().await;
+    fake.set_name_offenders(false);
+    let s = sink(&cfg(&fake));
+    let out = s.apply(&mixed_batch()).await;
+    check_recovered(&out, &fake, false);
+    let posts = fake.requests("POST").len();
+    assert!(posts > 2 && posts <= 10, "{posts} imports");
+}
+
+#[tokio::test]
+async fn an_overlong_description_is_cut_not_rejected() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    let mut c = create(IocKind::Domain, "long.example", "indicator--l");
+    c.meta.source_url = Some(format!("https://cti.example/{}", "x".repeat(900)));
+    let out = s.apply(&[c]).await;
+    let id = id_of(&out[0]);
+    let desc = fake.item(&id).expect("item")["description"]
+        .as_str()
+        .expect("description")
+        .to_string();
+    assert_eq!(desc.chars().count(), 500);
+    assert!(desc.ends_with(" [iocsync:indicator--l]"));
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_with_retry_after() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    let batch = every_kind();
+    fake.fail_next(1, Failure::RateLimit(Some(7)));
+    let out = s.apply(&batch).await;
+    for o in &out {
+        let (after, err) = retry_parts(o);
+        assert_eq!(after, Some(Duration::from_secs(7)));
+        assert!(
+            matches!(err, SinkError::RateLimited { sink: "sekoia", .. }),
+            "{err}"
+        );
+    }
+    assert!(fake.items().is_empty());
+
+    fake.fail_next(1, Failure::RateLimit(None));
+    let out = s
+        .apply(&[delete(
+            IocKind::Domain,
+            "x.example",
+            "indicator--x",
+            Some("indicator--1"),
+        )])
+        .await;
+    assert_eq!(retry_parts(&out[0]).0, None);
+    assert!(s.apply(&batch).await.iter().all(is_applied));
+}
+
+#[tokio::test]
+async fn server_errors_resets_and_timeouts_are_retried() {
+    let fake = start().await;
+    let mut c = cfg(&fake);
+    c.timeout = Duration::from_millis(300);
+    let s = sink(&c);
+    let batch = vec![create(IocKind::Domain, "x.example", "indicator--x")];
+
+    fake.fail_next(1, Failure::Status(503));
+    let out = s.apply(&batch).await;
+    let (after, err) = retry_parts(&out[0]);
+    assert_eq!(after, None);
+    assert!(
+        matches!(err, SinkError::Http { status: 503, message, .. } if message.contains("Injected failure 503")),
+        "{err}"
+    );
+
+    fake.fail_next(1, Failure::Reset);
+    let err = retry_parts(&s.apply(&batch).await[0]).1.to_string();
+    assert!(err.contains("failed"), "{err}");
+
+    fake.fail_next(1, Failure::Slow(Duration::from_secs(2)));
+    let out = s.apply(&batch).await;
+    assert!(
+        matches!(retry_parts(&out[0]).1, SinkError::Transport { message, .. } if message.contains("timed out")),
+        "{out:?}"
+    );
+
+    // A failed lookup is a retry (not "nothing to revoke"), and stops the rest of the run.
+    fake.fail_next(1, Failure::Status(500));
+    fake.clear_journal();
+    let out = s
+        .apply(&[
+            delete(IocKind::Domain, "x.example", "indicator--x", None),
+            delete(IocKind::Domain, "y.example", "indicator--y", None),
+        ])
+        .await;
+    for o in &out {
+        assert!(matches!(
+            retry_parts(o).1,
+            SinkError::Http { status: 500, .. }
+        ));
+    }
+    assert_eq!(fake.journal().len(), 1);
+}
+
+#[tokio::test]
+async fn auth_permission_and_collection_errors_are_named() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    let batch = vec![create(IocKind::Domain, "x.example", "indicator--x")];
+
+    fake.set_token("another-key");
+    let out = s.apply(&batch).await;
+    let err = retry_parts(&out[0]).1;
+    assert!(err.is_auth());
+    assert!(
+        matches!(err, SinkError::Auth { status: 401, message, .. }
+            if message.contains("sekoia_intel.apikey") && message.contains("invalid or expired")),
+        "{err}"
+    );
+    fake.set_token(TOKEN);
+
+    fake.deny_writes(true);
+    let out = s
+        .apply(&[
+            batch[0].clone(),
+            delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
+        ])
+        .await;
+    for o in &out {
+        let err = retry_parts(o).1;
+        assert!(
+            matches!(err, SinkError::Permission { status: 403, message, .. }
+                if message.contains("manage IOC collections")),
+            "{err}"
+        );
+    }
+    fake.deny_writes(false);
+
+    let mut c = cfg(&fake);
+    c.ioc_collection_uuid = Some("00000000-0000-4000-8000-000000000000".into());
+    let other = sink(&c);
+    let out = other
+        .apply(&[
+            batch[0].clone(),
+            delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
+        ])
+        .await;
+    for o in &out {
+        let err = retry_parts(o).1;
+        assert!(!err.is_auth());
+        assert!(
+            matches!(err, SinkError::Config { key: "sekoia_intel.ioc_collection_uuid", message, .. }
+                if message.contains("ioc-collection--00000000-0000-4000-8000-000000000000")
+                    && message.contains("IOC Collection not found")),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_reports_what_it_verified() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    s.set_live_count(1234);
+    let ok = s.check().await.expect("check");
+    assert!(
+        ok.contains("iocsync tests") && ok.contains("1234 live IOCs"),
+        "{ok}"
+    );
+    assert!(!ok.contains(TOKEN));
+    let get = &fake.requests("GET")[0];
+    assert_eq!(
+        get.path,
+        format!("/v2/inthreat/ioc-collections/{}", collection_id())
+    );
+
+    fake.set_token("rotated");
+    let err = s.check().await.expect_err("bad key");
+    assert!(matches!(err, SinkError::Auth { .. }), "{err}");
+    fake.set_token(TOKEN);
+
+    let mut c = cfg(&fake);
+    c.ioc_collection_uuid = Some("ioc-collection--00000000-0000-4000-8000-000000000000".into());
+    let err = sink(&c).check().await.expect_err("missing collection");
+    assert!(
+        matches!(
+            &err,
+            SinkError::Config {
+                key: "sekoia_intel.ioc_collection_uuid",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not found"), "{err}");
+
+    fake.fail_next(1, Failure::Status(403));
+    assert!(matches!(s.check().await, Err(SinkError::Permission { .. })));
+}
+
+#[tokio::test]
+async fn resolve_settles_crash_leftovers() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    // Created before the crash (ours), a same-value foreign one, and never created.
+    let out = s
+        .apply(&[create(IocKind::Domain, "done.example", "indicator--d")])
+        .await;
+    let done = id_of(&out[0]);
+    fake.insert("lost.example", "someone else's", false);
+    let revoked_id = s
+        .apply(&[create(IocKind::Domain, "rev.example", "indicator--r")])
+        .await;
+    let revoked_id = id_of(&revoked_id[0]);
+    s.apply(&[delete(
+        IocKind::Domain,
+        "rev.example",
+        "indicator--r",
+        Some(&revoked_id),
+    )])
+    .await;
+
+    let pending = vec![
+        create(IocKind::Domain, "done.example", "indicator--d"),
+        create(IocKind::Domain, "lost.example", "indicator--l"),
+        delete(IocKind::Domain, "done.example", "indicator--d", Some(&done)),
+        delete(IocKind::Domain, "done.example", "indicator--d", None),
+        delete(
+            IocKind::Domain,
+            "rev.example",
+            "indicator--r",
+            Some(&revoked_id),
+        ),
+        delete(IocKind::Domain, "lost.example", "indicator--l", None),
+    ];
+    let got = s.resolve(&pending).await.expect("resolve");
+    assert_eq!(
+        got,
+        [
+            Resolution::Applied {
+                remote_id: Some(done.clone())
+            },
+            Resolution::NotApplied,
+            Resolution::NotApplied,
+            Resolution::NotApplied,
+            Resolution::Applied { remote_id: None },
+            Resolution::Applied { remote_id: None },
+        ]
+    );
+    assert_eq!(fake.requests("DELETE").len(), 1, "resolve changes nothing");
+
+    fake.fail_next(1, Failure::Status(502));
+    assert!(matches!(
+        s.resolve(&pending[..1]).await,
+        Err(SinkError::Http { status: 502, .. })
+    ));
+}
+
+#[tokio::test]
+async fn live_count_follows_outcomes_and_warns_near_the_quota() {
+    let fake = start().await;
+    let mut c = cfg(&fake);
+    c.quota = 10;
+    let s = sink(&c);
+    s.set_live_count(7);
+    assert!(!s.near_quota());
+    let out = s
+        .apply(&[
+            create(IocKind::Domain, "q1.example", "indicator--q1"),
+            create(IocKind::Domain, "bad..example", "indicator--q2"),
+            create(IocKind::Domain, "q3.example", "indicator--q3"),
+        ])
+        .await;
+    assert!(matches!(out[1], Outcome::Rejected { .. }));
+    assert_eq!(
+        s.live_count(),
+        9,
+        "two created, the rejected one not counted"
+    );
+    assert!(s.near_quota(), "9 of 10 is 90 %");
+
+    let id = id_of(&out[0]);
+    fake.fail_next(1, Failure::Status(500));
+    s.apply(&[delete(
+        IocKind::Domain,
+        "q1.example",
+        "indicator--q1",
+        Some(&id),
+    )])
+    .await;
+    assert_eq!(s.live_count(), 9, "a failed revoke changes nothing");
+    s.apply(&[delete(
+        IocKind::Domain,
+        "q1.example",
+        "indicator--q1",
+        Some(&id),
+    )])
+    .await;
+    assert_eq!(s.live_count(), 8);
+    assert!(!s.near_quota());
+}
+
+/// Collects everything logged on this thread (the test runtime is single-threaded).
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_key_never_appears_in_errors_or_logs() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let fake = start().await;
+    let mut c = cfg(&fake);
+    c.timeout = Duration::from_millis(300);
+    let s = sink(&c);
+    let client = SekoiaClient::new(&c).expect("client");
+    let mut texts = vec![format!("{s:?}"), format!("{client:?}"), format!("{c:?}")];
+    texts.push(serde_json::to_string(&c).expect("config json"));
+    let mut batch = mixed_batch();
+    batch.push(delete(
+        IocKind::Domain,
+        "good1.example",
+        "indicator--1",
+        None,
+    ));
+    for failure in [
+        Some(Failure::RateLimit(Some(1))),
+        Some(Failure::Status(502)),
+        Some(Failure::Status(403)),
+        Some(Failure::Reset),
+        Some(Failure::Slow(Duration::from_secs(2))),
+        None,
+    ] {
+        if let Some(f) = failure {
+            fake.fail_next(1, f);
+        }
+        for o in s.apply(&batch).await {
+            match o {
+                Outcome::Retry { error, .. } => texts.push(format!("{error} {error:?}")),
+                Outcome::Rejected { reason } => texts.push(reason),
+                Outcome::Applied { .. } => {}
+            }
+        }
+    }
+    fake.set_token("x");
+    texts.push(format!("{}", s.check().await.expect_err("401")));
+    texts.push(format!(
+        "{:?}",
+        s.resolve(&batch[..1]).await.expect_err("401")
+    ));
+    let mut bad = c.clone();
+    bad.ioc_collection_uuid = Some("nope".into());
+    texts.push(
+        SekoiaSink::new(&bad, "OpenCTI")
+            .expect_err("config")
+            .to_string(),
+    );
+    let logged = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    assert!(
+        logged.contains("sekoia rejected an IOC"),
+        "logs were captured"
+    );
+    texts.push(logged);
+    assert!(texts.len() > 20);
+    for t in &texts {
+        assert!(!t.contains(TOKEN), "key leaked in: {t}");
+    }
+}
+
+#[tokio::test]
+async fn new_refuses_bad_config_and_updates_are_no_ops() {
+    let fake = start().await;
+    let mut c = cfg(&fake);
+    c.batch_size = 500;
+    let err = SekoiaSink::new(&c, "OpenCTI").expect_err("batch over 100");
+    assert!(err.to_string().contains("sekoia_intel.batch_size"), "{err}");
+    let mut c = cfg(&fake);
+    c.apikey = None;
+    assert!(SekoiaClient::new(&c).is_err());
+
+    let s = sink(&cfg(&fake));
+    assert!(!s.supports_update());
+    let mut u = change(
+        ChangeOp::Update,
+        IocKind::Domain,
+        "u.example",
+        "indicator--u",
+    );
+    u.remote_id = Some("indicator--kept".into());
+    let out = s.apply(&[u]).await;
+    assert_eq!(id_of(&out[0]), "indicator--kept");
+    assert!(fake.journal().is_empty());
+}
+
+/// Self-tests of the fake's own rules, so other suites can trust it.
+mod fake_rules {
+    use super::*;
+
+    async fn raw(
+        fake: &FakeSekoia,
+        method: reqwest::Method,
+        path: &str,
+        auth: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", fake.url()))
+            .header("Authorization", auth);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn enforces_auth_limits_and_validation() {
+        let fake = start().await;
+        let auth = format!("Bearer {TOKEN}");
+        let coll = format!("/api/v2/inthreat/ioc-collections/{}", collection_id());
+        let imports = format!("{coll}/indicators");
+
+        let (st, body) = raw(&fake, reqwest::Method::GET, &coll, "Bearer nope", None).await;
+        assert_eq!(st, 401);
+        assert!(
+            body["message"].is_string() && body["code"].is_string(),
+            "{body}"
+        );
+        let (st, body) = raw(
+            &fake,
+            reqwest::Method::GET,
+            "/v2/inthreat/ioc-collections/ioc-collection--x",
+            &auth,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (st, body["message"].as_str()),
+            (404, Some("IOC Collection not found"))
+        );
+        let (st, _) = raw(
+            &fake,
+            reqwest::Method::GET,
+            &format!("{coll}/"),
+            &auth,
+            None,
+        )
+        .await;
+        assert_eq!(st, 404, "a trailing slash is another path");
+
+        let many: Vec<Value> = (0..101)
+            .map(|i| json!({"value": format!("10.0.0.{i}")}))
+            .collect();
+        let (st, _) = raw(
+            &fake,
+            reqwest::Method::POST,
+            &imports,
+            &auth,
+            Some(json!({"indicators": many})),
+        )
+        .await;
+        assert_eq!(st, 400, "more than 100 per import");
+
+        for bad in [
+            json!({"value": "not a value"}),
+            json!({"value": "a.example", "description": "d".repeat(501)}),
+            json!({"value": "a.example", "valid_until": "tomorrow"}),
+            json!({"value": "a.example", "valid_from": "2025-02-01T00:00:00Z", "valid_until": "2025-01-01T00:00:00Z"}),
+            json!({"value": "a.example", "kill_chain_phases": ["x"]}),
+        ] {
+            let (st, body) = raw(
+                &fake,
+                reqwest::Method::POST,
+                &imports,
+                &auth,
+                Some(json!({"indicators": [{"value": "ok.example"}, bad]})),
+            )
+            .await;
+            assert_eq!(st, 400, "{bad}");
+            assert!(
+                body["message"].as_str().expect("message").contains('\''),
+                "{body}"
+            );
+        }
+        assert!(fake.items().is_empty(), "a 400 stores nothing");
+
+        let (st, body) = raw(
+            &fake,
+            reqwest::Method::POST,
+            &format!("{imports}/text"),
+            &auth,
+            Some(json!({"indicators": "1.2.3.4", "format": "one_per_line"})),
+        )
+        .await;
+        assert_eq!((st, body["task_id"].is_string()), (202, true));
+        assert!(
+            fake.items().is_empty(),
+            "the text import creates nothing synchronously"
+        );
+
+        let (st, body) = raw(
+            &fake,
+            reqwest::Method::POST,
+            &imports,
+            &auth,
+            Some(json!({"indicators": [{"value": SHA256}]})),
+        )
+        .await;
+        assert_eq!((st, body["total"].as_u64()), (200, Some(1)));
+        let id = body["items"][0]["id"].as_str().expect("id").to_string();
+        assert!(id.starts_with("indicator--") && id.len() == "indicator--".len() + 36);
+        assert_eq!(
+            body["items"][0]["pattern"],
+            format!("[file:hashes.'SHA-256' = '{SHA256}']")
+        );
+        let (st, _) = raw(
+            &fake,
+            reqwest::Method::DELETE,
+            &format!("{imports}/{id}"),
+            &auth,
+            None,
+        )
+        .await;
+        assert_eq!(st, 204);
+        let (st, body) = raw(
+            &fake,
+            reqwest::Method::GET,
+            &format!("{imports}?term=0123456789ABCDEF"),
+            &auth,
+            None,
+        )
+        .await;
+        assert_eq!((st, body["total"].as_u64()), (200, Some(1)));
+        assert_eq!(
+            body["items"][0]["revoked"], true,
+            "search returns revoked items"
+        );
+        let (st, _) = raw(
+            &fake,
+            reqwest::Method::DELETE,
+            &format!("{imports}/indicator--unknown"),
+            &auth,
+            None,
+        )
+        .await;
+        assert_eq!(st, 404);
+    }
+
+    #[tokio::test]
+    async fn injects_every_kth_failure() {
+        let fake = start().await;
+        fake.fail_every(2, Failure::Status(500));
+        let client = SekoiaClient::new(&cfg(&fake)).expect("client");
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(
+                client
+                    .get_collection()
+                    .await
+                    .map(|_| 200)
+                    .unwrap_or_else(|e| e.status()),
+            );
+        }
+        assert_eq!(statuses, [200, 500, 200, 500]);
+        fake.clear_failures();
+        assert!(client.get_collection().await.is_ok());
+    }
+}
