@@ -5,6 +5,7 @@ use crate::config::{Config, ConfigError, Problem, SourceKind};
 use crate::model::SourceEvent;
 use crate::pipeline::{Pipeline, PipelineError, RunMode, RunStats};
 use crate::sinks::jsonl::JsonlSink;
+use crate::sinks::sekoia::SekoiaSink;
 use crate::sinks::sentinelone::SentinelOneSink;
 use crate::sinks::zeek::ZeekSink;
 use crate::sinks::{Sink, SinkError};
@@ -124,8 +125,13 @@ pub struct BuiltSinks {
     pub zeek: Option<Arc<ZeekSink>>,
 }
 
-/// Builds the configured sinks.
-pub fn build_sinks(cfg: &Config, kind: SourceKind) -> Result<BuiltSinks, AppError> {
+/// Builds the configured sinks. `state` (when given) seeds counters a sink keeps, such as Sekoia's
+/// quota count.
+pub fn build_sinks(
+    cfg: &Config,
+    kind: SourceKind,
+    state: Option<&State>,
+) -> Result<BuiltSinks, AppError> {
     let names = cfg.sink_names().map_err(|p| AppError::problems(vec![p]))?;
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     let mut zeek = None;
@@ -135,6 +141,13 @@ pub fn build_sinks(cfg: &Config, kind: SourceKind) -> Result<BuiltSinks, AppErro
                 &cfg.sentinelone_intel,
                 default_source_label(kind),
             )?),
+            "sekoia" => {
+                let sink = SekoiaSink::new(&cfg.sekoia_intel, default_source_label(kind))?;
+                if let Some(state) = state {
+                    sink.set_live_count(state.live_count("sekoia")?.max(0) as u64);
+                }
+                Arc::new(sink)
+            }
             "zeek" => {
                 let sink = Arc::new(ZeekSink::new(&cfg.zeek)?);
                 zeek = Some(Arc::clone(&sink));
@@ -225,9 +238,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunStats, AppError> {
     let kind = validated(cfg)?;
-    let built = build_sinks(cfg, kind)?;
-    let source = build_source(cfg, kind)?;
     let state = State::open(&cfg.state.dir)?;
+    let built = build_sinks(cfg, kind, Some(&state))?;
+    let source = build_source(cfg, kind)?;
     let upkeep_token = shutdown.child_token();
     let upkeep = built
         .zeek
@@ -294,7 +307,7 @@ pub async fn run(
 pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), AppError> {
     let kind = validated(cfg)?;
     let source = build_source(cfg, kind)?;
-    let sinks = build_sinks(cfg, kind)?.sinks;
+    let sinks = build_sinks(cfg, kind, None)?.sinks;
     let mut worst: Option<AppError> = None;
     let mut note = |label: &str, result: Result<String, AppError>, out: &mut dyn std::io::Write| {
         match result {
@@ -350,12 +363,24 @@ pub fn demo_config(dir: &Path) -> Result<Config, AppError> {
     std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
     let stream = dir.join("stream.sse");
     std::fs::write(&stream, DEMO_STREAM).map_err(|e| io("write the sample stream into", e))?;
-    let mut cfg = Config::default();
-    cfg.source = Some("file".into());
-    cfg.file.path = Some(stream);
-    cfg.state.dir = dir.join("state");
-    cfg.jsonl.path = Some(dir.join("iocs.jsonl"));
-    cfg.zeek.intel_path = Some(dir.join("intel.dat"));
-    cfg.pipeline.linger = std::time::Duration::from_millis(50);
-    Ok(cfg)
+    let defaults = Config::default();
+    Ok(Config {
+        source: Some("file".into()),
+        file: crate::config::FileConfig { path: Some(stream) },
+        state: crate::config::StateConfig {
+            dir: dir.join("state"),
+        },
+        jsonl: crate::sinks::jsonl::JsonlConfig {
+            path: Some(dir.join("iocs.jsonl")),
+        },
+        zeek: crate::sinks::zeek::ZeekConfig {
+            intel_path: Some(dir.join("intel.dat")),
+            ..defaults.zeek.clone()
+        },
+        pipeline: crate::config::PipelineConfig {
+            linger: std::time::Duration::from_millis(50),
+            ..defaults.pipeline.clone()
+        },
+        ..defaults
+    })
 }

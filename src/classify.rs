@@ -20,7 +20,7 @@ pub struct ClassifyOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Classified {
     /// An indicator: its IOC set replaces what we had for it (empty ⇒ remove everything it held).
-    Indicator(IndicatorState),
+    Indicator(Box<IndicatorState>),
     /// Not something that changes any indicator (non-indicator object, unreadable object).
     Skip {
         /// Why.
@@ -59,12 +59,12 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
     };
     let meta = meta_of(obj);
     let gone = |skip: Option<SkipReason>| {
-        Classified::Indicator(IndicatorState {
+        Classified::Indicator(Box::new(IndicatorState {
             id: id.clone(),
             iocs: Vec::new(),
             skip,
             meta: meta.clone(),
-        })
+        }))
     };
     if kind == EventKind::Delete || obj.get("revoked").and_then(Value::as_bool) == Some(true) {
         return gone(None);
@@ -80,12 +80,12 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
         return gone(Some(SkipReason::MissingPattern));
     };
     match pattern::classify_str(text, opts.expand_or) {
-        Ok(iocs) if !iocs.is_empty() => Classified::Indicator(IndicatorState {
+        Ok(iocs) if !iocs.is_empty() => Classified::Indicator(Box::new(IndicatorState {
             id,
             iocs,
             skip: None,
             meta,
-        }),
+        })),
         Ok(_) => gone(Some(SkipReason::Compound)),
         Err(reason) => gone(Some(reason)),
     }

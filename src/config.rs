@@ -7,6 +7,7 @@
 //! problem with the key to fix.
 
 use crate::sinks::jsonl::JsonlConfig;
+use crate::sinks::sekoia::SekoiaConfig;
 use crate::sinks::sentinelone::SentinelOneConfig;
 use crate::sinks::zeek::ZeekConfig;
 use crate::sources::opencti::{ConnectorConfig, OpenCtiConfig};
@@ -53,6 +54,8 @@ pub struct Config {
     pub state: StateConfig,
     /// SentinelOne sink.
     pub sentinelone_intel: SentinelOneConfig,
+    /// Sekoia.io sink.
+    pub sekoia_intel: SekoiaConfig,
     /// JSONL sink.
     pub jsonl: JsonlConfig,
     /// Zeek intel file sink.
@@ -428,6 +431,7 @@ impl Config {
     pub fn sink_names(&self) -> Result<Vec<&'static str>, Problem> {
         let configured = |name: &str| match name {
             "sentinelone" => self.sentinelone_intel.is_configured(),
+            "sekoia" => self.sekoia_intel.is_configured(),
             "zeek" => self.zeek.is_configured(),
             "jsonl" => self.jsonl.is_configured(),
             _ => false,
@@ -513,6 +517,7 @@ impl Config {
                 for name in names {
                     match name {
                         "sentinelone" => push(self.sentinelone_intel.validate()),
+                        "sekoia" => push(self.sekoia_intel.validate()),
                         "zeek" => push(self.zeek.validate()),
                         "jsonl" => push(self.jsonl.validate()),
                         _ => {}

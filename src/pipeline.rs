@@ -522,7 +522,7 @@ impl Pipeline {
                             }
                             self.skip(reason);
                         }
-                        Classified::Indicator(state) => states.push((index, state)),
+                        Classified::Indicator(state) => states.push((index, *state)),
                     }
                 }
                 Payload::Classified(state) => {

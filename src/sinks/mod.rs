@@ -7,8 +7,6 @@ pub mod jsonl;
 pub mod sekoia;
 pub mod sentinelone;
 pub mod zeek;
-pub mod sentinelone;
-pub mod zeek;
 
 use crate::ioc::Ioc;
 use crate::model::IocMeta;
