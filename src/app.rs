@@ -265,7 +265,9 @@ pub async fn run(
     let start = pipeline.checkpoint().await?;
     let (events_tx, events_rx) =
         mpsc::channel::<SourceEvent>(cfg.pipeline.batch_events.max(16) * 2);
-    let source_token = shutdown.child_token();
+    // Not a child of `shutdown`: the source is stopped only after the pipeline has drained, so that
+    // its last words (OpenCTI's final ping) carry the final checkpoint.
+    let source_token = CancellationToken::new();
     let ctx = SourceContext {
         start,
         events: events_tx,

@@ -58,12 +58,14 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
         };
     };
     let meta = meta_of(obj);
+    let version = string_field(obj, "modified");
     let gone = |skip: Option<SkipReason>| {
         Classified::Indicator(Box::new(IndicatorState {
             id: id.clone(),
             iocs: Vec::new(),
             skip,
             meta: meta.clone(),
+            version: version.clone(),
         }))
     };
     if kind == EventKind::Delete || obj.get("revoked").and_then(Value::as_bool) == Some(true) {
@@ -85,6 +87,7 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
             iocs,
             skip: None,
             meta,
+            version,
         })),
         Ok(_) => gone(Some(SkipReason::Compound)),
         Err(reason) => gone(Some(reason)),

@@ -65,6 +65,10 @@ pub struct IndicatorState {
     pub skip: Option<SkipReason>,
     /// Metadata sent along with each IOC.
     pub meta: IocMeta,
+    /// The object's version time (STIX `modified`, MISP attribute timestamp) as RFC 3339. A state
+    /// older than the one already applied is stale (a replay of history) and changes nothing.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// Metadata that travels with an IOC to the sinks; every field optional.

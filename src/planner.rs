@@ -45,7 +45,13 @@ pub fn plan_indicator(
     cancelled: &mut Vec<i64>,
 ) -> Result<Vec<Planned>, StateError> {
     let old = tx.indicator(&state.id)?;
-    let old_iocs = old.as_ref().map(|(i, _)| i.clone()).unwrap_or_default();
+    if let Some(stored) = &old {
+        if is_older(state.version.as_deref(), stored.version.as_deref()) {
+            tracing::debug!(id = %state.id, version = state.version.as_deref().unwrap_or("-"), applied = stored.version.as_deref().unwrap_or("-"), "stale version of an indicator (replayed history): nothing to do");
+            return Ok(Vec::new());
+        }
+    }
+    let old_iocs = old.as_ref().map(|o| o.iocs.clone()).unwrap_or_default();
     let old_keys = keyed(&old_iocs);
     let new_keys = keyed(&state.iocs);
     for (kind, value) in old_keys.keys().filter(|k| !new_keys.contains_key(*k)) {
@@ -54,7 +60,12 @@ pub fn plan_indicator(
     for (kind, value) in new_keys.keys().filter(|k| !old_keys.contains_key(*k)) {
         tx.add_holder(*kind, value, &state.id)?;
     }
-    tx.put_indicator(&state.id, &state.iocs, &state.meta)?;
+    tx.put_indicator(
+        &state.id,
+        &state.iocs,
+        &state.meta,
+        state.version.as_deref(),
+    )?;
 
     let mut touched: Vec<&Key> = old_keys.keys().chain(new_keys.keys()).collect();
     touched.sort();
@@ -109,8 +120,10 @@ fn plan_key(
             let (ioc, indicator_id, meta) = match (held_by_this, holder) {
                 (Some(ioc), _) => (ioc.clone(), state.id.clone(), state.meta.clone()),
                 (None, Some(other)) => {
-                    let (iocs, meta) = tx.indicator(&other)?.unwrap_or_default();
-                    let ioc = iocs
+                    let stored = tx.indicator(&other)?.unwrap_or_default();
+                    let meta = stored.meta;
+                    let ioc = stored
+                        .iocs
                         .into_iter()
                         .find(|i| i.kind.sink_kind() == kind && i.value == value)
                         .unwrap_or(Ioc {
@@ -221,6 +234,13 @@ fn plan_update(
     entry.meta = previous_meta;
     tx.put_sink_entry(sink.name, &entry)?;
     Ok(Some(tx.insert_intent(sink.name, change)?))
+}
+
+/// True when `new` is strictly older than `applied` (both RFC 3339); unknown or unparseable versions
+/// are never stale.
+fn is_older(new: Option<&str>, applied: Option<&str>) -> bool {
+    let parse = |v: Option<&str>| v.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    matches!((parse(new), parse(applied)), (Some(n), Some(a)) if n < a)
 }
 
 /// The metadata fields a sink shows; the pattern text alone changing is not worth an update.

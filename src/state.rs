@@ -113,6 +113,17 @@ pub struct SinkEntry {
     pub meta: IocMeta,
 }
 
+/// An indicator as the state remembers it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredIndicator {
+    /// The IOCs it desires (empty once deleted or revoked).
+    pub iocs: Vec<Ioc>,
+    /// Its metadata.
+    pub meta: IocMeta,
+    /// The version time of the state applied last.
+    pub version: Option<String>,
+}
+
 /// A stored run summary.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -185,7 +196,7 @@ impl State {
                  PRAGMA busy_timeout=5000;
                  CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS checkpoint(source TEXT PRIMARY KEY, position TEXT NOT NULL, updated_at INTEGER NOT NULL);
-                 CREATE TABLE IF NOT EXISTS indicator(id TEXT PRIMARY KEY, iocs TEXT NOT NULL, meta TEXT NOT NULL, updated_at INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS indicator(id TEXT PRIMARY KEY, iocs TEXT NOT NULL, meta TEXT NOT NULL, version TEXT, updated_at INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS holder(kind TEXT NOT NULL, value TEXT NOT NULL, indicator_id TEXT NOT NULL, PRIMARY KEY(kind, value, indicator_id));
                  CREATE INDEX IF NOT EXISTS holder_by_indicator ON holder(indicator_id);
                  CREATE TABLE IF NOT EXISTS sink_ioc(sink TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, ioc_kind TEXT NOT NULL, indicator_id TEXT NOT NULL, remote_id TEXT, status TEXT NOT NULL, meta TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY(sink, kind, value));
@@ -406,7 +417,11 @@ impl State {
             .map_err(self.err())?;
         let indicators = self
             .conn
-            .query_row("SELECT COUNT(*) FROM indicator", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM indicator WHERE iocs != '[]'",
+                [],
+                |r| r.get(0),
+            )
             .map_err(self.err())?;
         let mut stmt = self
             .conn
@@ -481,39 +496,44 @@ impl Tx<'_> {
             .map_err(|source| StateError::Sqlite { path, source })
     }
 
-    /// The IOCs and metadata currently desired for an indicator.
-    pub fn indicator(&self, id: &str) -> Result<Option<(Vec<Ioc>, IocMeta)>, StateError> {
-        let row: Option<(String, String)> = self
+    /// What an indicator currently desires, if it was ever seen.
+    pub fn indicator(&self, id: &str) -> Result<Option<StoredIndicator>, StateError> {
+        let row: Option<(String, String, Option<String>)> = self
             .tx
-            .query_row("SELECT iocs, meta FROM indicator WHERE id=?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT iocs, meta, version FROM indicator WHERE id=?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()
             .map_err(self.err())?;
         match row {
             None => Ok(None),
-            Some((iocs, meta)) => Ok(Some((
-                parse_json(&self.path, "indicator iocs", &iocs)?,
-                parse_json(&self.path, "indicator meta", &meta)?,
-            ))),
+            Some((iocs, meta, version)) => Ok(Some(StoredIndicator {
+                iocs: parse_json(&self.path, "indicator iocs", &iocs)?,
+                meta: parse_json(&self.path, "indicator meta", &meta)?,
+                version,
+            })),
         }
     }
 
-    /// Stores what an indicator desires (removes the row when it desires nothing).
-    pub fn put_indicator(&self, id: &str, iocs: &[Ioc], meta: &IocMeta) -> Result<(), StateError> {
-        if iocs.is_empty() {
-            self.tx
-                .execute("DELETE FROM indicator WHERE id=?1", [id])
-                .map_err(self.err())?;
-            return Ok(());
-        }
+    /// Stores what an indicator desires. An indicator that desires nothing keeps its row (with its
+    /// version) so that a replay of its older history is recognised as stale.
+    pub fn put_indicator(
+        &self,
+        id: &str,
+        iocs: &[Ioc],
+        meta: &IocMeta,
+        version: Option<&str>,
+    ) -> Result<(), StateError> {
         let iocs = serde_json::to_string(iocs).unwrap_or_else(|_| "[]".into());
         let meta = serde_json::to_string(meta).unwrap_or_else(|_| "{}".into());
         self.tx
             .execute(
-                "INSERT INTO indicator(id, iocs, meta, updated_at) VALUES(?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET iocs=excluded.iocs, meta=excluded.meta, updated_at=excluded.updated_at",
-                params![id, iocs, meta, now_ms()],
+                "INSERT INTO indicator(id, iocs, meta, version, updated_at) VALUES(?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET iocs=excluded.iocs, meta=excluded.meta,
+                   version=COALESCE(excluded.version, indicator.version), updated_at=excluded.updated_at",
+                params![id, iocs, meta, version, now_ms()],
             )
             .map(|_| ())
             .map_err(self.err())

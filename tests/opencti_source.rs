@@ -598,6 +598,8 @@ async fn once_mode_returns_when_caught_up() {
         }
     }
     assert_eq!(got, ids);
+    // The run's owner stops the source once the pipeline has drained the closed channel.
+    run.shutdown.cancel();
     tokio::time::timeout(WAIT, run.handle)
         .await
         .expect("returned")

@@ -50,7 +50,8 @@ pub struct SourceContext {
     pub events: mpsc::Sender<SourceEvent>,
     /// The latest committed position, updated after every checkpoint (OpenCTI pings it).
     pub committed: watch::Receiver<Option<String>>,
-    /// Cancelled on shutdown: stop reading and return.
+    /// Cancelled on shutdown — and, for a source that ends by itself, once the pipeline has applied
+    /// everything it sent (its last checkpoint is then in `committed`): stop reading and return.
     pub shutdown: CancellationToken,
     /// `run --once`: stop when caught up instead of waiting for more.
     pub once: bool,

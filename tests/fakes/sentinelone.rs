@@ -45,6 +45,9 @@ pub enum Failure {
     Status(u16),
     /// Wait this long, then answer normally.
     Slow(Duration),
+    /// Apply the request normally, then wait this long before answering (a client killed meanwhile
+    /// has had its change applied without seeing the acknowledgement).
+    SlowAck(Duration),
     /// Break the connection instead of sending a body.
     Reset,
     /// 403 code 4030010 "doesn't support multi-scopes users".
@@ -369,8 +372,12 @@ async fn handle(
             )
         }
         Some(Failure::Slow(d)) => tokio::time::sleep(d).await,
-        None => {}
+        Some(Failure::SlowAck(_)) | None => {}
     }
+    let ack_delay = match &failure {
+        Some(Failure::SlowAck(d)) => Some(*d),
+        _ => None,
+    };
 
     if uri.path() != IOCS_PATH {
         return s1_error(404, 4_040_000, "Not Found", None);
@@ -384,13 +391,19 @@ async fn handle(
     if !token_ok {
         return s1_error(401, 4_010_010, "Authentication Failed", None);
     }
-    let mut s = lock(&state);
-    match method {
-        Method::GET => list(&mut s, uri.query().unwrap_or("")),
-        Method::POST => create(&mut s, json_body),
-        Method::DELETE => delete(&mut s, json_body),
-        _ => s1_error(405, 4_050_000, "Method Not Allowed", None),
+    let response = {
+        let mut s = lock(&state);
+        match method {
+            Method::GET => list(&mut s, uri.query().unwrap_or("")),
+            Method::POST => create(&mut s, json_body),
+            Method::DELETE => delete(&mut s, json_body),
+            _ => s1_error(405, 4_050_000, "Method Not Allowed", None),
+        }
+    };
+    if let Some(d) = ack_delay {
+        tokio::time::sleep(d).await;
     }
+    response
 }
 
 fn ids(v: Option<&Value>) -> Vec<String> {

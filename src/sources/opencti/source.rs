@@ -712,6 +712,18 @@ impl Source for OpenCtiSource {
             stop_pings.clone(),
         ));
         let result = self.stream_loop(&ctx, &shared, &reset).await;
+        // Closing the channel lets the pipeline apply what it holds and write its last checkpoint;
+        // the run's owner cancels `shutdown` once it has, so the final ping below publishes it.
+        let SourceContext {
+            events,
+            committed,
+            shutdown,
+            ..
+        } = ctx;
+        drop(events);
+        if result.is_ok() {
+            shutdown.cancelled().await;
+        }
         stop_pings.cancel();
         if let Err(e) = pinger.await {
             warn!(cause = %e, "ping task failed");
@@ -719,7 +731,7 @@ impl Source for OpenCtiSource {
         // The final ping publishes the position reached (the pipeline's last checkpoint).
         let last = tokio::time::timeout(
             self.s.request_timeout,
-            ping_once(&self.gql, &self.s, &ctx.committed, &shared),
+            ping_once(&self.gql, &self.s, &committed, &shared),
         )
         .await;
         match last {
