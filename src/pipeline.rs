@@ -340,43 +340,17 @@ impl Pipeline {
             if changes.is_empty() {
                 continue;
             }
-            let sink = Arc::clone(&self.sinks[index]);
-            let resolutions = loop {
-                match sink.resolve(&changes).await {
-                    Ok(r) if r.len() == changes.len() => break r,
-                    Ok(r) => {
-                        tracing::error!(
-                            sink = name,
-                            expected = changes.len(),
-                            got = r.len(),
-                            "sink resolved a different number of changes; re-sending all"
-                        );
-                        break vec![Resolution::NotApplied; changes.len()];
-                    }
-                    Err(error) => {
-                        self.wait_before_retry(name, &error, None, 1, shutdown)
-                            .await?;
-                    }
-                }
-            };
-            let mut done = Vec::new();
-            let mut resend = Vec::new();
-            for (change, resolution) in changes.into_iter().zip(resolutions) {
-                match resolution {
-                    Resolution::Applied { remote_id } => {
-                        done.push((change, Final::Applied(remote_id)))
-                    }
-                    Resolution::NotApplied => resend.push(change),
+            let worker = self.worker(index, shutdown);
+            let mut report = worker.report();
+            let settled = worker.settle(changes, &mut report).await;
+            self.merge_report(report);
+            match worker.apply_all(settled?).await {
+                Ok(resent) => self.merge_report(resent),
+                Err((partial, err)) => {
+                    self.merge_report(partial);
+                    return Err(err);
                 }
             }
-            tracing::info!(
-                sink = name,
-                already_applied = done.len(),
-                resend = resend.len(),
-                "settled leftover changes"
-            );
-            self.record(index, done).await?;
-            self.apply_all(index, resend, shutdown).await?;
         }
         let orphans: BTreeSet<String> = leftovers
             .iter()
@@ -384,9 +358,25 @@ impl Pipeline {
             .map(|(s, _)| s.clone())
             .collect();
         for sink in orphans {
-            tracing::warn!(sink, "changes are pending for a sink that is no longer configured; they stay in the state");
+            tracing::warn!(
+                sink,
+                "changes are pending for a sink that is no longer configured; they stay in the state"
+            );
         }
         Ok(())
+    }
+
+    fn worker(&self, index: usize, shutdown: &CancellationToken) -> SinkWorker {
+        SinkWorker {
+            sink: Arc::clone(&self.sinks[index]),
+            state: Arc::clone(&self.state),
+            cfg: self.cfg.clone(),
+            mode: self.mode,
+            dead_letters: DeadLetters {
+                path: self.dead_letters.path.clone(),
+            },
+            shutdown: shutdown.clone(),
+        }
     }
 
     /// Runs until the source ends, shutdown, or a fatal error. Returns the run statistics.
@@ -626,17 +616,7 @@ impl Pipeline {
             if changes.is_empty() {
                 continue;
             }
-            let worker = SinkWorker {
-                index,
-                sink: Arc::clone(&self.sinks[index]),
-                state: Arc::clone(&self.state),
-                cfg: self.cfg.clone(),
-                mode: self.mode,
-                dead_letters: DeadLetters {
-                    path: self.dead_letters.path.clone(),
-                },
-                shutdown: shutdown.clone(),
-            };
+            let worker = self.worker(index, shutdown);
             futures.push(async move { worker.apply_all(changes).await });
         }
         let results = futures_util::future::join_all(futures).await;
@@ -673,32 +653,6 @@ impl Pipeline {
         stats.rejected += report.rejected.len() as u64;
         stats.retries += report.retries;
     }
-
-    async fn apply_all(
-        &mut self,
-        index: usize,
-        changes: Vec<Change>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), PipelineError> {
-        let mut per_sink = vec![Vec::new(); self.sinks.len()];
-        per_sink[index] = changes;
-        self.apply_sinks(per_sink, shutdown).await.map(|_| ())
-    }
-
-    async fn record(&self, index: usize, done: Vec<(Change, Final)>) -> Result<(), PipelineError> {
-        record_outcomes(&self.state, self.sinks[index].name(), done).await
-    }
-
-    async fn wait_before_retry(
-        &self,
-        sink: &'static str,
-        error: &SinkError,
-        after: Option<Duration>,
-        attempt: usize,
-        shutdown: &CancellationToken,
-    ) -> Result<(), PipelineError> {
-        retry_wait(&self.cfg, self.mode, sink, error, after, attempt, shutdown).await
-    }
 }
 
 /// What one sink worker did with its share of a batch.
@@ -711,7 +665,6 @@ struct WorkerReport {
 
 /// Applies one sink's changes: chunks, retries with backoff, records outcomes, dead-letters.
 struct SinkWorker {
-    index: usize,
     sink: Arc<dyn Sink>,
     state: Arc<Mutex<State>>,
     cfg: PipelineConfig,
@@ -721,18 +674,28 @@ struct SinkWorker {
 }
 
 impl SinkWorker {
+    fn report(&self) -> WorkerReport {
+        WorkerReport {
+            sink: self.sink.name(),
+            applied: BTreeMap::new(),
+            rejected: Vec::new(),
+            retries: 0,
+        }
+    }
+
     async fn apply_all(
         &self,
         changes: Vec<Change>,
     ) -> Result<WorkerReport, (WorkerReport, PipelineError)> {
-        let name = self.sink.name();
-        let _ = self.index;
-        let mut report = WorkerReport {
-            sink: name,
-            applied: BTreeMap::new(),
-            rejected: Vec::new(),
-            retries: 0,
-        };
+        let mut report = self.report();
+        // At most one change per value per batch (the planner nets them), so grouping by op is safe
+        // and lets a sink send one call per op instead of one per run of alternating ops.
+        let mut changes = changes;
+        changes.sort_by_key(|c| match c.op {
+            ChangeOp::Delete => 0,
+            ChangeOp::Update => 1,
+            ChangeOp::Create => 2,
+        });
         let chunk_size = self.sink.max_batch().max(1);
         for chunk in changes.chunks(chunk_size) {
             if let Err(err) = self.apply_chunk(chunk.to_vec(), &mut report).await {
@@ -773,19 +736,7 @@ impl SinkWorker {
                 for (change, outcome) in pending.into_iter().zip(outcomes) {
                     match outcome {
                         Outcome::Applied { remote_id } => {
-                            metrics::global().inc(
-                                "iocsync_iocs_applied_total",
-                                &[
-                                    ("sink", name),
-                                    ("op", change.op.as_str()),
-                                    ("type", change.ioc.kind.as_str()),
-                                ],
-                                1,
-                            );
-                            *report
-                                .applied
-                                .entry((change.op, change.ioc.kind.as_str().to_string()))
-                                .or_default() += 1;
+                            count_applied(name, &change, report);
                             done.push((change, Final::Applied(remote_id)));
                         }
                         Outcome::Rejected { reason } => {
@@ -821,6 +772,10 @@ impl SinkWorker {
                     None,
                 ));
             }
+            if !done.is_empty() {
+                // Progress: the retry budget is for a sink that makes none.
+                attempt = 0;
+            }
             record_outcomes(&self.state, name, done).await?;
             pending = retry;
             if let Some((error, after)) = last_error {
@@ -851,11 +806,133 @@ impl SinkWorker {
                     &self.shutdown,
                 )
                 .await?;
+                if error.is_ambiguous() {
+                    pending = self.settle(pending, report).await?;
+                }
             }
         }
         metrics::global().set("iocsync_sink_auth_failed", &[("sink", name)], 0.0);
         Ok(())
     }
+
+    /// After a failure that may have been applied anyway (5xx, timeout, reset), asks the sink which
+    /// changes it already reflects before sending them again: re-sending blindly could create a
+    /// second copy. Returns the changes still to send.
+    /// Sends changes known not to be applied (boxed: it recurses through `settle`).
+    fn apply_known<'a>(
+        &'a self,
+        changes: Vec<Change>,
+        report: &'a mut WorkerReport,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PipelineError>> + Send + 'a>>
+    {
+        Box::pin(self.apply_chunk(changes, report))
+    }
+
+    async fn settle(
+        &self,
+        mut pending: Vec<Change>,
+        report: &mut WorkerReport,
+    ) -> Result<Vec<Change>, PipelineError> {
+        let mut attempt = 0usize;
+        let attempt = &mut attempt;
+        let name = self.sink.name();
+        loop {
+            match self.sink.resolve(&pending).await {
+                Ok(resolutions) if resolutions.len() == pending.len() => {
+                    let mut done = Vec::new();
+                    let mut resend = Vec::new();
+                    let mut unknown = Vec::new();
+                    for (change, resolution) in pending.into_iter().zip(resolutions) {
+                        match resolution {
+                            Resolution::Applied { remote_id } => {
+                                count_applied(name, &change, report);
+                                done.push((change, Final::Applied(remote_id)));
+                            }
+                            Resolution::NotApplied => resend.push(change),
+                            Resolution::Unknown => unknown.push(change),
+                        }
+                    }
+                    if !done.is_empty() {
+                        tracing::info!(
+                            sink = name,
+                            already_applied = done.len(),
+                            resend = resend.len(),
+                            "a failed call had been applied in part"
+                        );
+                    }
+                    let progress = !done.is_empty() || !resend.is_empty();
+                    record_outcomes(&self.state, name, done).await?;
+                    if unknown.is_empty() {
+                        return Ok(resend);
+                    }
+                    // Settle the rest later; send nothing of theirs meanwhile.
+                    if progress {
+                        *attempt = 0;
+                    }
+                    *attempt += 1;
+                    report.retries += 1;
+                    let error = SinkError::Transport {
+                        sink: name,
+                        endpoint: "resolve".into(),
+                        message: format!("{} lookups failed", unknown.len()),
+                    };
+                    if !resend.is_empty() {
+                        // What is known not to be applied goes now; the unknown ones wait.
+                        self.apply_known(resend, report).await?;
+                    }
+                    retry_wait(
+                        &self.cfg,
+                        self.mode,
+                        name,
+                        &error,
+                        None,
+                        *attempt,
+                        &self.shutdown,
+                    )
+                    .await?;
+                    pending = unknown;
+                }
+                Ok(_) => {
+                    tracing::error!(
+                        sink = name,
+                        "sink resolved a different number of changes; re-sending"
+                    );
+                    return Ok(pending);
+                }
+                Err(error) => {
+                    *attempt += 1;
+                    report.retries += 1;
+                    retry_wait(
+                        &self.cfg,
+                        self.mode,
+                        name,
+                        &error,
+                        None,
+                        *attempt,
+                        &self.shutdown,
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+}
+
+/// Counts one applied change in the metrics and the worker's report.
+fn count_applied(sink: &'static str, change: &Change, report: &mut WorkerReport) {
+    metrics::global().inc(
+        "iocsync_iocs_applied_total",
+        &[
+            ("sink", sink),
+            ("op", change.op.as_str()),
+            ("type", change.ioc.kind.as_str()),
+        ],
+        1,
+    );
+    *report
+        .applied
+        .entry((change.op, change.ioc.kind.as_str().to_string()))
+        .or_default() += 1;
 }
 
 /// Waits before retrying a sink call, or gives up (runs with an end) / stops (shutdown).

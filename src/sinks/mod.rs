@@ -86,6 +86,9 @@ pub enum Resolution {
     },
     /// The change has not reached the sink: send it.
     NotApplied,
+    /// The sink could not tell right now (its lookup failed transiently): ask again later, and
+    /// do not send the change meanwhile.
+    Unknown,
 }
 
 /// Errors a sink reports, keeping what the retry policy needs to tell them apart.
@@ -175,6 +178,16 @@ impl SinkError {
     pub fn is_auth(&self) -> bool {
         matches!(self, SinkError::Auth { .. } | SinkError::Permission { .. })
     }
+
+    /// True when the failed call may have been applied anyway (a 5xx after the work was done, a
+    /// timeout or reset while the answer was on its way): ask `resolve` before sending it again.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            SinkError::Http { status, .. } => *status >= 500,
+            SinkError::Transport { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// A destination for IOCs.
@@ -194,7 +207,9 @@ pub trait Sink: Send + Sync {
     /// Applies a batch; returns exactly one outcome per change, in order.
     async fn apply(&self, batch: &[Change]) -> Vec<Outcome>;
 
-    /// Settles changes left pending by a crash: for each, whether the sink already reflects it.
+    /// Settles changes left pending by a crash or an ambiguous failure: for each, whether the sink
+    /// already reflects it. A lookup that fails for one change answers `Unknown` for it; an error
+    /// means nothing could be looked up (e.g. the credential was refused).
     async fn resolve(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError>;
 
     /// Probes the sink for `iocsync check`: returns what was verified.

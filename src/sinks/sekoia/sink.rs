@@ -456,7 +456,14 @@ impl Sink for SekoiaSink {
     async fn resolve(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError> {
         let mut out = Vec::with_capacity(pending.len());
         for c in pending {
-            out.push(self.resolve_one(c).await.map_err(|e| e.to_sink_error())?);
+            match self.resolve_one(c).await.map_err(|e| e.to_sink_error()) {
+                Ok(r) => out.push(r),
+                Err(e) if e.is_auth() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(value = %c.ioc.value, error = %e, "lookup failed; asking again later");
+                    out.push(Resolution::Unknown);
+                }
+            }
         }
         Ok(out)
     }

@@ -251,9 +251,18 @@ impl SentinelOneSink {
                     let replaced = c.op == ChangeOp::Update
                         && c.remote_id.as_ref().is_some_and(|old| stale.contains(old));
                     if let (true, Err(e)) = (replaced, &stale_result) {
-                        // The new entry exists but the old one is still there: report a retry so
-                        // the failure is visible and the update is re-done once S1 recovers.
-                        return retry(e);
+                        // The new entry exists but the old one is still there: half applied. The
+                        // error is reported as ambiguous whatever its status, so the pipeline asks
+                        // `resolve` (which keeps the newest entry and removes the rest) instead of
+                        // posting a third copy.
+                        return Outcome::Retry {
+                            after: e.retry_after(),
+                            error: SinkError::Transport {
+                                sink: SINK,
+                                endpoint: self.client.endpoint_url().to_string(),
+                                message: format!("update half applied (new entry created, old one not yet removed): {}", e.to_sink_error()),
+                            },
+                        };
                     }
                     if let Some(uuid) = &uuid {
                         known.insert(key_of(c), uuid.clone());
@@ -370,6 +379,8 @@ impl SentinelOneSink {
         Ok(Resolution::Applied { remote_id: keep })
     }
 
+    /// Resolves each change; a lookup that fails transiently answers `Unknown` for that change only,
+    /// a refused credential fails the whole call.
     async fn resolve_all(&self, pending: &[Change]) -> Result<Vec<Resolution>, S1Error> {
         // Deletes with a known uuid: one existence check per chunk of uuids.
         let uuids: Vec<String> = pending
@@ -377,49 +388,75 @@ impl SentinelOneSink {
             .filter(|c| c.op == ChangeOp::Delete)
             .filter_map(|c| c.remote_id.clone())
             .collect();
-        let mut existing: HashSet<String> = HashSet::new();
+        let mut existing: Option<HashSet<String>> = Some(HashSet::new());
         for chunk in uuids.chunks(RESOLVE_CHUNK) {
             let q = ListQuery {
                 uuids: chunk.to_vec(),
                 ..Default::default()
             };
-            let page = self.client.list_all(&q, None).await?;
-            existing.extend(page.items.into_iter().filter_map(|r| r.uuid));
+            match self.client.list_all(&q, None).await {
+                Ok(page) => {
+                    if let Some(set) = existing.as_mut() {
+                        set.extend(page.items.into_iter().filter_map(|r| r.uuid));
+                    }
+                }
+                Err(e) if e.to_sink_error().is_auth() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "uuid lookup failed; asking again later");
+                    existing = None;
+                }
+            }
         }
 
         let mut out = Vec::with_capacity(pending.len());
         for c in pending {
-            let kind = S1Type::from_kind(c.ioc.kind);
-            let value = c.ioc.value.trim();
             let resolution = match (c.op, &c.remote_id) {
-                (ChangeOp::Delete, Some(uuid)) if existing.contains(uuid) => Resolution::NotApplied,
-                (ChangeOp::Delete, Some(_)) => Resolution::Applied { remote_id: None },
-                (ChangeOp::Delete, None) => {
-                    if self
-                        .client
-                        .find(kind, value, Some(&c.indicator_id))
-                        .await?
-                        .is_empty()
-                    {
-                        Resolution::Applied { remote_id: None }
-                    } else {
-                        Resolution::NotApplied
-                    }
-                }
-                (ChangeOp::Create, _) => {
-                    let found = self.client.find(kind, value, Some(&c.indicator_id)).await?;
-                    match newest(&found) {
-                        Some(r) => Resolution::Applied {
-                            remote_id: r.uuid.clone(),
-                        },
-                        None => Resolution::NotApplied,
-                    }
-                }
-                (ChangeOp::Update, _) => self.resolve_update(c).await?,
+                (ChangeOp::Delete, Some(uuid)) => match &existing {
+                    Some(set) if set.contains(uuid) => Ok(Resolution::NotApplied),
+                    Some(_) => Ok(Resolution::Applied { remote_id: None }),
+                    None => Ok(Resolution::Unknown),
+                },
+                (ChangeOp::Delete, None) => self.resolve_delete_by_lookup(c).await,
+                (ChangeOp::Create, _) => self.resolve_create(c).await,
+                (ChangeOp::Update, _) => self.resolve_update(c).await,
             };
-            out.push(resolution);
+            match resolution {
+                Ok(r) => out.push(r),
+                Err(e) if e.to_sink_error().is_auth() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(value = %c.ioc.value, error = %e, "lookup failed; asking again later");
+                    out.push(Resolution::Unknown);
+                }
+            }
         }
         Ok(out)
+    }
+
+    async fn resolve_delete_by_lookup(&self, c: &Change) -> Result<Resolution, S1Error> {
+        let kind = S1Type::from_kind(c.ioc.kind);
+        let found = self
+            .client
+            .find(kind, c.ioc.value.trim(), Some(&c.indicator_id))
+            .await?;
+        Ok(if found.is_empty() {
+            Resolution::Applied { remote_id: None }
+        } else {
+            Resolution::NotApplied
+        })
+    }
+
+    async fn resolve_create(&self, c: &Change) -> Result<Resolution, S1Error> {
+        let kind = S1Type::from_kind(c.ioc.kind);
+        let found = self
+            .client
+            .find(kind, c.ioc.value.trim(), Some(&c.indicator_id))
+            .await?;
+        Ok(match newest(&found) {
+            Some(r) => Resolution::Applied {
+                remote_id: r.uuid.clone(),
+            },
+            None => Resolution::NotApplied,
+        })
     }
 }
 
