@@ -249,17 +249,29 @@ mod tests {
         let md5 = "0123456789ABCDEF0123456789abcdef";
         assert_eq!(ok(IocKind::Md5, md5), md5.to_ascii_lowercase());
         assert_eq!(ok(IocKind::Sha1, &"a".repeat(40)), "a".repeat(40));
-        assert_eq!(ok(IocKind::Sha256, &format!(" {} ", "F".repeat(64))), "f".repeat(64));
+        assert_eq!(
+            ok(IocKind::Sha256, &format!(" {} ", "F".repeat(64))),
+            "f".repeat(64)
+        );
         assert_eq!(err(IocKind::Md5, &"a".repeat(31)), SkipReason::InvalidValue);
-        assert_eq!(err(IocKind::Sha1, &"a".repeat(32)), SkipReason::InvalidValue);
-        assert_eq!(err(IocKind::Sha256, &"g".repeat(64)), SkipReason::InvalidValue);
+        assert_eq!(
+            err(IocKind::Sha1, &"a".repeat(32)),
+            SkipReason::InvalidValue
+        );
+        assert_eq!(
+            err(IocKind::Sha256, &"g".repeat(64)),
+            SkipReason::InvalidValue
+        );
     }
 
     #[test]
     fn empty_file_hashes_are_skipped() {
         for (kind, hash) in EMPTY_FILE_HASHES {
             assert_eq!(err(kind, hash), SkipReason::EmptyFileHash);
-            assert_eq!(err(kind, &hash.to_ascii_uppercase()), SkipReason::EmptyFileHash);
+            assert_eq!(
+                err(kind, &hash.to_ascii_uppercase()),
+                SkipReason::EmptyFileHash
+            );
             assert!(is_empty_file_hash(kind, hash));
         }
         assert!(!is_empty_file_hash(IocKind::Sha1, EMPTY_FILE_HASHES[0].1));
@@ -270,9 +282,18 @@ mod tests {
         assert_eq!(ok(IocKind::Ipv4, "198.51.100.7"), "198.51.100.7");
         assert_eq!(ok(IocKind::Ipv4, "198.51.100.7/32"), "198.51.100.7");
         assert_eq!(err(IocKind::Ipv4, "198.51.100.0/24"), SkipReason::CidrRange);
-        assert_eq!(err(IocKind::Ipv4, "198.51.100.0/33"), SkipReason::InvalidValue);
-        assert_eq!(err(IocKind::Ipv4, "198.51.100.0/+32"), SkipReason::InvalidValue);
-        assert_eq!(err(IocKind::Ipv4, "198.51.100.256"), SkipReason::InvalidValue);
+        assert_eq!(
+            err(IocKind::Ipv4, "198.51.100.0/33"),
+            SkipReason::InvalidValue
+        );
+        assert_eq!(
+            err(IocKind::Ipv4, "198.51.100.0/+32"),
+            SkipReason::InvalidValue
+        );
+        assert_eq!(
+            err(IocKind::Ipv4, "198.51.100.256"),
+            SkipReason::InvalidValue
+        );
         assert_eq!(err(IocKind::Ipv4, "2001:db8::1"), SkipReason::InvalidValue);
         assert_eq!(ok(IocKind::Ipv6, "2001:DB8:0:0::1"), "2001:db8::1");
         assert_eq!(ok(IocKind::Ipv6, "2001:db8::1/128"), "2001:db8::1");
@@ -283,17 +304,41 @@ mod tests {
     #[test]
     fn domains() {
         assert_eq!(ok(IocKind::Domain, "Example.COM."), "example.com");
-        assert_eq!(ok(IocKind::Hostname, "_dmarc.example.com"), "_dmarc.example.com");
-        assert_eq!(ok(IocKind::Domain, "bücher.example"), "xn--bcher-kva.example");
-        for bad in ["", ".", "a..b", "exa mple.com", "ex%61mple.com", "a/b.com", "1.2.3.4"] {
-            assert_eq!(err(IocKind::Domain, bad), SkipReason::InvalidValue, "{bad:?}");
+        assert_eq!(
+            ok(IocKind::Hostname, "_dmarc.example.com"),
+            "_dmarc.example.com"
+        );
+        assert_eq!(
+            ok(IocKind::Domain, "bücher.example"),
+            "xn--bcher-kva.example"
+        );
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "exa mple.com",
+            "ex%61mple.com",
+            "a/b.com",
+            "1.2.3.4",
+        ] {
+            assert_eq!(
+                err(IocKind::Domain, bad),
+                SkipReason::InvalidValue,
+                "{bad:?}"
+            );
         }
-        assert_eq!(err(IocKind::Domain, &format!("{}.com", "a".repeat(64))), SkipReason::InvalidValue);
+        assert_eq!(
+            err(IocKind::Domain, &format!("{}.com", "a".repeat(64))),
+            SkipReason::InvalidValue
+        );
     }
 
     #[test]
     fn urls_are_trimmed_only() {
-        assert_eq!(ok(IocKind::Url, "  http://EXAMPLE.com/a?b=c \n"), "http://EXAMPLE.com/a?b=c");
+        assert_eq!(
+            ok(IocKind::Url, "  http://EXAMPLE.com/a?b=c \n"),
+            "http://EXAMPLE.com/a?b=c"
+        );
         assert_eq!(err(IocKind::Url, "   "), SkipReason::InvalidValue);
         assert_eq!(err(IocKind::Url, "http://a b"), SkipReason::InvalidValue);
     }
@@ -312,6 +357,9 @@ mod tests {
         assert_eq!(kind("Evil.Example.com"), Ok(IocKind::Domain));
         assert_eq!(kind("localhost"), Err(SkipReason::InvalidValue));
         assert_eq!(kind("not a value"), Err(SkipReason::InvalidValue));
-        assert_eq!(Ioc::detect(EMPTY_FILE_HASHES[2].1), Err(SkipReason::EmptyFileHash));
+        assert_eq!(
+            Ioc::detect(EMPTY_FILE_HASHES[2].1),
+            Err(SkipReason::EmptyFileHash)
+        );
     }
 }

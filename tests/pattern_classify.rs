@@ -56,17 +56,47 @@ fn every_hash_spelling() {
 
 #[test]
 fn every_supported_value_path() {
-    assert_eq!(one("[ipv4-addr:value = '10.1.2.3']"), Ok(ioc(IocKind::Ipv4, "10.1.2.3")));
-    assert_eq!(one("[ipv4-addr:value = '10.1.2.3/32']"), Ok(ioc(IocKind::Ipv4, "10.1.2.3")));
-    assert_eq!(one("[ipv6-addr:value = '2001:DB8::0:1']"), Ok(ioc(IocKind::Ipv6, "2001:db8::1")));
-    assert_eq!(one("[ipv6-addr:value = '::1/128']"), Ok(ioc(IocKind::Ipv6, "::1")));
-    assert_eq!(one("[domain-name:value = 'WWW.Example.org.']"), Ok(ioc(IocKind::Domain, "www.example.org")));
-    assert_eq!(one("[domain-name:value = 'пример.рф']"), Ok(ioc(IocKind::Domain, "xn--e1afmkfd.xn--p1ai")));
-    assert_eq!(one("[hostname:value = 'Mail.Example.org']"), Ok(ioc(IocKind::Hostname, "mail.example.org")));
-    assert_eq!(one("[url:value = ' http://x.example/a b']").unwrap_err(), SkipReason::InvalidValue);
-    assert_eq!(one("[url:value = ' http://x.example/A?b=1 ']"), Ok(ioc(IocKind::Url, "http://x.example/A?b=1")));
+    assert_eq!(
+        one("[ipv4-addr:value = '10.1.2.3']"),
+        Ok(ioc(IocKind::Ipv4, "10.1.2.3"))
+    );
+    assert_eq!(
+        one("[ipv4-addr:value = '10.1.2.3/32']"),
+        Ok(ioc(IocKind::Ipv4, "10.1.2.3"))
+    );
+    assert_eq!(
+        one("[ipv6-addr:value = '2001:DB8::0:1']"),
+        Ok(ioc(IocKind::Ipv6, "2001:db8::1"))
+    );
+    assert_eq!(
+        one("[ipv6-addr:value = '::1/128']"),
+        Ok(ioc(IocKind::Ipv6, "::1"))
+    );
+    assert_eq!(
+        one("[domain-name:value = 'WWW.Example.org.']"),
+        Ok(ioc(IocKind::Domain, "www.example.org"))
+    );
+    assert_eq!(
+        one("[domain-name:value = 'пример.рф']"),
+        Ok(ioc(IocKind::Domain, "xn--e1afmkfd.xn--p1ai"))
+    );
+    assert_eq!(
+        one("[hostname:value = 'Mail.Example.org']"),
+        Ok(ioc(IocKind::Hostname, "mail.example.org"))
+    );
+    assert_eq!(
+        one("[url:value = ' http://x.example/a b']"),
+        Err(SkipReason::InvalidValue)
+    );
+    assert_eq!(
+        one("[url:value = ' http://x.example/A?b=1 ']"),
+        Ok(ioc(IocKind::Url, "http://x.example/A?b=1"))
+    );
     // Parentheses at either level are transparent.
-    assert_eq!(one("(([(url:value = 'http://x.example/')]))"), Ok(ioc(IocKind::Url, "http://x.example/")));
+    assert_eq!(
+        one("(([(url:value = 'http://x.example/')]))"),
+        Ok(ioc(IocKind::Url, "http://x.example/"))
+    );
 }
 
 #[test]
@@ -110,8 +140,14 @@ fn every_skip_reason() {
         assert_eq!(one(input), Err(reason), "{input}");
         assert_eq!(classify_str(input, false), Err(reason), "{input}");
     }
-    assert_eq!(classify_str("[file:hashes.MD5 = 'abc']", false), Err(SkipReason::Invalid));
-    assert_eq!(classify_str("not a pattern", true), Err(SkipReason::Invalid));
+    assert_eq!(
+        classify_str("[file:hashes.MD5 = 'abc']", false),
+        Err(SkipReason::Invalid)
+    );
+    assert_eq!(
+        classify_str("not a pattern", true),
+        Err(SkipReason::Invalid)
+    );
 }
 
 #[test]
@@ -119,7 +155,9 @@ fn expansion_of_or_and_in() {
     let md5 = |v: &str| ioc(IocKind::Md5, v);
     let ip = |v: &str| ioc(IocKind::Ipv4, v);
     assert_eq!(
-        expanded(&format!("[file:hashes.MD5 = '{MD5}' OR file:hashes.'SHA-1' = '{SHA1}']")),
+        expanded(&format!(
+            "[file:hashes.MD5 = '{MD5}' OR file:hashes.'SHA-1' = '{SHA1}']"
+        )),
         Ok(vec![md5(MD5), ioc(IocKind::Sha1, SHA1)])
     );
     assert_eq!(
@@ -131,21 +169,31 @@ fn expansion_of_or_and_in() {
         Ok(vec![ip("10.0.0.1"), ip("10.0.0.2")])
     );
     assert_eq!(
-        expanded(&format!("[file:hashes.MD5 IN ('{MD5}', '{MD5_B}') OR (url:value = 'http://a/')]")),
+        expanded(&format!(
+            "[file:hashes.MD5 IN ('{MD5}', '{MD5_B}') OR (url:value = 'http://a/')]"
+        )),
         Ok(vec![md5(MD5), md5(MD5_B), ioc(IocKind::Url, "http://a/")])
     );
     // A single comparison expands to itself.
-    assert_eq!(expanded("[ipv4-addr:value = '10.0.0.1']"), Ok(vec![ip("10.0.0.1")]));
+    assert_eq!(
+        expanded("[ipv4-addr:value = '10.0.0.1']"),
+        Ok(vec![ip("10.0.0.1")])
+    );
     // Empty-file hashes are dropped; with nothing left, that is the reason.
     assert_eq!(
-        expanded(&format!("[file:hashes.MD5 = '{EMPTY_MD5}' OR file:hashes.MD5 = '{MD5}']")),
+        expanded(&format!(
+            "[file:hashes.MD5 = '{EMPTY_MD5}' OR file:hashes.MD5 = '{MD5}']"
+        )),
         Ok(vec![md5(MD5)])
     );
     assert_eq!(
         expanded(&format!("[file:hashes.MD5 IN ('{EMPTY_MD5}')]")),
         Err(SkipReason::EmptyFileHash)
     );
-    assert_eq!(expanded("[ipv4-addr:value IN ()]"), Err(SkipReason::InvalidValue));
+    assert_eq!(
+        expanded("[ipv4-addr:value IN ()]"),
+        Err(SkipReason::InvalidValue)
+    );
     // Any other bad member skips the whole pattern with its reason.
     assert_eq!(
         expanded("[ipv4-addr:value = '10.0.0.1' OR ipv4-addr:value = '10.0.0.0/8']"),
@@ -157,14 +205,38 @@ fn expansion_of_or_and_in() {
     );
     // Anything but OR and = / IN on supported paths keeps classify()'s answer.
     for (input, reason) in [
-        ("[ipv4-addr:value = '10.0.0.1' AND ipv4-addr:value = '10.0.0.2']", SkipReason::Compound),
-        ("[ipv4-addr:value = '10.0.0.1'] AND [ipv4-addr:value = '10.0.0.2']", SkipReason::Compound),
-        ("[ipv4-addr:value = '10.0.0.1'] FOLLOWEDBY [ipv4-addr:value = '10.0.0.2']", SkipReason::Compound),
-        ("[ipv4-addr:value = '10.0.0.1' OR email-addr:value = 'a@b.example']", SkipReason::Compound),
-        ("[ipv4-addr:value = '10.0.0.1' OR ipv4-addr:value != '10.0.0.2']", SkipReason::Compound),
-        ("([ipv4-addr:value = '10.0.0.1'] OR [ipv4-addr:value = '10.0.0.2']) WITHIN 5 SECONDS", SkipReason::Qualified),
-        ("[ipv4-addr:value NOT IN ('10.0.0.1')]", SkipReason::UnsupportedOperator),
-        ("[email-addr:value IN ('a@b.example')]", SkipReason::UnsupportedObject),
+        (
+            "[ipv4-addr:value = '10.0.0.1' AND ipv4-addr:value = '10.0.0.2']",
+            SkipReason::Compound,
+        ),
+        (
+            "[ipv4-addr:value = '10.0.0.1'] AND [ipv4-addr:value = '10.0.0.2']",
+            SkipReason::Compound,
+        ),
+        (
+            "[ipv4-addr:value = '10.0.0.1'] FOLLOWEDBY [ipv4-addr:value = '10.0.0.2']",
+            SkipReason::Compound,
+        ),
+        (
+            "[ipv4-addr:value = '10.0.0.1' OR email-addr:value = 'a@b.example']",
+            SkipReason::Compound,
+        ),
+        (
+            "[ipv4-addr:value = '10.0.0.1' OR ipv4-addr:value != '10.0.0.2']",
+            SkipReason::Compound,
+        ),
+        (
+            "([ipv4-addr:value = '10.0.0.1'] OR [ipv4-addr:value = '10.0.0.2']) WITHIN 5 SECONDS",
+            SkipReason::Qualified,
+        ),
+        (
+            "[ipv4-addr:value NOT IN ('10.0.0.1')]",
+            SkipReason::UnsupportedOperator,
+        ),
+        (
+            "[email-addr:value IN ('a@b.example')]",
+            SkipReason::UnsupportedObject,
+        ),
     ] {
         assert_eq!(expanded(input), Err(reason), "{input}");
     }
@@ -172,14 +244,20 @@ fn expansion_of_or_and_in() {
     let or = "[ipv4-addr:value = '10.0.0.1'] OR [ipv4-addr:value = '10.0.0.2']";
     assert_eq!(classify_str(or, false), Err(SkipReason::Compound));
     assert_eq!(classify_str(or, true).map(|v| v.len()), Ok(2));
-    assert_eq!(classify_str("[ipv4-addr:value = '10.0.0.1']", false), Ok(vec![ip("10.0.0.1")]));
+    assert_eq!(
+        classify_str("[ipv4-addr:value = '10.0.0.1']", false),
+        Ok(vec![ip("10.0.0.1")])
+    );
 }
 
 #[test]
 fn report_lines_match_the_interface() {
     let json = |input: &str| serde_json::to_value(report(input)).expect("serialize");
     assert_eq!(
-        json(&format!("[file:hashes.'SHA-256' = '{}']", SHA256.to_ascii_uppercase())),
+        json(&format!(
+            "[file:hashes.'SHA-256' = '{}']",
+            SHA256.to_ascii_uppercase()
+        )),
         serde_json::json!({
             "pattern": format!("[file:hashes.'SHA-256' = '{}']", SHA256.to_ascii_uppercase()),
             "valid": true, "error": null,

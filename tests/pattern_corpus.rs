@@ -73,8 +73,7 @@ fn corpus_validity_and_outcome() {
             (None, Some(reason)) => format!("skip:{reason}"),
             other => format!("inconsistent report {other:?}"),
         };
-        if from_report != case.outcome || r.valid != case.valid || r.error.is_some() == case.valid
-        {
+        if from_report != case.outcome || r.valid != case.valid || r.error.is_some() == case.valid {
             failures.push(format!("line {}: report disagrees: {r:?}", case.line));
         }
     }

@@ -46,15 +46,8 @@ fn is_ident_continue(b: u8) -> bool {
 fn is_unicode_ws(c: char) -> bool {
     matches!(
         c,
-        '\u{85}'
-            | '\u{a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
+        '\u{85}' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}'
     )
 }
 
@@ -293,7 +286,10 @@ pub(crate) fn binary_literal(i: &str) -> PResult<'_, String> {
         _ => false,
     };
     if !well_formed {
-        return fail(i, "invalid base64 in binary literal (must be non-empty and padded)");
+        return fail(
+            i,
+            "invalid base64 in binary literal (must be non-empty and padded)",
+        );
     }
     Ok((&body[end + 1..], body[..end].to_owned()))
 }
@@ -336,7 +332,10 @@ pub(crate) fn timestamp_literal(i: &str) -> PResult<'_, String> {
     }
     let mut end = 19;
     if is(end, b'.') {
-        let frac = b[end + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let frac = b[end + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if frac == 0 {
             return fail(&body[end + 1..], "expected digit in timestamp fraction");
         }
@@ -386,8 +385,14 @@ mod tests {
 
     #[test]
     fn strings_unescape_only_quote_and_backslash() {
-        assert_eq!(string_literal(r"'a\'b\\c'x").expect("ok"), ("x", r"a'b\c".to_owned()));
-        assert_eq!(string_literal("'multi\nline'").expect("ok").1, "multi\nline");
+        assert_eq!(
+            string_literal(r"'a\'b\\c'x").expect("ok"),
+            ("x", r"a'b\c".to_owned())
+        );
+        assert_eq!(
+            string_literal("'multi\nline'").expect("ok").1,
+            "multi\nline"
+        );
         assert!(string_literal(r"'a\nb'").is_err());
         assert!(string_literal("'open").is_err());
         assert!(string_literal(r"'open\'").is_err());

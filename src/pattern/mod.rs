@@ -4,7 +4,7 @@
 //!   oasis-open/cti-stix2-json-schemas, with the lexer's exact token rules) into a typed
 //!   [`Pattern`] with byte spans, and runs the semantic checks of the reference validator
 //!   `stix2-patterns` (duplicate qualifier kind, hash value form). It never panics, runs in
-//!   linear time, and rejects parentheses nested deeper than [`MAX_NESTING`].
+//!   linear time, and rejects parentheses and qualifiers nested deeper than [`MAX_NESTING`].
 //! - `Display` on the tree prints a canonical pattern that parses back to an equal tree.
 //! - [`classify`] / [`classify_expanded`] turn a pattern into IOCs or a [`SkipReason`];
 //!   [`report`] is one line of `iocsync parse`.

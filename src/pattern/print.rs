@@ -6,8 +6,8 @@
 //! printed text still means what the tree means.
 
 use super::ast::{
-    Comparison, ComparisonExpr, ComparisonKind, Literal, LiteralValue, ObjectPath,
-    ObservationExpr, ObservationKind, PathStep, Pattern, Qualifier, QualifierKind, Test,
+    Comparison, ComparisonExpr, ComparisonKind, Literal, LiteralValue, ObjectPath, ObservationExpr,
+    ObservationKind, PathStep, Pattern, Qualifier, QualifierKind, Test,
 };
 use super::lex::is_keyword;
 use std::fmt::{self, Display, Formatter, Write};

@@ -81,9 +81,9 @@ impl HashAlgo {
             HashAlgo::Sha512 | HashAlgo::Sha3_512 | HashAlgo::Whirlpool => hex_len(&[128]),
             HashAlgo::Ssdeep => {
                 (1..=128).contains(&value.len())
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'+' | b':' | b'.'))
+                    && value.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'/' | b'+' | b':' | b'.')
+                    })
             }
         }
     }
@@ -109,12 +109,7 @@ fn checked_algo(path: &ObjectPath) -> Option<(HashAlgo, &str)> {
 }
 
 /// Checks one literal against the algorithm; the error points at the literal.
-fn check_literal(
-    algo: HashAlgo,
-    key: &str,
-    lit: &Literal,
-    input_len: usize,
-) -> Result<(), PErr> {
+fn check_literal(algo: HashAlgo, key: &str, lit: &Literal, input_len: usize) -> Result<(), PErr> {
     let ok = match &lit.value {
         LiteralValue::Str(s) => algo.accepts(s),
         _ => false,
