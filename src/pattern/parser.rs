@@ -86,12 +86,13 @@ pub fn parse(input: &str) -> Result<Pattern, ParseError> {
 }
 
 /// Parses `operand (KEYWORD operand)*` at observation level.
+#[inline]
 fn obs_list<'a>(
     cx: Cx,
     i: &'a str,
     depth: u32,
     op: ObservationOp,
-    operand: fn(Cx, &'a str, u32) -> PResult<'a, ObservationExpr>,
+    operand: impl Fn(Cx, &'a str, u32) -> PResult<'a, ObservationExpr>,
 ) -> PResult<'a, ObservationExpr> {
     let (mut rest, first) = operand(cx, i, depth)?;
     // Most patterns have no operator at this level: allocate the list only when one shows up.
@@ -125,10 +126,12 @@ fn obs_fby(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
     obs_list(cx, i, depth, ObservationOp::FollowedBy, obs_or)
 }
 
+#[inline]
 fn obs_or(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
     obs_list(cx, i, depth, ObservationOp::Or, obs_and)
 }
 
+#[inline]
 fn obs_and(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
     obs_list(cx, i, depth, ObservationOp::And, obs_qualified)
 }
@@ -287,12 +290,13 @@ fn obs_primary(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
 }
 
 /// Parses `operand (KEYWORD operand)*` inside brackets.
+#[inline]
 fn cmp_list<'a>(
     cx: Cx,
     i: &'a str,
     depth: u32,
     op: BoolOp,
-    operand: fn(Cx, &'a str, u32) -> PResult<'a, ComparisonExpr>,
+    operand: impl Fn(Cx, &'a str, u32) -> PResult<'a, ComparisonExpr>,
 ) -> PResult<'a, ComparisonExpr> {
     let (mut rest, first) = operand(cx, i, depth)?;
     let j = ws(rest);
@@ -326,6 +330,7 @@ fn cmp_or(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr> {
     cmp_list(cx, i, depth, BoolOp::Or, cmp_and)
 }
 
+#[inline]
 fn cmp_and(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr> {
     cmp_list(cx, i, depth, BoolOp::And, cmp_primary)
 }
