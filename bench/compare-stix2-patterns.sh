@@ -70,6 +70,7 @@ printf 'rust parse:     %12.0f patterns/s  (%.3f us/pattern)\n' "$RUST_RATE" "$(
 printf 'rust +classify: %12.0f patterns/s\n' "$RUST_CLASSIFY_RATE"
 printf 'python:         %12.0f patterns/s  (%.1f us/pattern)\n' "$PY_RATE" "$(echo "1000000 / $PY_RATE" | bc -l)"
 printf 'ratio:          %12.0fx\n' "$(echo "$RUST_RATE / $PY_RATE" | bc -l)"
+"$BIN" typical
 
 # Disagreements: line number, both verdicts, the pattern and the reference's message.
 paste -d '\t' "$WORK/rust.txt" "$WORK/python.txt" | awk -F '\t' '
