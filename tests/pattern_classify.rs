@@ -85,8 +85,8 @@ fn every_supported_value_path() {
         Ok(ioc(IocKind::Hostname, "mail.example.org"))
     );
     assert_eq!(
-        one("[url:value = ' http://x.example/a b']").unwrap_err(),
-        SkipReason::InvalidValue
+        one("[url:value = ' http://x.example/a b']"),
+        Err(SkipReason::InvalidValue)
     );
     assert_eq!(
         one("[url:value = ' http://x.example/A?b=1 ']"),

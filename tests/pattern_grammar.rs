@@ -484,7 +484,7 @@ fn nesting_is_bounded() {
     );
     err(
         &too_deep,
-        &format!("parentheses nested deeper than {MAX_NESTING} levels"),
+        &format!("nesting deeper than {MAX_NESTING} levels (parentheses and qualifiers)"),
         depth,
     );
     let inner = format!(
@@ -502,6 +502,10 @@ fn nesting_is_bounded() {
         ")".repeat(depth / 2 + 1)
     );
     assert!(parse(&mixed).is_err());
+    // Qualifier chains (unbounded on a group in the reference) share the budget too.
+    let chain = |n: usize| format!("([a:b = 1]){}", " REPEATS 2 TIMES".repeat(n));
+    ok(&chain(depth));
+    assert!(parse(&chain(depth + 1)).is_err());
 }
 
 /// Big adversarial inputs must fail (or pass) fast: nothing here may be super-linear.
@@ -517,7 +521,7 @@ fn adversarial_inputs_are_linear() {
         format!("[a:b IN ({}", "1,".repeat(n)),
         format!("[{}]", vec!["a:b = 1"; n / 8].join(" AND ")),
         vec!["[a:b = 1]"; n / 10].join(" OR "),
-        format!("[a:b = 1]{}", " WITHIN 1 SECONDS REPEATS 2 TIMES".repeat(1)),
+        format!("([a:b = 1]){}", " WITHIN 1 SECONDS".repeat(n / 16)),
         format!("[a:b{} = 1]", ".c".repeat(n)),
         format!("[a:b = h'{}", "0".repeat(n)),
         " ".repeat(n),

@@ -3,37 +3,36 @@
 //! `ANDx` is an identifier, `5SECONDS` is `5` then `SECONDS`, `007` is three tokens and so invalid).
 
 use super::error::{fail, PResult};
-use nom::bytes::complete::take_while;
-use nom::Parser;
 
-/// Every keyword of the reference lexer. A bare identifier spelled like one is lexed as the
-/// keyword, so it can never be an object type or an unquoted property name (`LAST` is reserved
-/// although the grammar never uses it).
-const KEYWORDS: [&str; 19] = [
-    "AND",
-    "OR",
-    "NOT",
-    "FOLLOWEDBY",
-    "LIKE",
-    "MATCHES",
-    "ISSUPERSET",
-    "ISSUBSET",
-    "EXISTS",
-    "LAST",
-    "IN",
-    "START",
-    "STOP",
-    "SECONDS",
-    "true",
-    "false",
-    "WITHIN",
-    "REPEATS",
-    "TIMES",
-];
+// Keywords of the reference lexer: a bare identifier spelled like one is lexed as the keyword,
+// so it can never be an object type or an unquoted property name (`LAST` is reserved although the
+// grammar never uses it).
 
 /// Whether `s` is spelled exactly like a keyword (keywords are case-sensitive).
 pub(crate) fn is_keyword(s: &str) -> bool {
-    KEYWORDS.contains(&s)
+    // A match compiles to a length switch plus one comparison: this runs for every identifier.
+    matches!(
+        s,
+        "AND"
+            | "OR"
+            | "NOT"
+            | "FOLLOWEDBY"
+            | "LIKE"
+            | "MATCHES"
+            | "ISSUPERSET"
+            | "ISSUBSET"
+            | "EXISTS"
+            | "LAST"
+            | "IN"
+            | "START"
+            | "STOP"
+            | "SECONDS"
+            | "true"
+            | "false"
+            | "WITHIN"
+            | "REPEATS"
+            | "TIMES"
+    )
 }
 
 /// Bytes that continue an identifier (`IdentifierWithHyphen`): a keyword followed by one of these
@@ -53,7 +52,18 @@ fn is_unicode_ws(c: char) -> bool {
 
 /// Skips whitespace, `/* … */` and `// …` comments. Never fails: an unterminated `/*` is left in
 /// place, and the next token parser reports it.
+#[inline]
 pub(crate) fn ws(i: &str) -> &str {
+    // Called between every two tokens, usually with nothing to skip: decide that inline.
+    match i.as_bytes().first() {
+        Some(b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c | b'/') => skip_ws(i),
+        Some(&b) if b >= 0x80 => skip_ws(i),
+        _ => i,
+    }
+}
+
+/// The loop behind [`ws`].
+fn skip_ws(i: &str) -> &str {
     let bytes = i.as_bytes();
     let mut pos = 0;
     while pos < bytes.len() {
@@ -112,13 +122,19 @@ pub(crate) fn symbol<'a>(i: &'a str, c: u8, message: &'static str) -> PResult<'a
     }
 }
 
+/// Length of the run of bytes at the start of `i` that satisfy `pred`.
+#[inline]
+fn run_len(i: &str, pred: impl Fn(u8) -> bool) -> usize {
+    i.bytes().position(|b| !pred(b)).unwrap_or(i.len())
+}
+
 /// An object type: `[a-zA-Z_][a-zA-Z0-9_-]*`, not a keyword.
 pub(crate) fn object_type(i: &str) -> PResult<'_, &str> {
     match i.as_bytes().first() {
         Some(&b) if b.is_ascii_alphabetic() || b == b'_' => {}
         _ => return fail(i, "expected object type"),
     }
-    let (rest, name) = take_while(|c: char| c.is_ascii() && is_ident_continue(c as u8)).parse(i)?;
+    let (name, rest) = i.split_at(run_len(i, is_ident_continue));
     if is_keyword(name) {
         return fail(i, "expected object type, found a keyword");
     }
@@ -130,8 +146,7 @@ pub(crate) fn property_name(i: &str) -> PResult<'_, String> {
     match i.as_bytes().first() {
         Some(b'\'') => string_literal(i),
         Some(&b) if b.is_ascii_alphabetic() || b == b'_' => {
-            let (rest, name) =
-                take_while(|c: char| c.is_ascii_alphanumeric() || c == '_').parse(i)?;
+            let (name, rest) = i.split_at(run_len(i, |b| b.is_ascii_alphanumeric() || b == b'_'));
             if rest.as_bytes().first() == Some(&b'-') {
                 // The reference lexer would read `SHA-256` as one hyphenated identifier, which
                 // no property position accepts.
@@ -149,6 +164,33 @@ pub(crate) fn property_name(i: &str) -> PResult<'_, String> {
     }
 }
 
+/// Position of the first `'` or `\\` in `bytes`. Strings are the longest tokens (hashes, URLs), so
+/// this looks at eight bytes per step: a byte equal to the target becomes zero after XOR, and
+/// `(x - 0x01…) & !x & 0x80…` flags the lowest zero byte exactly.
+fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let hits =
+            zero_bytes(w ^ (ONES * u64::from(b'\''))) | zero_bytes(w ^ (ONES * u64::from(b'\\')));
+        if hits != 0 {
+            return Some(offset + (hits.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\'' || b == b'\\')
+        .map(|p| offset + p)
+}
+
 /// `'…'` with the `\'` and `\\` escapes only; raw newlines are allowed. Returns the unescaped text.
 pub(crate) fn string_literal(i: &str) -> PResult<'_, String> {
     let Some(body) = i.strip_prefix('\'') else {
@@ -156,7 +198,7 @@ pub(crate) fn string_literal(i: &str) -> PResult<'_, String> {
     };
     let bytes = body.as_bytes();
     // Fast path: no escape before the closing quote, so the content is one slice.
-    let mut pos = match bytes.iter().position(|&b| b == b'\'' || b == b'\\') {
+    let mut pos = match find_quote_or_backslash(bytes) {
         None => return fail(i, "unterminated string literal"),
         Some(p) if bytes[p] == b'\'' => return Ok((&body[p + 1..], body[..p].to_owned())),
         Some(p) => p,
@@ -180,10 +222,7 @@ pub(crate) fn string_literal(i: &str) -> PResult<'_, String> {
                 }
             },
             Some(_) => {
-                let run = bytes[pos..]
-                    .iter()
-                    .position(|&b| b == b'\'' || b == b'\\')
-                    .unwrap_or(bytes.len() - pos);
+                let run = find_quote_or_backslash(&bytes[pos..]).unwrap_or(bytes.len() - pos);
                 out.push_str(&body[pos..pos + run]);
                 pos += run;
             }
@@ -381,6 +420,25 @@ mod tests {
         assert!(number("007").is_err());
         assert!(number("-").is_err());
         assert!(number(".").is_err());
+    }
+
+    #[test]
+    fn finds_the_first_quote_or_backslash_at_any_position() {
+        for len in 0..20 {
+            for at in 0..len {
+                for c in [b'\'', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = c;
+                    if at + 1 < len {
+                        bytes[len - 1] = b'\'';
+                    }
+                    assert_eq!(find_quote_or_backslash(&bytes), Some(at), "{len} {at}");
+                }
+            }
+            // High bytes (UTF-8) and near-misses are not matches.
+            let bytes: Vec<u8> = (0..len).map(|k| [0xe2, b'&', b'[', 0x80][k % 4]).collect();
+            assert_eq!(find_quote_or_backslash(&bytes), None);
+        }
     }
 
     #[test]

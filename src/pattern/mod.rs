@@ -4,18 +4,25 @@
 //!   oasis-open/cti-stix2-json-schemas, with the lexer's exact token rules) into a typed
 //!   [`Pattern`] with byte spans, and runs the semantic checks of the reference validator
 //!   `stix2-patterns` (duplicate qualifier kind, hash value form). It never panics, runs in
-//!   linear time, and rejects parentheses nested deeper than [`MAX_NESTING`].
+//!   linear time, and rejects parentheses and qualifiers nested deeper than [`MAX_NESTING`].
 //! - `Display` on the tree prints a canonical pattern that parses back to an equal tree.
 //! - [`classify`] / [`classify_expanded`] turn a pattern into IOCs or a [`SkipReason`];
 //!   [`report`] is one line of `iocsync parse`.
 //!
-//! Known, deliberate differences from `stix2-patterns` (2.0.0):
+//! The grammar functions are nom parsers (`fn(&str) -> IResult<&str, T, PErr>`, every error a
+//! `nom::Err::Failure`, i.e. cut): the grammar is LL(1), so each choice is dispatched on the next
+//! byte or keyword instead of trying `alt` branches, which keeps parsing linear and lets every
+//! error name the token that was expected. Files: `lex` (tokens), `parser` (grammar), `ast`,
+//! `print` (canonical `Display`), `semantic` (hash check), `classify`, `error`.
+//!
+//! Known, deliberate differences from `stix2-patterns` (2.1.2):
 //! - it rejects any pattern that does not start with `[` after `(`/whitespace, so a leading
 //!   comment makes it fail; comments are skipped everywhere here, as the grammar says;
 //! - it rejects every `IN (…)` on a hash key (it checks the set's text as one hash); here each
 //!   member is checked;
-//! - it crashes on a negative list index (`[-1]`) and on a hash path ending in a list index;
-//!   here they are valid (negative indexes are in the grammar) and unchecked;
+//! - it crashes on the empty string, on a negative list index (`[-1]`) and on a hash path ending
+//!   in a list index (`file:hashes[0]`); the empty string is invalid here, the others valid
+//!   (negative indexes are in the grammar) and not hash-checked;
 //! - list indexes and `REPEATS` counts beyond 64 bits are errors here.
 
 mod ast;

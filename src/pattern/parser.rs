@@ -2,8 +2,9 @@
 //!
 //! The grammar is LL(1) once tokens are known, so every choice is made on the next byte or
 //! keyword and nothing backtracks: each byte is looked at a bounded number of times and the parse
-//! is linear in the input. Parentheses (at both levels, counted together) may nest at most
-//! [`MAX_NESTING`] deep; deeper input is rejected with an error instead of overflowing the stack.
+//! is linear in the input. Parentheses (at both levels) and qualifiers, counted together, may nest
+//! at most [`MAX_NESTING`] deep; deeper input is rejected with an error instead of overflowing the
+//! stack.
 //!
 //! ```text
 //! pattern      := obs_fby EOF
@@ -35,8 +36,9 @@ use super::lex::{
 };
 use super::semantic;
 
-/// How deep parentheses may nest (observation and comparison levels together). Real patterns
-/// rarely exceed 3; the limit keeps recursion, printing and dropping the tree bounded.
+/// How deep the tree may nest: parentheses at both levels plus qualifiers (each qualifier wraps
+/// the observation in one more node) count together. Real patterns rarely exceed 4; the limit
+/// keeps recursion in parsing, printing, classifying and dropping the tree bounded.
 pub const MAX_NESTING: u32 = 64;
 
 /// What every parser needs to turn a remaining-input slice into an offset.
@@ -83,62 +85,53 @@ pub fn parse(input: &str) -> Result<Pattern, ParseError> {
     }
 }
 
-/// Builds an n-ary observation node, or returns the single operand unchanged.
-fn obs_node(op: ObservationOp, mut operands: Vec<ObservationExpr>) -> ObservationExpr {
-    if operands.len() == 1 {
-        return operands.pop().unwrap_or_else(|| unreachable_operand());
-    }
-    let span = Span::new(
-        operands.first().map_or(0, |o| o.span.start),
-        operands.last().map_or(0, |o| o.span.end),
-    );
-    ObservationExpr {
-        kind: ObservationKind::Compound { op, operands },
-        span,
-    }
-}
-
-/// Never called: operand lists always hold at least one element. Kept total instead of panicking.
-fn unreachable_operand() -> ObservationExpr {
-    ObservationExpr {
-        kind: ObservationKind::Compound {
-            op: ObservationOp::And,
-            operands: Vec::new(),
-        },
-        span: Span::default(),
-    }
-}
-
 /// Parses `operand (KEYWORD operand)*` at observation level.
+#[inline]
 fn obs_list<'a>(
     cx: Cx,
     i: &'a str,
     depth: u32,
     op: ObservationOp,
-    operand: fn(Cx, &'a str, u32) -> PResult<'a, ObservationExpr>,
+    operand: impl Fn(Cx, &'a str, u32) -> PResult<'a, ObservationExpr>,
 ) -> PResult<'a, ObservationExpr> {
     let (mut rest, first) = operand(cx, i, depth)?;
+    // Most patterns have no operator at this level: allocate the list only when one shows up.
+    let Some(mut k) = keyword(ws(rest), op.as_str()) else {
+        return Ok((rest, first));
+    };
     let mut operands = vec![first];
     loop {
-        let j = ws(rest);
-        let Some(k) = keyword(j, op.as_str()) else {
-            break;
-        };
         let (r, next) = operand(cx, ws(k), depth)?;
         operands.push(next);
         rest = r;
+        match keyword(ws(rest), op.as_str()) {
+            Some(next_k) => k = next_k,
+            None => break,
+        }
     }
-    Ok((rest, obs_node(op, operands)))
+    let span = Span::new(
+        operands.first().map_or(0, |o| o.span.start),
+        operands.last().map_or(0, |o| o.span.end),
+    );
+    Ok((
+        rest,
+        ObservationExpr {
+            kind: ObservationKind::Compound { op, operands },
+            span,
+        },
+    ))
 }
 
 fn obs_fby(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
     obs_list(cx, i, depth, ObservationOp::FollowedBy, obs_or)
 }
 
+#[inline]
 fn obs_or(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
     obs_list(cx, i, depth, ObservationOp::Or, obs_and)
 }
 
+#[inline]
 fn obs_and(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
     obs_list(cx, i, depth, ObservationOp::And, obs_qualified)
 }
@@ -150,11 +143,14 @@ fn obs_qualified(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
     let (mut rest, mut expr) = obs_primary(cx, i, depth)?;
     let check_duplicates = matches!(expr.kind, ObservationKind::Observation(_));
     let mut seen = 0u8;
+    let mut level = depth;
     loop {
         let j = ws(rest);
         let Some((r, qualifier)) = qualifier(cx, j)? else {
             break;
         };
+        // Each qualifier wraps the tree one level deeper: it counts against the nesting limit.
+        level = deeper(j, level)?;
         if check_duplicates {
             let bit = qualifier.kind.bit();
             if seen & bit != 0 {
@@ -254,7 +250,7 @@ fn deeper(i: &str, depth: u32) -> Result<u32, nom::Err<PErr>> {
     if depth >= MAX_NESTING {
         Err(nom::Err::Failure(PErr::at(
             i,
-            format!("parentheses nested deeper than {MAX_NESTING} levels"),
+            format!("nesting deeper than {MAX_NESTING} levels (parentheses and qualifiers)"),
         )))
     } else {
         Ok(depth + 1)
@@ -294,12 +290,13 @@ fn obs_primary(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
 }
 
 /// Parses `operand (KEYWORD operand)*` inside brackets.
+#[inline]
 fn cmp_list<'a>(
     cx: Cx,
     i: &'a str,
     depth: u32,
     op: BoolOp,
-    operand: fn(Cx, &'a str, u32) -> PResult<'a, ComparisonExpr>,
+    operand: impl Fn(Cx, &'a str, u32) -> PResult<'a, ComparisonExpr>,
 ) -> PResult<'a, ComparisonExpr> {
     let (mut rest, first) = operand(cx, i, depth)?;
     let j = ws(rest);
@@ -333,6 +330,7 @@ fn cmp_or(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr> {
     cmp_list(cx, i, depth, BoolOp::Or, cmp_and)
 }
 
+#[inline]
 fn cmp_and(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr> {
     cmp_list(cx, i, depth, BoolOp::And, cmp_primary)
 }
