@@ -882,3 +882,55 @@ async fn offline_list_answers_from_the_last_full_listing_with_its_age() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not of the configured"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_repoints_the_pipeline_entry_to_the_new_uuid() {
+    use iocsync::ioc::{Ioc, IocKind};
+    use iocsync::state::{EntryStatus, SinkEntry, State};
+    let fake = start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = seed(
+        &fake,
+        "DNS",
+        "evil.example",
+        json!({"externalId": "indicator--1"}),
+    );
+    let state_dir = dir.path().join("state");
+    {
+        let mut state = State::open(&state_dir).expect("state");
+        let tx = state.tx().expect("tx");
+        tx.put_sink_entry(
+            "sentinelone",
+            &SinkEntry {
+                ioc: Ioc {
+                    kind: IocKind::Domain,
+                    value: "evil.example".into(),
+                },
+                indicator_id: "indicator--1".into(),
+                remote_id: Some(old.clone()),
+                status: EntryStatus::Live,
+                meta: Default::default(),
+            },
+        )
+        .expect("entry");
+        tx.commit().expect("commit");
+    }
+    ok(
+        s1(
+            &fake,
+            dir.path(),
+            &["update", "--uuid", &old, "--score", "5"],
+        ),
+        None,
+    )
+    .await;
+    let new = fake.iocs()[0]["uuid"].as_str().expect("uuid").to_string();
+    assert_ne!(new, old);
+    let mut state = State::open(&state_dir).expect("state");
+    let tx = state.tx().expect("tx");
+    let entry = tx
+        .sink_entry("sentinelone", IocKind::Domain, "evil.example")
+        .expect("read")
+        .expect("entry");
+    assert_eq!(entry.remote_id.as_deref(), Some(new.as_str()));
+}
