@@ -50,6 +50,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// SentinelOne IOC manager: list, add, update, delete IOCs by hand.
+    S1 {
+        #[command(subcommand)]
+        command: iocsync::cli_s1::S1Command,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +153,7 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             Command::Check => app::check(&cfg, &mut std::io::stdout()).await,
             Command::State { action } => state_command(&cfg, action),
             Command::Runs { json } => runs_command(&cfg, json),
+            Command::S1 { command } => iocsync::cli_s1::run(&cfg, command).await,
             Command::Parse { .. } => Ok(()),
         }
     })

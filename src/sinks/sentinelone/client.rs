@@ -4,7 +4,9 @@
 
 use super::config::{strip_token_scheme, Scope, SentinelOneConfig};
 use super::error::{auth_message, describe_errors, parse_errors, permission_message, S1Error};
-use super::types::{DeleteFilter, IocItem, ListAll, ListPage, ListQuery, RemoteIoc, S1Type};
+use super::types::{
+    DeleteFilter, IocItem, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type,
+};
 use crate::remote::{describe_transport_error, http_client, join_url, retry_after, trim_body};
 use crate::sinks::SinkError;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
@@ -321,6 +323,35 @@ impl SentinelOneClient {
             q.cursor = Some(cursor);
         }
         Ok(out)
+    }
+
+    /// Pages through a list, handing each page to `on_page` until the last page, `on_page` answers
+    /// `Break`, or S1 repeats a cursor. For callers that filter pages as they arrive (the CLI's
+    /// client-side wildcards) and so cannot say up front how many raw items they need.
+    pub async fn list_pages<F>(&self, q: &ListQuery, mut on_page: F) -> Result<PagesEnd, S1Error>
+    where
+        F: FnMut(ListPage) -> std::ops::ControlFlow<()>,
+    {
+        let mut q = q.clone();
+        let mut seen: HashSet<String> = q.cursor.iter().cloned().collect();
+        loop {
+            let page = self.list(&q).await?;
+            let next = page.next_cursor.clone();
+            if on_page(page).is_break() {
+                return Ok(PagesEnd::Stopped);
+            }
+            let Some(cursor) = next else {
+                return Ok(PagesEnd::Complete);
+            };
+            if !seen.insert(cursor.clone()) {
+                tracing::warn!(
+                    endpoint = %self.url,
+                    "sentinelone returned a cursor it already gave; stopping the listing"
+                );
+                return Ok(PagesEnd::RepeatedCursor);
+            }
+            q.cursor = Some(cursor);
+        }
     }
 
     /// The IOCs in scope with this type and value (and externalId, when given).

@@ -20,4 +20,4 @@ pub use client::SentinelOneClient;
 pub use config::{Scope, SentinelOneConfig};
 pub use error::S1Error;
 pub use sink::SentinelOneSink;
-pub use types::{DeleteFilter, IocItem, ListAll, ListPage, ListQuery, RemoteIoc, S1Type};
+pub use types::{DeleteFilter, IocItem, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type};

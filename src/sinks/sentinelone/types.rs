@@ -291,6 +291,17 @@ pub struct ListAll {
     pub repeated_cursor: bool,
 }
 
+/// How [`crate::sinks::sentinelone::SentinelOneClient::list_pages`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagesEnd {
+    /// The last page was read.
+    Complete,
+    /// The page callback asked to stop.
+    Stopped,
+    /// S1 handed back a cursor it had already given; the rest would repeat.
+    RepeatedCursor,
+}
+
 /// What `DELETE .../iocs` removes (besides the scope, which the client adds). At least one selector
 /// must be set: S1 would otherwise delete everything in scope.
 #[derive(Debug, Clone, Default, PartialEq)]
