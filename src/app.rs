@@ -232,6 +232,10 @@ async fn wait_for_signal() {
 }
 
 /// `iocsync run`: one source into its sinks until the input ends (file, `--once`) or shutdown.
+///
+/// A requested shutdown (`shutdown` cancelled) is a success: intake stops, the batch in flight is
+/// finished within `pipeline.shutdown_timeout`, the source stops last (so OpenCTI's final ping
+/// carries the final checkpoint), and the returned summary counts what is left pending.
 pub async fn run(
     cfg: &Config,
     opts: RunOptions,
@@ -241,6 +245,8 @@ pub async fn run(
     let state = State::open(&cfg.state.dir)?;
     let built = build_sinks(cfg, kind, Some(&state))?;
     let source = build_source(cfg, kind)?;
+    // Kept alive until `run` returns: dropping it stops the server.
+    let _http = start_http(cfg, kind, source.name(), &built.sinks).await?;
     let upkeep_token = shutdown.child_token();
     let upkeep = built
         .zeek
@@ -261,12 +267,39 @@ pub async fn run(
         mode,
         committed_tx,
     );
-    pipeline.resolve_leftovers(&shutdown).await?;
+    let drain = cfg.pipeline.shutdown_timeout;
+    // `None`: the drain bound expired with a sink call still running.
+    let settled = {
+        let settle = pipeline.resolve_leftovers(&shutdown);
+        tokio::pin!(settle);
+        tokio::select! {
+            r = &mut settle => Some(r),
+            _ = drained(&shutdown, drain) => None,
+        }
+    };
+    match settled {
+        Some(Ok(())) => {}
+        Some(Err(e)) if !(shutdown.is_cancelled() && matches!(e, PipelineError::Interrupted)) => {
+            return Err(e.into())
+        }
+        _ => {
+            return Ok(RunStats {
+                source: source.name().to_string(),
+                errors: vec![
+                    "shutdown requested while settling the previous run's pending \
+                              changes; they are settled at the next start"
+                        .to_string(),
+                ],
+                ..RunStats::default()
+            })
+        }
+    }
     let start = pipeline.checkpoint().await?;
     let (events_tx, events_rx) =
         mpsc::channel::<SourceEvent>(cfg.pipeline.batch_events.max(16) * 2);
-    // Not a child of `shutdown`: the source is stopped only after the pipeline has drained, so that
-    // its last words (OpenCTI's final ping) carry the final checkpoint.
+    // Not a child of `shutdown`: the pipeline stops taking events at the signal, and the source is
+    // stopped once the pipeline is done, so its last act (OpenCTI's final ping) reports the final
+    // checkpoint. Until then it can only fill the bounded channel, whose events are not checkpointed.
     let source_token = CancellationToken::new();
     let ctx = SourceContext {
         start,
@@ -277,15 +310,13 @@ pub async fn run(
     };
     let source_task = tokio::spawn(source.run(ctx));
 
-    let drain = cfg.pipeline.shutdown_timeout;
+    // `None`: the drain bound expired with a sink call still running (the run is not recorded).
     let result = {
         let run = pipeline.run(events_rx, &shutdown);
         tokio::pin!(run);
         tokio::select! {
-            r = &mut run => r,
-            _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
-                Err(PipelineError::Interrupted)
-            }
+            r = &mut run => Some(r),
+            _ = drained(&shutdown, drain) => None,
         }
     };
     source_token.cancel();
@@ -293,50 +324,300 @@ pub async fn run(
     if let Some(task) = upkeep {
         let _ = task.await;
     }
-    let source_result = match source_task.await {
-        Ok(r) => r,
-        Err(e) => Err(SourceError::Other {
-            source_name: "source",
-            message: format!("source task failed: {e}"),
-        }),
+    let source_result = join_source(source_task, shutdown.is_cancelled().then_some(drain)).await;
+    let stats = match result {
+        Some(Err(PipelineError::Interrupted)) if shutdown.is_cancelled() => {
+            recorded_interrupted_run(cfg, &pipeline).await
+        }
+        Some(other) => other?,
+        None => record_abandoned_run(cfg, &pipeline, drain).await,
     };
-    let stats = result?;
     source_result?;
     Ok(stats)
 }
 
-/// `iocsync check`: validates, then probes the source and every sink; one line per check.
+/// Resolves `drain` after shutdown was requested: the bound of a graceful stop.
+async fn drained(shutdown: &CancellationToken, drain: std::time::Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(drain).await;
+}
+
+/// Starts the metrics/health server when `connector.expose_metrics` is set.
+async fn start_http(
+    cfg: &Config,
+    kind: SourceKind,
+    source: &'static str,
+    sinks: &[Arc<dyn Sink>],
+) -> Result<Option<crate::http::Server>, AppError> {
+    use crate::http::{HttpError, Readiness, Server};
+    if !cfg.connector.expose_metrics {
+        return Ok(None);
+    }
+    let readiness = Readiness {
+        source,
+        source_reports_connection: kind == SourceKind::OpenCti,
+        sinks: sinks.iter().map(|s| s.name()).collect(),
+    };
+    let state_dir = Some(cfg.state.dir.clone());
+    match Server::start(
+        &cfg.http.bind,
+        cfg.connector.metrics_port,
+        readiness,
+        state_dir,
+    )
+    .await
+    {
+        Ok(server) => Ok(Some(server)),
+        Err(e @ HttpError::Address { .. }) => Err(AppError::problems(vec![Problem {
+            key: "http.bind".into(),
+            message: e.to_string(),
+        }])),
+        Err(e) => Err(AppError::Other(format!(
+            "{e} (choose another port with CONNECTOR_METRICS_PORT or address with IOCSYNC_HTTP_BIND)"
+        ))),
+    }
+}
+
+/// Waits for the source task; after a requested shutdown, at most `bound` (then it is abandoned:
+/// only its final ping is lost, the checkpoint is already written).
+async fn join_source(
+    mut task: tokio::task::JoinHandle<Result<(), SourceError>>,
+    bound: Option<std::time::Duration>,
+) -> Result<(), SourceError> {
+    let joined = match bound {
+        None => (&mut task).await,
+        Some(bound) => match tokio::time::timeout(bound, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                tracing::warn!(
+                    "the source did not stop within pipeline.shutdown_timeout; leaving it"
+                );
+                task.abort();
+                return Ok(());
+            }
+        },
+    };
+    joined.unwrap_or_else(|e| {
+        Err(SourceError::Other {
+            source_name: "source",
+            message: format!("source task failed: {e}"),
+        })
+    })
+}
+
+/// The summary the pipeline recorded when shutdown interrupted a retry wait (it then starts a new,
+/// empty run, so the summary is read back from the history).
+async fn recorded_interrupted_run(cfg: &Config, pipeline: &Pipeline) -> RunStats {
+    let source = pipeline.stats().source.clone();
+    let dir = cfg.state.dir.clone();
+    let wanted = source.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let runs = State::open(&dir)?.runs()?;
+        Ok::<_, crate::state::StateError>(
+            runs.into_iter()
+                .find(|r| r.source == wanted)
+                .and_then(|r| serde_json::from_value::<RunStats>(r.stats).ok()),
+        )
+    })
+    .await;
+    match read {
+        Ok(Ok(Some(stats))) => stats,
+        other => {
+            if let Ok(Err(e)) = other {
+                tracing::warn!(cause = %e, "cannot read the interrupted run from the history");
+            }
+            RunStats {
+                source,
+                errors: vec![PipelineError::Interrupted.to_string()],
+                ..RunStats::default()
+            }
+        }
+    }
+}
+
+/// The summary of a run abandoned when the drain bound expired mid sink call: its counts so far,
+/// with the unfinished events as pending, recorded in the history as the pipeline would.
+async fn record_abandoned_run(
+    cfg: &Config,
+    pipeline: &Pipeline,
+    drain: std::time::Duration,
+) -> RunStats {
+    let mut stats = pipeline.stats().clone();
+    let accounted = stats.applied + stats.skipped_total() + stats.dead_lettered;
+    stats.pending = stats.received.saturating_sub(accounted);
+    let now = chrono::Utc::now();
+    stats.ended = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let ended_ms = now.timestamp_millis();
+    let started_ms = chrono::DateTime::parse_from_rfc3339(&stats.started)
+        .map_or(ended_ms, |t| t.timestamp_millis());
+    stats.duration_ms = u64::try_from(ended_ms - started_ms).unwrap_or(0);
+    stats.errors.push(format!(
+        "shutdown: a sink call was still running after pipeline.shutdown_timeout ({drain:?}); \
+         its changes stay pending and are settled at the next start"
+    ));
+    let (dir, source, json) = (
+        cfg.state.dir.clone(),
+        stats.source.clone(),
+        serde_json::to_value(&stats).unwrap_or_default(),
+    );
+    let recorded = tokio::task::spawn_blocking(move || {
+        State::open(&dir)?.record_run(&source, started_ms, ended_ms, &json)
+    })
+    .await;
+    if !matches!(recorded, Ok(Ok(()))) {
+        tracing::warn!("cannot record the interrupted run in the history");
+    }
+    // The same summary line the pipeline logs at the end of a run.
+    tracing::info!(
+        source = %stats.source,
+        received = stats.received,
+        applied = stats.applied,
+        skipped = stats.skipped_total(),
+        dead_lettered = stats.dead_lettered,
+        pending = stats.pending,
+        "run finished"
+    );
+    stats
+}
+
+/// `iocsync check`: validates, then probes the source and every sink; one line per check. A failed
+/// line names the setting to fix; the exit code is the worst failure's (3 credential, 2 config, 1
+/// anything else).
 pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), AppError> {
     let kind = validated(cfg)?;
     let source = build_source(cfg, kind)?;
     let sinks = build_sinks(cfg, kind, None)?.sinks;
-    let mut worst: Option<AppError> = None;
-    let mut note = |label: &str, result: Result<String, AppError>, out: &mut dyn std::io::Write| {
-        match result {
-            Ok(what) => {
-                let _ = writeln!(out, "✓ {label}: {what}");
-            }
-            Err(e) => {
-                let _ = writeln!(out, "✗ {label}: {e}");
-                let replace = match (&worst, &e) {
-                    (None, _) => true,
-                    (Some(w), e) => e.exit_code() > w.exit_code(),
-                };
-                if replace {
-                    worst = Some(e);
-                }
-            }
+    let mut failures: Vec<CheckFailure> = Vec::new();
+    let mut note = |label: String, result: Result<String, CheckFailure>| match result {
+        Ok(what) => {
+            let _ = writeln!(out, "✓ {label}: {what}");
+        }
+        Err(failure) => {
+            let _ = writeln!(out, "✗ {label}: {}", failure.line());
+            failures.push(failure);
         }
     };
-    let label = format!("source {}", source.name());
-    note(&label, source.check().await.map_err(AppError::from), out);
+    let name = source.name();
+    note(
+        format!("source {name}"),
+        source
+            .check()
+            .await
+            .map_err(|e| CheckFailure::from_source(name, e)),
+    );
     for sink in &sinks {
-        let label = format!("sink {}", sink.name());
-        note(&label, sink.check().await.map_err(AppError::from), out);
+        let name = sink.name();
+        note(
+            format!("sink {name}"),
+            sink.check()
+                .await
+                .map_err(|e| CheckFailure::from_sink(name, e)),
+        );
     }
-    match worst {
-        None => Ok(()),
-        Some(e) => Err(e),
+    let total = 1 + sinks.len();
+    let Some(worst) = failures.iter().map(|f| f.code).max() else {
+        return Ok(());
+    };
+    let summary = format!(
+        "{} of {total} checks failed (see the ✗ lines above)",
+        failures.len()
+    );
+    Err(match worst {
+        3 => AppError::Auth(summary),
+        2 => AppError::problems(
+            failures
+                .into_iter()
+                .filter(|f| f.code == 2)
+                .filter_map(|f| {
+                    f.key.map(|key| Problem {
+                        key: key.to_string(),
+                        message: f.message,
+                    })
+                })
+                .collect(),
+        ),
+        _ => AppError::Other(summary),
+    })
+}
+
+/// One failed probe of `iocsync check`.
+struct CheckFailure {
+    message: String,
+    /// The setting most likely to fix it.
+    key: Option<&'static str>,
+    /// The exit code it stands for.
+    code: i32,
+}
+
+impl CheckFailure {
+    /// `<message> (check ENV_NAME)`.
+    fn line(&self) -> String {
+        match self.key {
+            Some(key) => {
+                let name = crate::config::env_name(key).unwrap_or_else(|| key.to_string());
+                format!("{} (check {name})", self.message)
+            }
+            None => self.message.clone(),
+        }
+    }
+
+    fn from_source(name: &'static str, e: SourceError) -> Self {
+        let (url, credential) = endpoint_keys(name);
+        match e {
+            SourceError::Config { key, message, .. } => CheckFailure {
+                message,
+                key: Some(key),
+                code: 2,
+            },
+            SourceError::Auth { .. } => CheckFailure {
+                message: e.to_string(),
+                key: credential,
+                code: 3,
+            },
+            SourceError::Other { .. } => CheckFailure {
+                message: e.to_string(),
+                key: url,
+                code: 1,
+            },
+        }
+    }
+
+    fn from_sink(name: &'static str, e: SinkError) -> Self {
+        let (url, credential) = endpoint_keys(name);
+        let (key, code) = match &e {
+            SinkError::Config { key, message, .. } => {
+                return CheckFailure {
+                    message: message.clone(),
+                    key: Some(key),
+                    code: 2,
+                }
+            }
+            SinkError::Auth { .. } | SinkError::Permission { .. } => (credential, 3),
+            SinkError::Transport { .. } | SinkError::Http { .. } | SinkError::Io { .. } => (url, 1),
+            SinkError::RateLimited { .. } => (None, 1),
+        };
+        CheckFailure {
+            message: e.to_string(),
+            key,
+            code,
+        }
+    }
+}
+
+/// The (address or path, credential) settings of a source or sink, for `check`'s hints.
+fn endpoint_keys(name: &str) -> (Option<&'static str>, Option<&'static str>) {
+    match name {
+        "opencti" => (Some("opencti.url"), Some("opencti.token")),
+        "misp" => (Some("misp.url"), Some("misp.key")),
+        "file" => (Some("file.path"), None),
+        "sentinelone" => (
+            Some("sentinelone_intel.url"),
+            Some("sentinelone_intel.api_key"),
+        ),
+        "sekoia" => (Some("sekoia_intel.url"), Some("sekoia_intel.apikey")),
+        "zeek" => (Some("zeek.intel_path"), None),
+        "jsonl" => (Some("jsonl.path"), None),
+        _ => (None, None),
     }
 }
 

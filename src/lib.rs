@@ -20,11 +20,13 @@
 //! - [`remote`] — URL joining, HTTP client building, `Retry-After` parsing shared by remote clients.
 //! - [`secret`] — the newtype that keeps tokens out of logs.
 //! - [`metrics`] — the Prometheus registry every component counts into.
+//! - [`http`] — the `/metrics`, `/healthz` and `/readyz` server (`connector.expose_metrics`).
 
 pub mod app;
 pub mod classify;
 pub mod cli_s1;
 pub mod config;
+pub mod http;
 pub mod ioc;
 pub mod metrics;
 pub mod model;
