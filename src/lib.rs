@@ -14,6 +14,7 @@
 //! - [`state`] — the SQLite state: checkpoint, indicators, holders, sink entries, intents, runs.
 //! - [`config`] — figment: defaults < config.yml < env (OpenCTI connector names), validation.
 //! - [`app`] — the commands behind the CLI (run, check, state, runs).
+//! - [`cli_misp`] — `iocsync misp feeds`: MISP feeds with their iocsync state and last-run counts.
 //! - [`sources`] — the `Source` trait and one folder per source (OpenCTI stream, MISP, file).
 //! - [`sinks`] — the `Sink` trait and one folder per destination (SentinelOne, Sekoia, Zeek, JSONL).
 //! - [`remote`] — URL joining, HTTP client building, `Retry-After` parsing shared by remote clients.
@@ -22,6 +23,7 @@
 
 pub mod app;
 pub mod classify;
+pub mod cli_misp;
 pub mod config;
 pub mod ioc;
 pub mod metrics;

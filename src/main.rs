@@ -50,6 +50,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// MISP helpers (feeds and their state in iocsync).
+    Misp {
+        #[command(subcommand)]
+        action: iocsync::cli_misp::MispCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +153,9 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             Command::Check => app::check(&cfg, &mut std::io::stdout()).await,
             Command::State { action } => state_command(&cfg, action),
             Command::Runs { json } => runs_command(&cfg, json),
+            Command::Misp { action } => {
+                iocsync::cli_misp::run(&cfg, action, &mut std::io::stdout()).await
+            }
             Command::Parse { .. } => Ok(()),
         }
     })

@@ -339,6 +339,17 @@ impl State {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
+    /// The ids of every indicator that currently holds at least one IOC, sorted (the MISP source's
+    /// full resync compares them with what the server still has).
+    pub fn indicator_ids(&self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM indicator ORDER BY id")
+            .map_err(self.err())?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
     /// Stores a run summary and keeps the last [`RUNS_KEPT`].
     pub fn record_run(
         &self,
