@@ -284,9 +284,12 @@ impl State {
     /// Starts a transaction for planning or recording outcomes.
     pub fn tx(&mut self) -> Result<Tx<'_>, StateError> {
         let path = self.path.clone();
+        // IMMEDIATE takes the write lock up front, waiting with the busy timeout: a deferred
+        // transaction that reads first fails at once with SQLITE_BUSY when another connection (the
+        // MISP source's own, on the same file) wrote in between.
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|source| StateError::Sqlite {
                 path: path.clone(),
                 source,

@@ -147,14 +147,18 @@ impl MispClient {
         Ok(list.iter().filter_map(Feed::from_value).collect())
     }
 
-    /// One `attributes/restSearch` page: the raw attribute objects.
-    pub async fn search(&self, body: &Value) -> Result<Vec<Value>, MispError> {
+    /// One `attributes/restSearch` page: the raw attribute objects, and the server's clock when it
+    /// answered (`Date`), when sent.
+    pub async fn search(
+        &self,
+        body: &Value,
+    ) -> Result<(Vec<Value>, Option<DateTime<Utc>>), MispError> {
         let endpoint = "attributes/restSearch";
-        let (answer, _) = self
+        let (answer, date) = self
             .call(endpoint, reqwest::Method::POST, Some(body))
             .await?;
         match attributes_of(&answer) {
-            Some(list) => Ok(list.to_vec()),
+            Some(list) => Ok((list.to_vec(), date)),
             None => Err(MispError::Decode {
                 endpoint: endpoint.into(),
                 message: format!(

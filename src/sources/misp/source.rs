@@ -90,6 +90,9 @@ struct Memo {
 /// What one run leaves for the next, in this process.
 struct Memory {
     mark: Option<Mark>,
+    /// Local start time of the last run sent in this process (the schedule's reference; the mark
+    /// has whole server seconds).
+    started_local: Option<DateTime<Utc>>,
     memo: Memo,
     state: Option<Arc<Mutex<State>>>,
 }
@@ -230,8 +233,8 @@ impl MispSource {
 
     /// One run, start to `RunEnd`.
     async fn poll(&self, ctx: &SourceContext, mem: &mut Memory) -> Result<(), RunError> {
-        let server = self.client.version().await?;
         let local_now = Utc::now();
+        let server = self.client.version().await?;
         // Attribute timestamps are the server's: time the run on its clock when it tells us.
         let run_start = server.now.unwrap_or(local_now).timestamp();
         let lookback = self.cfg.initial_lookback.as_secs() as i64;
@@ -266,7 +269,7 @@ impl MispSource {
         let mut seen_now: HashMap<String, i64> = HashMap::new();
 
         let body = self.incremental_body(since);
-        self.pages(ctx, body, |attr| {
+        self.pages(ctx, body, |attr, read_at| {
             let attr = match attr {
                 Ok(a) => a,
                 Err(reason) => {
@@ -290,7 +293,10 @@ impl MispSource {
                 feed,
                 state.skip == Some(crate::skip::SkipReason::IgnoredDisabledFeed),
             );
-            if attr.timestamp >= run_start {
+            // The next poll returns this version again when it changed at or after our start. An
+            // attribute changed in the very second we read it may change again within that second
+            // under the same timestamp: remember only versions strictly older than the read.
+            if attr.timestamp >= run_start && attr.timestamp < read_at {
                 seen_now.insert(attr.uuid.clone(), attr.timestamp);
             }
             if resync {
@@ -337,17 +343,19 @@ impl MispSource {
             "MISP run read; its changes are being applied"
         );
         mem.mark = Some(mark);
+        mem.started_local = Some(local_now);
         mem.memo = memo;
         Ok(())
     }
 
-    /// Pages through `restSearch` with `body`, handing each attribute to `handle` and sending what it
-    /// returns. Stops after a page shorter than `limit`.
+    /// Pages through `restSearch` with `body`, handing each attribute (with the second the page was
+    /// read in, server time when known) to `handle` and sending what it returns. Stops after a page
+    /// shorter than `limit`.
     async fn pages(
         &self,
         ctx: &SourceContext,
         mut body: serde_json::Map<String, Value>,
-        mut handle: impl FnMut(Result<Attribute, String>) -> Option<SourceEvent>,
+        mut handle: impl FnMut(Result<Attribute, String>, i64) -> Option<SourceEvent>,
     ) -> Result<(), RunError> {
         let limit = self.cfg.page_size.max(1);
         let mut previous_first: Option<String> = None;
@@ -355,11 +363,13 @@ impl MispSource {
         loop {
             body.insert("page".into(), json!(page));
             let request = Value::Object(body.clone());
-            let attrs = tokio::select! {
+            let (attrs, date) = tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => return Err(RunError::Stopped),
                 r = self.client.search(&request) => r?,
             };
+            // Without a server clock, one second of margin for our own.
+            let read_at = date.map_or_else(|| Utc::now().timestamp() - 1, |d| d.timestamp());
             let first = attrs.first().and_then(|a| text(a.get("uuid")));
             if page > 1 && first.is_some() && first == previous_first {
                 return Err(RunError::Paging {
@@ -370,7 +380,7 @@ impl MispSource {
             debug!(page, count = attrs.len(), "restSearch page");
             let full = attrs.len() >= limit;
             for raw in &attrs {
-                if let Some(event) = handle(Attribute::from_value(raw)) {
+                if let Some(event) = handle(Attribute::from_value(raw), read_at) {
                     emit(ctx, event).await?;
                 }
             }
@@ -410,7 +420,7 @@ impl MispSource {
         let mut present: HashSet<uuid::Uuid> = HashSet::new();
         let mut added = 0u64;
         let body = self.resync_body(floor);
-        self.pages(ctx, body, |attr| {
+        self.pages(ctx, body, |attr, _| {
             let attr = attr.ok()?;
             let feed = feeds.link(&attr);
             let disabled = feed.is_some_and(|f| feeds.is_disabled(f));
@@ -555,6 +565,7 @@ impl Source for MispSource {
         }
         let mut mem = Memory {
             mark,
+            started_local: None,
             memo: Memo::default(),
             state: None,
         };
@@ -569,8 +580,10 @@ impl Source for MispSource {
         let mut retry_at: Option<DateTime<Utc>> = None;
         loop {
             let next = retry_at.unwrap_or_else(|| {
-                self.schedule
-                    .next_run(mem.mark.and_then(|m| m.last_run_time()), Utc::now())
+                let last = mem
+                    .started_local
+                    .or_else(|| mem.mark.and_then(|m| m.last_run_time()));
+                self.schedule.next_run(last, Utc::now())
             });
             if next > Utc::now() {
                 info!(at = %next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "next MISP run");
