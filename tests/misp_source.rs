@@ -540,7 +540,7 @@ async fn daemon_polls_on_its_interval_and_stops_on_shutdown() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     let marks: Vec<Mark> = run_ends.iter().filter_map(|p| Mark::parse(p)).collect();
     assert_eq!(marks.len(), 2);
-    assert!(marks[1].last_run >= marks[0].last_run + 1, "{marks:?}");
+    assert!(marks[1].last_run > marks[0].last_run, "{marks:?}");
     shutdown.cancel();
     let result = tokio::time::timeout(Duration::from_secs(5), handle)
         .await

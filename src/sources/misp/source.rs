@@ -11,6 +11,7 @@ use super::mapping::{gate, map_attribute, Gate, MapOptions};
 use super::schedule::{Mark, Schedule};
 use super::wire::{text, Attribute};
 use super::SOURCE_NAME;
+use crate::metrics;
 use crate::model::{EventKind, IndicatorState, IocMeta, Payload, SourceEvent};
 use crate::sources::{Source, SourceContext, SourceError};
 use crate::state::{State, StateError};
@@ -234,7 +235,14 @@ impl MispSource {
     /// One run, start to `RunEnd`.
     async fn poll(&self, ctx: &SourceContext, mem: &mut Memory) -> Result<(), RunError> {
         let local_now = Utc::now();
-        let server = self.client.version().await?;
+        let server = match self.client.version().await {
+            Ok(s) => s,
+            Err(e) => {
+                metrics::global().set("iocsync_source_connected", &[], 0.0);
+                return Err(e.into());
+            }
+        };
+        metrics::global().set("iocsync_source_connected", &[], 1.0);
         // Attribute timestamps are the server's: time the run on its clock when it tells us.
         let run_start = server.now.unwrap_or(local_now).timestamp();
         let lookback = self.cfg.initial_lookback.as_secs() as i64;
