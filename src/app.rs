@@ -10,6 +10,7 @@ use crate::sinks::sentinelone::SentinelOneSink;
 use crate::sinks::zeek::ZeekSink;
 use crate::sinks::{Sink, SinkError};
 use crate::sources::file::FileSource;
+use crate::sources::misp::MispSource;
 use crate::sources::opencti::OpenCtiSource;
 use crate::sources::{Source, SourceContext, SourceError};
 use crate::state::State;
@@ -179,10 +180,9 @@ pub fn build_source(cfg: &Config, kind: SourceKind) -> Result<Box<dyn Source>, A
             Ok(Box::new(FileSource::new(path)))
         }
         SourceKind::OpenCti => Ok(Box::new(OpenCtiSource::new(&cfg.opencti, &cfg.connector)?)),
-        SourceKind::Misp => Err(AppError::problems(vec![Problem {
-            key: "source".into(),
-            message: "the MISP source is not available in this build yet".into(),
-        }])),
+        SourceKind::Misp => Ok(Box::new(
+            MispSource::new(&cfg.misp, &cfg.state.dir)?.with_expand_or(cfg.pipeline.expand_or),
+        )),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::sinks::jsonl::JsonlConfig;
 use crate::sinks::sekoia::SekoiaConfig;
 use crate::sinks::sentinelone::SentinelOneConfig;
 use crate::sinks::zeek::ZeekConfig;
+use crate::sources::misp::MispConfig;
 use crate::sources::opencti::{ConnectorConfig, OpenCtiConfig};
 use figment::providers::{Format, Serialized, Yaml};
 use figment::value::{Dict, Map, Value};
@@ -50,6 +51,8 @@ pub struct Config {
     pub connector: ConnectorConfig,
     /// File source.
     pub file: FileConfig,
+    /// MISP source (env `MISP_<KEY>`).
+    pub misp: MispConfig,
     /// Durable state.
     pub state: StateConfig,
     /// SentinelOne sink.
@@ -397,6 +400,7 @@ impl Config {
     pub fn source_kind(&self) -> Result<SourceKind, Problem> {
         let configured: Vec<SourceKind> = [
             (SourceKind::OpenCti, self.opencti.url.is_some()),
+            (SourceKind::Misp, self.misp.url.is_some()),
             (SourceKind::File, self.file.path.is_some()),
         ]
         .into_iter()
@@ -506,10 +510,7 @@ impl Config {
                     )]);
                 }
             }
-            Ok(SourceKind::Misp) => push(vec![(
-                "source".into(),
-                "the MISP source is not available in this build yet".into(),
-            )]),
+            Ok(SourceKind::Misp) => push(self.misp.validate()),
             Err(p) => push(vec![(p.key, p.message)]),
         }
         match self.sink_names() {

@@ -15,6 +15,7 @@
 //! - [`config`] — figment: defaults < config.yml < env (OpenCTI connector names), validation.
 //! - [`app`] — the commands behind the CLI (run, check, state, runs).
 //! - [`cli_s1`] — `iocsync s1 list|add|update|delete`: the SentinelOne IOC manager for analysts.
+//! - [`cli_misp`] — `iocsync misp feeds`: MISP feeds with their iocsync state and last-run counts.
 //! - [`sources`] — the `Source` trait and one folder per source (OpenCTI stream, MISP, file).
 //! - [`sinks`] — the `Sink` trait and one folder per destination (SentinelOne, Sekoia, Zeek, JSONL).
 //! - [`remote`] — URL joining, HTTP client building, `Retry-After` parsing shared by remote clients.
@@ -25,6 +26,7 @@
 pub mod app;
 pub mod classify;
 pub mod cli_s1;
+pub mod cli_misp;
 pub mod config;
 pub mod http;
 pub mod ioc;

@@ -55,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: iocsync::cli_s1::S1Command,
     },
+    /// MISP helpers (feeds and their state in iocsync).
+    Misp {
+        #[command(subcommand)]
+        action: iocsync::cli_misp::MispCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +159,9 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             Command::State { action } => state_command(&cfg, action),
             Command::Runs { json } => runs_command(&cfg, json),
             Command::S1 { command } => iocsync::cli_s1::run(&cfg, command).await,
+            Command::Misp { action } => {
+                iocsync::cli_misp::run(&cfg, action, &mut std::io::stdout()).await
+            }
             Command::Parse { .. } => Ok(()),
         }
     })

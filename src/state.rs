@@ -355,9 +355,12 @@ impl State {
     /// Starts a transaction for planning or recording outcomes.
     pub fn tx(&mut self) -> Result<Tx<'_>, StateError> {
         let path = self.path.clone();
+        // IMMEDIATE takes the write lock up front, waiting with the busy timeout: a deferred
+        // transaction that reads first fails at once with SQLITE_BUSY when another connection (the
+        // MISP source's own, on the same file) wrote in between.
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|source| StateError::Sqlite {
                 path: path.clone(),
                 source,
@@ -407,6 +410,17 @@ impl State {
         let rows = stmt
             .query_map([sink], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// The ids of every indicator that currently holds at least one IOC, sorted (the MISP source's
+    /// full resync compares them with what the server still has).
+    pub fn indicator_ids(&self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM indicator ORDER BY id")
+            .map_err(self.err())?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 

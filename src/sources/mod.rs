@@ -2,6 +2,7 @@
 //! bounded channel, resuming from a checkpoint the pipeline gives it.
 
 pub mod file;
+pub mod misp;
 pub mod opencti;
 
 use crate::model::SourceEvent;
