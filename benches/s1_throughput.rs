@@ -40,12 +40,21 @@ async fn measure(n: usize, batch: usize) -> (Duration, u64) {
     capture(n, &input).expect("write capture");
     let env = vec![
         ("IOCSYNC_FILE_PATH".to_string(), input.display().to_string()),
-        ("IOCSYNC_STATE_DIR".into(), dir.path().join("state").display().to_string()),
+        (
+            "IOCSYNC_STATE_DIR".into(),
+            dir.path().join("state").display().to_string(),
+        ),
         ("SENTINELONE_INTEL_URL".into(), s1.url().to_string()),
-        ("SENTINELONE_INTEL_API_KEY".into(), sentinelone_fake::TOKEN.to_string()),
+        (
+            "SENTINELONE_INTEL_API_KEY".into(),
+            sentinelone_fake::TOKEN.to_string(),
+        ),
         ("SENTINELONE_INTEL_ACCOUNT_ID".into(), "1234567890".into()),
         ("SENTINELONE_INTEL_BATCH_SIZE".into(), batch.to_string()),
-        ("IOCSYNC_PIPELINE_BATCH_EVENTS".into(), batch.max(1000).to_string()),
+        (
+            "IOCSYNC_PIPELINE_BATCH_EVENTS".into(),
+            batch.max(1000).to_string(),
+        ),
         ("IOCSYNC_PIPELINE_LINGER".into(), "5ms".into()),
     ];
     let cfg = Config::load(None, env).expect("config");

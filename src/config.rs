@@ -32,10 +32,10 @@ const REMOTE_SECTIONS: &[(&str, &str)] = &[
 const OWN_SECTIONS: &[&str] = &["state", "file", "jsonl", "zeek", "pipeline", "log", "http"];
 
 /// Env names that are aliases of another key.
-const ALIASES: &[(&str, &str)] = &[("SENTINELONE_INTEL_API_URL", "sentinelone_intel.url")];
+const ALIASES: &[(&str, &str)] = &[];
 
 /// Env names read elsewhere (the CLI) that the config must not treat as unknown.
-const HANDLED_ELSEWHERE: &[&str] = &["IOCSYNC_CONFIG", "IOCSYNC_LOG", "IOCSYNC_TEST_FAULT"];
+const HANDLED_ELSEWHERE: &[&str] = &["IOCSYNC_CONFIG", "IOCSYNC_LOG"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -678,6 +678,50 @@ mod tests {
         std::fs::write(&file, "pipeline:\n  lingr: 1s\n").expect("write");
         let err = Config::load(Some(&file), env(&[])).expect_err("unknown file key");
         assert!(err.to_string().contains("lingr"), "{err}");
+    }
+
+    /// Every key of the configuration, as `section.key`, from a YAML document.
+    fn yaml_keys(path: &Path) -> std::collections::BTreeSet<String> {
+        let value: serde_json::Value = Figment::from(Yaml::file_exact(path))
+            .extract()
+            .expect("sample is YAML");
+        let mut keys = std::collections::BTreeSet::new();
+        for (name, v) in value.as_object().expect("a mapping") {
+            match v.as_object() {
+                Some(section) => keys.extend(section.keys().map(|k| format!("{name}.{k}"))),
+                None => {
+                    keys.insert(name.clone());
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn the_sample_documents_every_key_with_its_default() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yml.sample");
+        let loaded = Config::load(Some(&sample), env(&[])).expect("the sample loads");
+        assert_eq!(
+            serde_json::to_value(&loaded).expect("json"),
+            serde_json::to_value(Config::default()).expect("json"),
+            "a default in config.yml.sample differs from the code"
+        );
+        let documented = yaml_keys(&sample);
+        let known = known_keys();
+        let missing: Vec<_> = known.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "keys missing from config.yml.sample: {missing:?}"
+        );
+        let text = std::fs::read_to_string(&sample).expect("read sample");
+        for key in &known {
+            if let Some(env) = env_name(key) {
+                assert!(
+                    text.contains(&env),
+                    "config.yml.sample does not name {env} for {key}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -25,8 +25,8 @@
 
 pub mod app;
 pub mod classify;
-pub mod cli_s1;
 pub mod cli_misp;
+pub mod cli_s1;
 pub mod config;
 pub mod http;
 pub mod ioc;

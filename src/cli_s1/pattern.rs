@@ -1,6 +1,6 @@
 //! The `%` wildcard patterns of the `iocsync s1` filters.
 //!
-//! Semantics (documented in docs/readme/s1-cli.md):
+//! Semantics (documented in the README (`iocsync s1`)):
 //! - `%` matches any run of characters, including none, at the start, the end or in the middle;
 //!   several `%` may appear. `\%` is a literal percent sign (URLs contain them), `\\` a backslash.
 //!   No other character is special: `_`, `*`, `?` and `.` match themselves.
