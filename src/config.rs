@@ -31,9 +31,6 @@ const REMOTE_SECTIONS: &[(&str, &str)] = &[
 /// iocsync's own sections: env `IOCSYNC_SECTION_KEY`.
 const OWN_SECTIONS: &[&str] = &["state", "file", "jsonl", "zeek", "pipeline", "log", "http"];
 
-/// Env names that are aliases of another key.
-const ALIASES: &[(&str, &str)] = &[];
-
 /// Env names read elsewhere (the CLI) that the config must not treat as unknown.
 const HANDLED_ELSEWHERE: &[&str] = &["IOCSYNC_CONFIG", "IOCSYNC_LOG"];
 
@@ -229,9 +226,6 @@ pub const SINK_NAMES: &[&str] = &["sentinelone", "sekoia", "zeek", "jsonl"];
 
 /// Maps an environment variable to its config key, `None` when it is not ours.
 pub fn env_key(name: &str) -> Option<String> {
-    if let Some((_, key)) = ALIASES.iter().find(|(env, _)| *env == name) {
-        return Some((*key).to_string());
-    }
     if let Some(rest) = name.strip_prefix("IOCSYNC_") {
         if rest == "SOURCE" || rest == "SINKS" {
             return Some(rest.to_ascii_lowercase());
@@ -606,7 +600,7 @@ mod tests {
         );
         assert_eq!(
             env_key("SENTINELONE_INTEL_API_URL").as_deref(),
-            Some("sentinelone_intel.url")
+            Some("sentinelone_intel.api_url")
         );
         assert_eq!(
             env_key("CONNECTOR_LIVE_STREAM_ID").as_deref(),

@@ -372,19 +372,22 @@ impl State {
     pub fn pending_intents(&self) -> Result<Vec<(String, Change)>, StateError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT sink, change FROM intent ORDER BY id")
+            .prepare("SELECT id, sink, change FROM intent ORDER BY id")
             .map_err(self.err())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (sink, json) = row.map_err(self.err())?;
-            let change: Change = serde_json::from_str(&json).map_err(|e| StateError::Corrupt {
-                path: self.path.clone(),
-                what: "intent",
-                message: e.to_string(),
-            })?;
+            let (id, sink, json) = row.map_err(self.err())?;
+            let mut change: Change = parse_json(&self.path, "intent", &json)?;
+            change.intent_id = id;
             out.push((sink, change));
         }
         Ok(out)
@@ -418,7 +421,7 @@ impl State {
     pub fn indicator_ids(&self) -> Result<Vec<String>, StateError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id FROM indicator ORDER BY id")
+            .prepare("SELECT id FROM indicator WHERE iocs != '[]' ORDER BY id")
             .map_err(self.err())?;
         let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
@@ -555,6 +558,26 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 impl Tx<'_> {
+    /// Runs a statement through the statement cache (planning runs a handful per indicator).
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> Result<usize, StateError> {
+        self.tx
+            .prepare_cached(sql)
+            .and_then(|mut st| st.execute(params))
+            .map_err(self.err())
+    }
+
+    /// Queries at most one row through the statement cache.
+    fn row<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, StateError> {
+        self.tx
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_row(params, f).optional())
+            .map_err(self.err())
+    }
     fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
         |source| StateError::Sqlite {
             path: self.path.clone(),
@@ -572,15 +595,11 @@ impl Tx<'_> {
 
     /// What an indicator currently desires, if it was ever seen.
     pub fn indicator(&self, id: &str) -> Result<Option<StoredIndicator>, StateError> {
-        let row: Option<(String, String, Option<String>)> = self
-            .tx
-            .query_row(
-                "SELECT iocs, meta, version FROM indicator WHERE id=?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(self.err())?;
+        let row: Option<(String, String, Option<String>)> = self.row(
+            "SELECT iocs, meta, version FROM indicator WHERE id=?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         match row {
             None => Ok(None),
             Some((iocs, meta, version)) => Ok(Some(StoredIndicator {
@@ -602,15 +621,13 @@ impl Tx<'_> {
     ) -> Result<(), StateError> {
         let iocs = serde_json::to_string(iocs).unwrap_or_else(|_| "[]".into());
         let meta = serde_json::to_string(meta).unwrap_or_else(|_| "{}".into());
-        self.tx
-            .execute(
+        self.exec(
                 "INSERT INTO indicator(id, iocs, meta, version, updated_at) VALUES(?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET iocs=excluded.iocs, meta=excluded.meta,
                    version=COALESCE(excluded.version, indicator.version), updated_at=excluded.updated_at",
                 params![id, iocs, meta, version, now_ms()],
             )
             .map(|_| ())
-            .map_err(self.err())
     }
 
     /// Records that `indicator_id` holds (kind, value).
@@ -620,13 +637,11 @@ impl Tx<'_> {
         value: &str,
         indicator_id: &str,
     ) -> Result<(), StateError> {
-        self.tx
-            .execute(
-                "INSERT OR IGNORE INTO holder(kind, value, indicator_id) VALUES(?1, ?2, ?3)",
-                params![kind.as_str(), value, indicator_id],
-            )
-            .map(|_| ())
-            .map_err(self.err())
+        self.exec(
+            "INSERT OR IGNORE INTO holder(kind, value, indicator_id) VALUES(?1, ?2, ?3)",
+            params![kind.as_str(), value, indicator_id],
+        )
+        .map(|_| ())
     }
 
     /// Records that `indicator_id` no longer holds (kind, value).
@@ -636,25 +651,20 @@ impl Tx<'_> {
         value: &str,
         indicator_id: &str,
     ) -> Result<(), StateError> {
-        self.tx
-            .execute(
-                "DELETE FROM holder WHERE kind=?1 AND value=?2 AND indicator_id=?3",
-                params![kind.as_str(), value, indicator_id],
-            )
-            .map(|_| ())
-            .map_err(self.err())
+        self.exec(
+            "DELETE FROM holder WHERE kind=?1 AND value=?2 AND indicator_id=?3",
+            params![kind.as_str(), value, indicator_id],
+        )
+        .map(|_| ())
     }
 
     /// Some indicator still holding (kind, value), if any.
     pub fn any_holder(&self, kind: IocKind, value: &str) -> Result<Option<String>, StateError> {
-        self.tx
-            .query_row(
+        self.row(
                 "SELECT indicator_id FROM holder WHERE kind=?1 AND value=?2 ORDER BY indicator_id LIMIT 1",
                 params![kind.as_str(), value],
                 |r| r.get(0),
             )
-            .optional()
-            .map_err(self.err())
     }
 
     /// A sink's entry for a value (keyed by the sink kind).
@@ -664,15 +674,12 @@ impl Tx<'_> {
         kind: IocKind,
         value: &str,
     ) -> Result<Option<SinkEntry>, StateError> {
-        let row: Option<(String, String, Option<String>, String, String)> = self
-            .tx
-            .query_row(
+        let row: Option<(String, String, Option<String>, String, String)> = self.row(
                 "SELECT ioc_kind, indicator_id, remote_id, status, meta FROM sink_ioc WHERE sink=?1 AND kind=?2 AND value=?3",
                 params![sink, kind.as_str(), value],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
-            .optional()
-            .map_err(self.err())?;
+            ?;
         let Some((ioc_kind, indicator_id, remote_id, status, meta)) = row else {
             return Ok(None);
         };
@@ -698,8 +705,7 @@ impl Tx<'_> {
     /// Inserts or replaces a sink entry.
     pub fn put_sink_entry(&self, sink: &str, entry: &SinkEntry) -> Result<(), StateError> {
         let meta = serde_json::to_string(&entry.meta).unwrap_or_else(|_| "{}".into());
-        self.tx
-            .execute(
+        self.exec(
                 "INSERT INTO sink_ioc(sink, kind, value, ioc_kind, indicator_id, remote_id, status, meta, updated_at)
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(sink, kind, value) DO UPDATE SET ioc_kind=excluded.ioc_kind, indicator_id=excluded.indicator_id,
@@ -717,7 +723,6 @@ impl Tx<'_> {
                 ],
             )
             .map(|_| ())
-            .map_err(self.err())
     }
 
     /// Removes a sink entry.
@@ -727,38 +732,40 @@ impl Tx<'_> {
         kind: IocKind,
         value: &str,
     ) -> Result<(), StateError> {
-        self.tx
-            .execute(
-                "DELETE FROM sink_ioc WHERE sink=?1 AND kind=?2 AND value=?3",
-                params![sink, kind.sink_kind().as_str(), value],
-            )
-            .map(|_| ())
-            .map_err(self.err())
+        self.exec(
+            "DELETE FROM sink_ioc WHERE sink=?1 AND kind=?2 AND value=?3",
+            params![sink, kind.sink_kind().as_str(), value],
+        )
+        .map(|_| ())
     }
 
     /// Writes an intent and returns the change with its id filled in.
     pub fn insert_intent(&self, sink: &str, mut change: Change) -> Result<Change, StateError> {
-        self.tx
-            .execute(
-                "INSERT INTO intent(sink, kind, value, change, created_at) VALUES(?1, ?2, ?3, '{}', ?4)",
-                params![sink, change.ioc.kind.sink_kind().as_str(), change.ioc.value, now_ms()],
-            )
-            .map_err(self.err())?;
+        // The row id is the intent id; the stored JSON carries 0 and readers fill it in.
+        change.intent_id = 0;
+        let json = serde_json::to_string(&change).unwrap_or_else(|_| "{}".into());
+        self.exec(
+            "INSERT INTO intent(sink, kind, value, change, created_at) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![
+                sink,
+                change.ioc.kind.sink_kind().as_str(),
+                change.ioc.value,
+                json,
+                now_ms()
+            ],
+        )?;
         change.intent_id = self.tx.last_insert_rowid();
-        self.rewrite_intent(&change)?;
         Ok(change)
     }
 
     /// Replaces an intent's change (e.g. newer metadata for a not-yet-sent update).
     pub fn rewrite_intent(&self, change: &Change) -> Result<(), StateError> {
         let json = serde_json::to_string(change).unwrap_or_else(|_| "{}".into());
-        self.tx
-            .execute(
-                "UPDATE intent SET change=?1 WHERE id=?2",
-                params![json, change.intent_id],
-            )
-            .map(|_| ())
-            .map_err(self.err())
+        self.exec(
+            "UPDATE intent SET change=?1 WHERE id=?2",
+            params![json, change.intent_id],
+        )
+        .map(|_| ())
     }
 
     /// The outstanding intent of a sink for a value, if any.
@@ -768,37 +775,34 @@ impl Tx<'_> {
         kind: IocKind,
         value: &str,
     ) -> Result<Option<Change>, StateError> {
-        let json: Option<String> = self
-            .tx
-            .query_row(
-                "SELECT change FROM intent WHERE sink=?1 AND kind=?2 AND value=?3 ORDER BY id DESC LIMIT 1",
-                params![sink, kind.sink_kind().as_str(), value],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err())?;
-        json.map(|j| parse_json(&self.path, "intent", &j))
-            .transpose()
+        let row: Option<(i64, String)> = self.row(
+            "SELECT id, change FROM intent WHERE sink=?1 AND kind=?2 AND value=?3 ORDER BY id DESC LIMIT 1",
+            params![sink, kind.sink_kind().as_str(), value],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        row.map(|(id, json)| {
+            parse_json::<Change>(&self.path, "intent", &json).map(|mut c| {
+                c.intent_id = id;
+                c
+            })
+        })
+        .transpose()
     }
 
     /// Removes an intent (applied, rejected or cancelled).
     pub fn delete_intent(&self, intent_id: i64) -> Result<(), StateError> {
-        self.tx
-            .execute("DELETE FROM intent WHERE id=?1", [intent_id])
+        self.exec("DELETE FROM intent WHERE id=?1", [intent_id])
             .map(|_| ())
-            .map_err(self.err())
     }
 
     /// Moves a source's checkpoint inside this transaction.
     pub fn set_checkpoint(&self, source: &str, position: &str) -> Result<(), StateError> {
-        self.tx
-            .execute(
+        self.exec(
                 "INSERT INTO checkpoint(source, position, updated_at) VALUES(?1, ?2, ?3)
                  ON CONFLICT(source) DO UPDATE SET position=excluded.position, updated_at=excluded.updated_at",
                 params![source, position, now_ms()],
             )
             .map(|_| ())
-            .map_err(self.err())
     }
 }
 
