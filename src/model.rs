@@ -44,6 +44,14 @@ pub enum Payload {
     None,
     /// A STIX 2.1 object, to be classified.
     Stix(serde_json::Value),
+    /// An OpenCTI merge: the surviving object, and the ids of the objects merged into it, which
+    /// leave the platform without delete events of their own.
+    StixMerge {
+        /// The surviving object, to be classified.
+        object: serde_json::Value,
+        /// The ids of the objects merged into it.
+        merged: Vec<String>,
+    },
     /// An indicator a source has already classified itself (MISP attributes). Empty `iocs` with no
     /// `skip` means "this indicator no longer yields any IOC" (deleted, to_ids off…).
     Classified(Box<IndicatorState>),
@@ -69,6 +77,19 @@ pub struct IndicatorState {
     /// older than the one already applied is stale (a replay of history) and changes nothing.
     #[serde(default)]
     pub version: Option<String>,
+}
+
+impl IndicatorState {
+    /// The state of an indicator that no longer yields anything (deleted, merged away).
+    pub fn removed(id: &str) -> Self {
+        IndicatorState {
+            id: id.to_string(),
+            iocs: Vec::new(),
+            skip: None,
+            meta: IocMeta::default(),
+            version: None,
+        }
+    }
 }
 
 /// Metadata that travels with an IOC to the sinks; every field optional.

@@ -466,6 +466,7 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> Result<(), PipelineError> {
         let mut states: Vec<(usize, IndicatorState)> = Vec::new();
+        let mut removals: Vec<(usize, IndicatorState)> = Vec::new();
         let mut last_position: Option<String> = None;
         let mut reset = false;
         let mut run_end = false;
@@ -501,8 +502,17 @@ impl Pipeline {
                     tracing::warn!(position = event.position.as_deref().unwrap_or("-"), reason = %reason, "skipping malformed event");
                     self.skip(SkipReason::MalformedEvent);
                 }
-                Payload::Stix(object) => {
+                Payload::Stix(object) | Payload::StixMerge { object, .. } => {
                     self.stats.received += 1;
+                    if let Payload::StixMerge { merged, .. } = &event.payload {
+                        let target = object.get("id").and_then(|i| i.as_str());
+                        for id in merged.iter().filter(|id| {
+                            id.starts_with("indicator--") && Some(id.as_str()) != target
+                        }) {
+                            // Merged away: whatever it held goes, unless the target holds it too.
+                            removals.push((index, IndicatorState::removed(id)));
+                        }
+                    }
                     match classify_object(event.kind, object, self.classify) {
                         Classified::Skip { reason, id, detail } => {
                             if reason == SkipReason::NotIndicator {
@@ -521,18 +531,24 @@ impl Pipeline {
                 }
             }
         }
-        let mut with_effects = BTreeSet::new();
+        // Removals of merged-away indicators are planned after their event's target, so a value both
+        // held is handed over rather than deleted and re-created.
+        states.append(&mut removals);
+        // One outcome per event: skipped when its indicator yields no IOC for a reason, else applied
+        // or dead-lettered once its changes are settled.
+        let mut skipped = BTreeSet::new();
         for (index, state) in &states {
-            match state.skip {
-                Some(reason) => {
-                    tracing::info!(id = %state.id, reason = reason.code(), pattern = state.meta.pattern.as_deref().unwrap_or("-"), "indicator yields no IOC");
-                    self.skip(reason);
-                }
-                None => {
-                    with_effects.insert(*index);
-                }
+            if let Some(reason) = state.skip {
+                tracing::info!(id = %state.id, reason = reason.code(), pattern = state.meta.pattern.as_deref().unwrap_or("-"), "indicator yields no IOC");
+                self.skip(reason);
+                skipped.insert(*index);
             }
         }
+        let with_effects: BTreeSet<usize> = states
+            .iter()
+            .map(|(index, _)| *index)
+            .filter(|index| !skipped.contains(index))
+            .collect();
 
         // Plan every indicator state in one transaction: intents are durable before any sink call.
         let caps = self.caps.clone();

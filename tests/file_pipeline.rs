@@ -278,3 +278,37 @@ fn parse_command_prints_one_json_object_per_pattern() {
         lines[2]
     );
 }
+
+#[test]
+fn a_merge_removes_what_the_merged_away_indicators_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let indicator = |id: &str, value: &str, modified: &str| {
+        serde_json::json!({"id": id, "type": "indicator", "spec_version": "2.1", "pattern_type": "stix",
+            "pattern": format!("[domain-name:value = '{value}']"), "name": value, "modified": modified})
+    };
+    let a = "indicator--00000000-0000-4000-8000-00000000000a";
+    let b = "indicator--00000000-0000-4000-8000-00000000000b";
+    let lines = [
+        serde_json::json!({"id": "1-0", "event": "create", "data": {"data": indicator(a, "kept.example", "2025-01-01T00:00:00Z")}}),
+        serde_json::json!({"id": "2-0", "event": "create", "data": {"data": indicator(b, "merged.example", "2025-01-01T00:00:00Z")}}),
+        serde_json::json!({"id": "3-0", "event": "merge", "data": {
+            "data": indicator(a, "kept.example", "2025-01-02T00:00:00Z"),
+            "context": {"sources": [indicator(b, "merged.example", "2025-01-01T00:00:00Z")]}}}),
+    ];
+    let input = dir.path().join("merge.ndjson");
+    std::fs::write(
+        &input,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .expect("write");
+    run_ok(&mut file_run(dir.path(), &input));
+    let live = jsonl_live_set(&read_jsonl(&dir.path().join("out/iocs.jsonl")));
+    let want: std::collections::BTreeSet<(String, String)> =
+        [("domain".to_string(), "kept.example".to_string())]
+            .into_iter()
+            .collect();
+    assert_eq!(live, want);
+    let runs = runs_json(dir.path());
+    assert_eq!(runs[0]["received"].as_u64(), Some(3));
+    assert_balanced(&runs[0]);
+}

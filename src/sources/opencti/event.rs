@@ -21,7 +21,7 @@ pub fn decode_event(topic: &str, id: Option<&str>, data: &str) -> Option<SourceE
     let payload = match kind {
         EventKind::Create | EventKind::Update | EventKind::Delete => {
             match serde_json::from_str::<Value>(data) {
-                Ok(v) => object_payload(&v),
+                Ok(v) => object_payload(topic, &v),
                 Err(e) => Payload::Malformed {
                     reason: format!("`{topic}` event data is not JSON: {e}"),
                 },
@@ -50,7 +50,7 @@ pub fn decode_event_value(topic: &str, id: Option<&str>, data: &Value) -> Option
     }
     let kind = kind_of(topic)?;
     let payload = match kind {
-        EventKind::Create | EventKind::Update | EventKind::Delete => object_payload(data),
+        EventKind::Create | EventKind::Update | EventKind::Delete => object_payload(topic, data),
         _ => Payload::None,
     };
     Some(SourceEvent {
@@ -79,10 +79,25 @@ fn position_of(id: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `data.data` as a STIX payload, or why it cannot be one.
-fn object_payload(envelope: &Value) -> Payload {
+/// `data.data` as a STIX payload, or why it cannot be one. A `merge` also names the objects merged
+/// into the target (`context.sources`): they vanish from the platform without delete events.
+fn object_payload(topic: &str, envelope: &Value) -> Payload {
     match envelope.get("data") {
-        Some(obj @ Value::Object(_)) => Payload::Stix(obj.clone()),
+        Some(obj @ Value::Object(_)) => {
+            let merged = if topic == "merge" {
+                merged_ids(envelope)
+            } else {
+                Vec::new()
+            };
+            if merged.is_empty() {
+                Payload::Stix(obj.clone())
+            } else {
+                Payload::StixMerge {
+                    object: obj.clone(),
+                    merged,
+                }
+            }
+        }
         Some(_) => Payload::Malformed {
             reason: "event `data.data` is not a JSON object".to_string(),
         },
@@ -93,6 +108,21 @@ fn object_payload(envelope: &Value) -> Payload {
             reason: "event data is not a JSON object".to_string(),
         },
     }
+}
+
+/// The ids of a merge's `context.sources` (objects, or bare ids on some versions).
+fn merged_ids(envelope: &Value) -> Vec<String> {
+    envelope
+        .pointer("/context/sources")
+        .and_then(Value::as_array)
+        .map(|sources| {
+            sources
+                .iter()
+                .filter_map(|s| s.get("id").unwrap_or(s).as_str())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A stream id split as `(epoch ms, sequence)`; `None` when it is not of that form (ids are
