@@ -388,9 +388,12 @@ impl Pipeline {
         self.run_started = Instant::now();
         self.stats = RunStats::new(self.source_name);
         self.finished = None;
+        // Events received past a batch boundary (after a `RunEnd`) wait here for the next batch.
+        let mut carry = std::collections::VecDeque::new();
         loop {
             let batch = collect(
                 &mut events,
+                &mut carry,
                 self.cfg.batch_events,
                 self.cfg.linger,
                 shutdown,
@@ -1093,55 +1096,48 @@ async fn record_outcomes(
 }
 
 /// Collects up to `max` events: waits for the first, then for more until `linger` has passed.
-/// A `Reset` or `RunEnd` event closes the batch. Returns empty when the channel closed or on shutdown.
+/// A `Reset` or `RunEnd` event closes the batch (events after it wait for the next batch). Returns
+/// empty when the channel closed or on shutdown.
+///
+/// Events are taken in bulk (`recv_many`): one wake-up per burst instead of a hand-off per event.
 async fn collect(
     events: &mut mpsc::Receiver<SourceEvent>,
+    pending: &mut std::collections::VecDeque<SourceEvent>,
     max: usize,
     linger: Duration,
     shutdown: &CancellationToken,
 ) -> Vec<SourceEvent> {
-    let mut batch = Vec::new();
-    let first = tokio::select! {
-        e = events.recv() => e,
-        _ = shutdown.cancelled() => None,
-    };
-    let Some(first) = first else { return batch };
     let closes = |e: &SourceEvent| matches!(e.kind, EventKind::Reset | EventKind::RunEnd);
-    let done = closes(&first);
-    batch.push(first);
-    if done {
-        return batch;
-    }
+    let mut batch = Vec::new();
+    let mut buf = Vec::new();
     let deadline = tokio::time::Instant::now() + linger;
-    while batch.len() < max {
-        // Take whatever is already queued without waiting.
-        match events.try_recv() {
-            Ok(e) => {
-                let done = closes(&e);
-                batch.push(e);
-                if done {
-                    break;
-                }
-                continue;
+    loop {
+        while let Some(e) = pending.pop_front() {
+            let done = closes(&e);
+            batch.push(e);
+            if done {
+                return batch;
             }
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {}
+            if batch.len() >= max {
+                return batch;
+            }
         }
-        let next = tokio::select! {
-            e = events.recv() => e,
-            _ = tokio::time::sleep_until(deadline) => None,
-            _ = shutdown.cancelled() => None,
+        let want = max - batch.len();
+        let got = if batch.is_empty() {
+            tokio::select! {
+                n = events.recv_many(&mut buf, want) => n,
+                _ = shutdown.cancelled() => 0,
+            }
+        } else {
+            tokio::select! {
+                n = events.recv_many(&mut buf, want) => n,
+                _ = tokio::time::sleep_until(deadline) => 0,
+                _ = shutdown.cancelled() => 0,
+            }
         };
-        match next {
-            Some(e) => {
-                let done = closes(&e);
-                batch.push(e);
-                if done {
-                    break;
-                }
-            }
-            None => break,
+        if got == 0 {
+            return batch;
         }
+        pending.extend(buf.drain(..));
     }
-    batch
 }

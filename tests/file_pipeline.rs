@@ -129,7 +129,10 @@ fn sigkill_mid_run_then_restart_gives_the_expected_set_without_duplicates() {
     let input = fixture("opencti/stream.sse");
     // One event per batch makes the run slow enough to be killed in the middle several times.
     let mut kills = 0;
-    for delay_ms in [150u64, 400, 250, 600, 300] {
+    for delay_ms in [150u64, 400, 250, 600, 300, 200, 350, 450] {
+        if kills == 5 {
+            break;
+        }
         let mut child = file_run(dir.path(), &input)
             .env("IOCSYNC_PIPELINE_BATCH_EVENTS", "1")
             .env("IOCSYNC_PIPELINE_LINGER", "1ms")

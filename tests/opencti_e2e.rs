@@ -128,10 +128,14 @@ async fn sigkill_at_random_points_then_restart_gives_the_expected_set_without_du
     let fake = fake_with_fixture().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut kills = 0;
-    for delay_ms in [700u64, 350, 900, 500, 650, 400] {
+    // Kill at varied points until six kills have landed mid-run (at most ten starts).
+    for delay_ms in [700u64, 350, 900, 500, 650, 400, 300, 550, 450, 250] {
+        if kills == 6 {
+            break;
+        }
         let mut cmd = opencti_run(dir.path(), &fake.url, TOKEN);
-        // Small batches keep the run long enough to be interrupted at many points.
-        cmd.env("IOCSYNC_PIPELINE_BATCH_EVENTS", "3")
+        // One event per batch keeps the run long enough to be interrupted at many points.
+        cmd.env("IOCSYNC_PIPELINE_BATCH_EVENTS", "1")
             .env("IOCSYNC_PIPELINE_LINGER", "1ms")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
