@@ -16,6 +16,29 @@ pub fn join_url(base: &str, path: &str) -> String {
     }
 }
 
+/// True for the placeholders shipped in the connectors' sample compose files (`ChangeMe`…).
+pub fn is_placeholder(value: &str) -> bool {
+    let v = value.trim().to_ascii_lowercase();
+    v.is_empty() || v == "changeme" || v == "changeme_or_empty"
+}
+
+/// What is wrong with a user-supplied base URL, if anything: missing, a placeholder, not http(s),
+/// or carrying a query string.
+pub fn base_url_problem(url: Option<&str>) -> Option<String> {
+    match url.map(str::trim) {
+        None | Some("") => Some("is required".into()),
+        Some(u) if is_placeholder(u) => Some("is still the `ChangeMe` placeholder".into()),
+        Some(u) => match url::Url::parse(u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => parsed
+                .query()
+                .is_some()
+                .then(|| "must not have a query string".into()),
+            Ok(parsed) => Some(format!("must be http(s), not `{}`", parsed.scheme())),
+            Err(e) => Some(format!("is not a URL: {e}")),
+        },
+    }
+}
+
 /// Builds the HTTP client for one remote. TLS verification is on unless the user turned it off.
 pub fn http_client(ssl_verify: bool, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()

@@ -42,21 +42,8 @@ fn opencti_run(dir: &Path, url: &str, token: &str) -> tokio::process::Command {
     tokio::process::Command::from(cmd)
 }
 
-async fn output(mut cmd: tokio::process::Command) -> Output {
-    tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("iocsync finished in time")
-        .expect("spawn iocsync")
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "iocsync failed ({:?})\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+async fn output(cmd: tokio::process::Command) -> Output {
+    output_within(cmd, Duration::from_secs(120)).await
 }
 
 fn expected() -> std::collections::BTreeSet<(String, String)> {
@@ -70,7 +57,7 @@ async fn full_stream_lands_exactly_the_expected_set_and_pings_the_checkpoint() {
     let mut cmd = opencti_run(dir.path(), &fake.url, TOKEN);
     cmd.arg("--once");
     let out = output(cmd).await;
-    assert_ok(&out);
+    assert_success(&out);
     assert_eq!(
         jsonl_live_set(&read_jsonl(&dir.path().join("out/iocs.jsonl"))),
         expected()
@@ -101,7 +88,7 @@ async fn connection_dropped_every_100_events_still_gives_exactly_the_expected_se
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = opencti_run(dir.path(), &fake.url, TOKEN);
     cmd.arg("--once");
-    assert_ok(&output(cmd).await);
+    assert_success(&output(cmd).await);
     assert_eq!(
         jsonl_live_set(&read_jsonl(&dir.path().join("out/iocs.jsonl"))),
         expected()
@@ -150,7 +137,7 @@ async fn sigkill_at_random_points_then_restart_gives_the_expected_set_without_du
     assert!(kills >= 5, "only {kills} kills landed mid-run");
     let mut cmd = opencti_run(dir.path(), &fake.url, TOKEN);
     cmd.arg("--once");
-    assert_ok(&output(cmd).await);
+    assert_success(&output(cmd).await);
     // jsonl_live_set panics on a create of a value that is already live: the no-duplicate check.
     assert_eq!(
         jsonl_live_set(&read_jsonl(&dir.path().join("out/iocs.jsonl"))),
@@ -181,7 +168,7 @@ async fn operator_reset_replays_from_the_beginning_without_duplicate_creates() {
             .arg("--once");
         cmd
     };
-    assert_ok(&output(recovering(dir.path())).await);
+    assert_success(&output(recovering(dir.path())).await);
     assert_eq!(
         jsonl_live_set(&read_jsonl(&dir.path().join("out/iocs.jsonl"))),
         expected()
@@ -190,7 +177,7 @@ async fn operator_reset_replays_from_the_beginning_without_duplicate_creates() {
 
     fake.reset_connector_state(CONNECTOR_ID);
     let out = output(recovering(dir.path())).await;
-    assert_ok(&out);
+    assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("reset"),

@@ -37,26 +37,8 @@ fn file_to_s1(dir: &Path, s1: &FakeS1) -> tokio::process::Command {
     tokio::process::Command::from(cmd)
 }
 
-async fn output(mut cmd: tokio::process::Command) -> Output {
-    tokio::time::timeout(Duration::from_secs(180), cmd.output())
-        .await
-        .expect("iocsync finished in time")
-        .expect("spawn iocsync")
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "iocsync failed ({:?})\nstdout:\n{}\nstderr (tail):\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+async fn output(cmd: tokio::process::Command) -> Output {
+    output_within(cmd, Duration::from_secs(180)).await
 }
 
 /// The fake's IOCs as (our type, value); panics on a duplicate (type, value).
@@ -92,7 +74,7 @@ async fn file_stream_into_sentinelone_gives_exactly_the_expected_set() {
     let s1 = sentinelone_fake::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let out = output(file_to_s1(dir.path(), &s1)).await;
-    assert_ok(&out);
+    assert_success(&out);
     assert_eq!(s1_live_set(&s1), expected());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -116,7 +98,7 @@ async fn server_errors_on_a_quarter_of_calls_still_give_exactly_the_expected_set
     cmd.env("IOCSYNC_PIPELINE_BATCH_EVENTS", "200")
         .env("SENTINELONE_INTEL_BATCH_SIZE", "100");
     let out = output(cmd).await;
-    assert_ok(&out);
+    assert_success(&out);
     assert_eq!(s1_live_set(&s1), expected());
     assert!(String::from_utf8_lossy(&out.stdout).contains("retries"));
 }
@@ -128,7 +110,7 @@ async fn rate_limits_with_and_without_retry_after_still_give_exactly_the_expecte
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = file_to_s1(dir.path(), &s1);
     cmd.env("SENTINELONE_INTEL_BATCH_SIZE", "250");
-    assert_ok(&output(cmd).await);
+    assert_success(&output(cmd).await);
     assert_eq!(s1_live_set(&s1), expected());
 
     let s1 = sentinelone_fake::start().await;
@@ -136,7 +118,7 @@ async fn rate_limits_with_and_without_retry_after_still_give_exactly_the_expecte
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = file_to_s1(dir.path(), &s1);
     cmd.env("SENTINELONE_INTEL_BATCH_SIZE", "250");
-    assert_ok(&output(cmd).await);
+    assert_success(&output(cmd).await);
     assert_eq!(s1_live_set(&s1), expected());
 }
 
@@ -164,7 +146,7 @@ async fn sigkill_between_post_and_ack_creates_no_duplicate() {
     assert!(landed_before_restart > 0);
 
     s1.clear_failures();
-    assert_ok(&output(file_to_s1(dir.path(), &s1)).await);
+    assert_success(&output(file_to_s1(dir.path(), &s1)).await);
     // s1_live_set panics on a duplicate (type, value): the acknowledged-by-lookup path worked.
     assert_eq!(s1_live_set(&s1), expected());
     let lookups = s1
@@ -225,7 +207,7 @@ async fn opencti_stream_into_sentinelone_gives_exactly_the_expected_set() {
         .env("CONNECTOR_LIVE_STREAM_RECOVER_ISO_DATE", "false");
     s1_env(&mut cmd, &s1, dir.path());
     let out = output(tokio::process::Command::from(cmd)).await;
-    assert_ok(&out);
+    assert_success(&out);
     assert_eq!(s1_live_set(&s1), expected());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -176,3 +176,30 @@ fn zeek_url(url: &str) -> String {
     };
     format!("{host}{path}")
 }
+
+/// Runs the binary to completion (async tests with in-process fakes), bounded by `limit`.
+pub async fn output_within(mut cmd: tokio::process::Command, limit: std::time::Duration) -> Output {
+    tokio::time::timeout(limit, cmd.output())
+        .await
+        .expect("iocsync finished in time")
+        .expect("spawn iocsync")
+}
+
+/// Asserts success, printing the tail of the logs on failure.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "iocsync failed ({:?})\nstdout:\n{}\nstderr (tail):\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -7,6 +7,7 @@
 
 use super::mapping::SUPPORTED_TYPES;
 use super::schedule::{parse_time_of_day, Schedule};
+use crate::remote::{base_url_problem, is_placeholder};
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
@@ -116,12 +117,6 @@ pub fn split_list(list: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// Placeholders shipped in sample compose files.
-fn is_placeholder(value: &str) -> bool {
-    let v = value.trim().to_ascii_lowercase();
-    v.is_empty() || v == "changeme" || v == "changeme_or_empty"
-}
-
 impl MispConfig {
     /// The attribute types to request: `types`, or every supported type.
     pub fn type_list(&self) -> Vec<String> {
@@ -196,23 +191,8 @@ impl MispConfig {
     /// Problems with this section, as `(key, message)`; empty when usable.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out: Vec<(&'static str, String)> = Vec::new();
-        match self.url.as_deref().map(str::trim) {
-            None | Some("") => out.push(("misp.url", "is required".into())),
-            Some(u) if is_placeholder(u) => {
-                out.push(("misp.url", "is still the `ChangeMe` placeholder".into()))
-            }
-            Some(u) => match url::Url::parse(u) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                    if parsed.query().is_some() {
-                        out.push(("misp.url", "must not have a query string".into()));
-                    }
-                }
-                Ok(parsed) => out.push((
-                    "misp.url",
-                    format!("must be http(s), not `{}`", parsed.scheme()),
-                )),
-                Err(e) => out.push(("misp.url", format!("is not a URL: {e}"))),
-            },
+        if let Some(problem) = base_url_problem(self.url.as_deref()) {
+            out.push(("misp.url", problem));
         }
         match &self.key {
             None => out.push((

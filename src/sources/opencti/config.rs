@@ -5,6 +5,7 @@
 //! check it without I/O. pycti variables that mean nothing here are accepted and ignored, so a
 //! drop-in replacement of the Python SentinelOne/Sekoia stream connectors starts with the same env.
 
+use crate::remote::{base_url_problem, is_placeholder};
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
@@ -224,12 +225,6 @@ pub enum RecoverSetting {
     Disabled,
 }
 
-/// Placeholders shipped in the connectors' sample compose files.
-fn is_placeholder(value: &str) -> bool {
-    let v = value.trim().to_ascii_lowercase();
-    v == "changeme" || v == "changeme_or_empty" || v.is_empty()
-}
-
 fn words_off(v: &str) -> bool {
     matches!(
         v.trim().to_ascii_lowercase().as_str(),
@@ -274,23 +269,8 @@ impl OpenCtiConfig {
 
     pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        match self.url.as_deref().map(str::trim) {
-            None | Some("") => out.push(("opencti.url", "is required".to_string())),
-            Some(u) if is_placeholder(u) => {
-                out.push(("opencti.url", "is still the `ChangeMe` placeholder".into()))
-            }
-            Some(u) => match url::Url::parse(u) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
-                    if parsed.query().is_some() {
-                        out.push(("opencti.url", "must not have a query string".into()));
-                    }
-                }
-                Ok(parsed) => out.push((
-                    "opencti.url",
-                    format!("must be http(s), not `{}`", parsed.scheme()),
-                )),
-                Err(e) => out.push(("opencti.url", format!("is not a URL: {e}"))),
-            },
+        if let Some(problem) = base_url_problem(self.url.as_deref()) {
+            out.push(("opencti.url", problem));
         }
         match &self.token {
             None => out.push(("opencti.token", "is required".to_string())),
