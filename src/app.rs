@@ -594,7 +594,7 @@ impl CheckFailure {
             }
             SinkError::Auth { .. } | SinkError::Permission { .. } => (credential, 3),
             SinkError::Transport { .. } | SinkError::Http { .. } | SinkError::Io { .. } => (url, 1),
-            SinkError::RateLimited { .. } => (None, 1),
+            SinkError::RateLimited { .. } | SinkError::NotSent { .. } => (None, 1),
         };
         CheckFailure {
             message: e.to_string(),

@@ -750,6 +750,7 @@ impl SinkWorker {
             }
             let mut done = Vec::new();
             let mut retry = Vec::new();
+            let mut ambiguous = BTreeSet::new();
             let mut last_error: Option<(SinkError, Option<Duration>)> = None;
             if outcomes.len() == pending.len() {
                 for (change, outcome) in pending.into_iter().zip(outcomes) {
@@ -775,7 +776,13 @@ impl SinkWorker {
                                 (Some(a), Some(b)) => Some(a.max(b)),
                                 (a, b) => a.or(b),
                             };
-                            last_error = Some((error, after));
+                            if error.is_ambiguous() {
+                                ambiguous.insert(change.intent_id);
+                            }
+                            // Report the failure that happened, not a "not sent" consequence of it.
+                            if !matches!(error, SinkError::NotSent { .. }) || last_error.is_none() {
+                                last_error = Some((error, after));
+                            }
                             retry.push(change);
                         }
                     }
@@ -825,8 +832,13 @@ impl SinkWorker {
                     &self.shutdown,
                 )
                 .await?;
-                if error.is_ambiguous() {
-                    pending = self.settle(pending, report).await?;
+                if !ambiguous.is_empty() {
+                    // Only what may have been applied is looked up; the rest is simply re-sent.
+                    let (unsure, sure): (Vec<Change>, Vec<Change>) = pending
+                        .into_iter()
+                        .partition(|c| ambiguous.contains(&c.intent_id));
+                    pending = sure;
+                    pending.extend(self.settle(unsure, report).await?);
                 }
             }
         }
@@ -1045,6 +1057,7 @@ fn sink_of(error: &SinkError) -> &'static str {
         | SinkError::Http { sink, .. }
         | SinkError::Transport { sink, .. }
         | SinkError::Io { sink, .. }
+        | SinkError::NotSent { sink, .. }
         | SinkError::Config { sink, .. } => sink,
     }
 }

@@ -148,6 +148,15 @@ pub enum SinkError {
         /// What failed.
         message: String,
     },
+    /// The change was not attempted because an earlier call of the same batch failed; re-sending
+    /// it cannot duplicate anything.
+    #[error("{sink}: not sent, an earlier call failed: {cause}")]
+    NotSent {
+        /// Sink name.
+        sink: &'static str,
+        /// The earlier failure.
+        cause: String,
+    },
     /// Local file I/O (JSONL, Zeek).
     #[error("{sink} failed to {action} `{path}`: {source}")]
     Io {

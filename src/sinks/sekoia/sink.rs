@@ -45,6 +45,17 @@ fn key_of(change: &Change) -> Key {
     )
 }
 
+/// For a change left unsent after `e` stopped the run of calls.
+fn not_sent(e: &SekoiaError) -> Outcome {
+    Outcome::Retry {
+        after: e.retry_after(),
+        error: SinkError::NotSent {
+            sink: SINK,
+            cause: e.to_string(),
+        },
+    }
+}
+
 fn retry(e: &SekoiaError) -> Outcome {
     Outcome::Retry {
         after: e.retry_after(),
@@ -362,7 +373,7 @@ impl SekoiaSink {
         let mut revoked = 0;
         for c in changes {
             if let Some(e) = &abort {
-                out.push(retry(e));
+                out.push(not_sent(e));
                 continue;
             }
             match self.revoke_change(c, known.get(&key_of(c))).await {
