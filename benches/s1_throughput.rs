@@ -73,6 +73,13 @@ async fn measure(n: usize, batch: usize) -> (Duration, u64) {
 }
 
 fn main() {
+    // `IOCSYNC_LOG=debug` shows per-batch planning / applying times.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("IOCSYNC_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let n: usize = std::env::var("IOCSYNC_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())

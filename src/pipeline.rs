@@ -553,6 +553,7 @@ impl Pipeline {
             .filter(|index| !skipped.contains(index))
             .collect();
 
+        let planning = Instant::now();
         // Plan every indicator state in one transaction: intents are durable before any sink call.
         let caps = self.caps.clone();
         let to_plan: Vec<(usize, IndicatorState)> = states;
@@ -578,7 +579,17 @@ impl Pipeline {
             owner.insert(p.change.intent_id, index);
             per_sink[p.sink].push(p.change);
         }
+        let planned_in = planning.elapsed();
+        let applying = Instant::now();
+        let changes: usize = per_sink.iter().map(Vec::len).sum();
         let rejected_intents = self.apply_sinks(per_sink, shutdown).await?;
+        tracing::debug!(
+            events = batch.len(),
+            changes,
+            plan_ms = planned_in.as_millis() as u64,
+            apply_ms = applying.elapsed().as_millis() as u64,
+            "batch applied"
+        );
         let rejected_events: BTreeSet<usize> = rejected_intents
             .iter()
             .filter_map(|id| owner.get(id).copied())
@@ -1075,31 +1086,36 @@ async fn record_outcomes(
         let tx = s.tx()?;
         for (change, fate) in done {
             let kind = change.ioc.kind.sink_kind();
-            let entry = tx.sink_entry(sink, kind, &change.ioc.value)?;
-            match (change.op, fate, entry) {
-                (ChangeOp::Create, Final::Applied(remote_id), Some(mut e)) => {
-                    e.status = EntryStatus::Live;
-                    e.remote_id = remote_id.or(e.remote_id);
-                    tx.put_sink_entry(sink, &e)?;
+            let value = change.ioc.value.as_str();
+            match (change.op, fate) {
+                (ChangeOp::Create, Final::Applied(remote_id)) => {
+                    tx.settle_entry(
+                        sink,
+                        kind,
+                        value,
+                        EntryStatus::Live,
+                        remote_id.as_deref(),
+                        None,
+                    )?;
                 }
-                (ChangeOp::Create, Final::Rejected, Some(mut e)) => {
-                    e.status = EntryStatus::Rejected;
-                    tx.put_sink_entry(sink, &e)?;
+                (ChangeOp::Create, Final::Rejected) => {
+                    tx.settle_entry(sink, kind, value, EntryStatus::Rejected, None, None)?;
                 }
-                (ChangeOp::Update, Final::Applied(remote_id), Some(mut e)) => {
-                    e.status = EntryStatus::Live;
-                    e.meta = change.meta.clone();
-                    e.remote_id = remote_id.or(e.remote_id);
-                    tx.put_sink_entry(sink, &e)?;
+                (ChangeOp::Update, Final::Applied(remote_id)) => {
+                    let meta = Some(&change.meta);
+                    tx.settle_entry(
+                        sink,
+                        kind,
+                        value,
+                        EntryStatus::Live,
+                        remote_id.as_deref(),
+                        meta,
+                    )?;
                 }
-                (ChangeOp::Update, Final::Rejected, Some(mut e)) => {
-                    e.status = EntryStatus::Live;
-                    tx.put_sink_entry(sink, &e)?;
+                (ChangeOp::Update, Final::Rejected) => {
+                    tx.settle_entry(sink, kind, value, EntryStatus::Live, None, None)?;
                 }
-                (ChangeOp::Delete, _, Some(_)) => {
-                    tx.remove_sink_entry(sink, kind, &change.ioc.value)?;
-                }
-                (_, _, None) => {}
+                (ChangeOp::Delete, _) => tx.remove_sink_entry(sink, kind, value)?,
             }
             tx.delete_intent(change.intent_id)?;
         }

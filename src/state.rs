@@ -725,6 +725,26 @@ impl Tx<'_> {
             .map(|_| ())
     }
 
+    /// Records a sink's answer for an entry without reading it back: the new status, the remote id
+    /// when one came back, the metadata when an update was applied. No entry: nothing to do.
+    pub fn settle_entry(
+        &self,
+        sink: &str,
+        kind: IocKind,
+        value: &str,
+        status: EntryStatus,
+        remote_id: Option<&str>,
+        meta: Option<&IocMeta>,
+    ) -> Result<(), StateError> {
+        let meta = meta.map(|m| serde_json::to_string(m).unwrap_or_else(|_| "{}".into()));
+        self.exec(
+            "UPDATE sink_ioc SET status=?1, remote_id=COALESCE(?2, remote_id), meta=COALESCE(?3, meta),
+               updated_at=?4 WHERE sink=?5 AND kind=?6 AND value=?7",
+            params![status.as_str(), remote_id, meta, now_ms(), sink, kind.sink_kind().as_str(), value],
+        )
+        .map(|_| ())
+    }
+
     /// Removes a sink entry.
     pub fn remove_sink_entry(
         &self,
