@@ -402,14 +402,11 @@ impl Pipeline {
             if batch.is_empty() {
                 break;
             }
-            let batch_len = batch.len() as u64;
-            let before = self.stats.received;
             if let Err(err) = self.process(batch, shutdown).await {
                 // Everything received in this batch and not yet accounted stays pending.
                 let accounted =
                     self.stats.applied + self.stats.skipped_total() + self.stats.dead_lettered;
                 self.stats.pending = self.stats.received.saturating_sub(accounted);
-                let _ = (batch_len, before);
                 self.stats.errors.push(err.to_string());
                 self.finish_run().await?;
                 return Err(err);
@@ -468,6 +465,11 @@ impl Pipeline {
         batch: Vec<SourceEvent>,
         shutdown: &CancellationToken,
     ) -> Result<(), PipelineError> {
+        if self.stats.received == 0 && self.stats.heartbeats == 0 && self.stats.errors.is_empty() {
+            // A run starts with its first event, not when the previous one ended (MISP idles between).
+            self.run_started = Instant::now();
+            self.stats.started = RunStats::new(self.source_name).started;
+        }
         let mut states: Vec<(usize, IndicatorState)> = Vec::new();
         let mut removals: Vec<(usize, IndicatorState)> = Vec::new();
         let mut last_position: Option<String> = None;

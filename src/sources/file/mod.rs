@@ -107,7 +107,6 @@ impl FileSource {
         let mut parser = SseParser::default();
         let mut consumed = offset;
         let mut line = Vec::new();
-        let mut last_position = None;
         loop {
             line.clear();
             let n = reader
@@ -124,7 +123,6 @@ impl FileSource {
             };
             if let Some(ev) = event {
                 let position = Some(self.position(consumed));
-                last_position.clone_from(&position);
                 if let Some(mut out) = ev.decode() {
                     out.position = position;
                     if !self.send(ctx, out).await? {
@@ -153,7 +151,6 @@ impl FileSource {
             kind: EventKind::RunEnd,
             payload: Payload::None,
         };
-        let _ = last_position;
         self.send(ctx, end).await
     }
 
