@@ -103,7 +103,11 @@ fn plan_key(
     value: &str,
     cancelled: &mut Vec<i64>,
 ) -> Result<Option<Change>, StateError> {
-    let holder = tx.any_holder(kind, value)?;
+    // This indicator holding the value answers "is it desired?" without a query.
+    let holder = match held_by_this {
+        Some(_) => Some(state.id.clone()),
+        None => tx.any_holder(kind, value)?,
+    };
     let entry = tx.sink_entry(sink.name, kind, value)?;
     let desired = holder.is_some();
     let mut cancel_pending = |entry: &SinkEntry| -> Result<(), StateError> {
