@@ -257,3 +257,130 @@ fn metadata_equal(a: &IocMeta, b: &IocMeta) -> bool {
         && a.labels == b.labels
         && a.kill_chain_phases == b.kill_chain_phases
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::State;
+
+    fn caps() -> Vec<SinkCaps> {
+        vec![SinkCaps {
+            name: "jsonl",
+            supports_update: true,
+        }]
+    }
+
+    fn indicator(id: &str, values: &[&str], version: &str, score: u8) -> IndicatorState {
+        IndicatorState {
+            id: id.into(),
+            iocs: values
+                .iter()
+                .map(|v| Ioc {
+                    kind: IocKind::Domain,
+                    value: (*v).into(),
+                })
+                .collect(),
+            skip: None,
+            meta: IocMeta {
+                score: Some(score),
+                ..IocMeta::default()
+            },
+            version: Some(version.into()),
+        }
+    }
+
+    /// Plans one state and pretends the sink applied everything.
+    fn plan_and_apply(state: &mut State, s: &IndicatorState) -> Vec<(ChangeOp, String)> {
+        let tx = state.tx().expect("tx");
+        let mut cancelled = Vec::new();
+        let planned = plan_indicator(&tx, &caps(), s, &mut cancelled).expect("plan");
+        for p in &planned {
+            let c = &p.change;
+            match c.op {
+                ChangeOp::Delete => tx.remove_sink_entry("jsonl", c.ioc.kind, &c.ioc.value),
+                _ => tx.settle_entry(
+                    "jsonl",
+                    c.ioc.kind,
+                    &c.ioc.value,
+                    EntryStatus::Live,
+                    None,
+                    Some(&c.meta),
+                ),
+            }
+            .expect("settle");
+            tx.delete_intent(c.intent_id).expect("intent");
+        }
+        tx.commit().expect("commit");
+        planned
+            .into_iter()
+            .map(|p| (p.change.op, p.change.ioc.value))
+            .collect()
+    }
+
+    #[test]
+    fn values_are_reference_counted_and_replays_plan_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("state");
+        let t1 = "2025-01-01T00:00:00Z";
+        let a = indicator("indicator--a", &["shared.example"], t1, 50);
+        let b = indicator("indicator--b", &["shared.example", "b.example"], t1, 50);
+        assert_eq!(
+            plan_and_apply(&mut state, &a),
+            [(ChangeOp::Create, "shared.example".into())]
+        );
+        assert_eq!(
+            plan_and_apply(&mut state, &b),
+            [(ChangeOp::Create, "b.example".into())]
+        );
+        // Replaying the same state plans nothing.
+        assert!(plan_and_apply(&mut state, &a).is_empty());
+        // A deletes: the shared value stays, B still holds it.
+        let gone = IndicatorState {
+            version: Some("2025-01-02T00:00:00Z".into()),
+            ..IndicatorState::removed("indicator--a")
+        };
+        assert!(plan_and_apply(&mut state, &gone).is_empty());
+        // An older version of A (replayed history) is stale: nothing is re-created.
+        assert!(plan_and_apply(&mut state, &a).is_empty());
+        // B's metadata changes on a value it created: an update; then B goes: both deleted.
+        let b2 = indicator(
+            "indicator--b",
+            &["shared.example", "b.example"],
+            "2025-01-03T00:00:00Z",
+            90,
+        );
+        assert_eq!(
+            plan_and_apply(&mut state, &b2),
+            [(ChangeOp::Update, "b.example".into())]
+        );
+        let b_gone = IndicatorState::removed("indicator--b");
+        let mut deleted = plan_and_apply(&mut state, &b_gone);
+        deleted.sort();
+        assert_eq!(
+            deleted,
+            [
+                (ChangeOp::Delete, "b.example".to_string()),
+                (ChangeOp::Delete, "shared.example".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_change_not_yet_sent_is_cancelled_rather_than_undone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("state");
+        let tx = state.tx().expect("tx");
+        let mut cancelled = Vec::new();
+        let a = indicator("indicator--a", &["x.example"], "2025-01-01T00:00:00Z", 50);
+        let created = plan_indicator(&tx, &caps(), &a, &mut cancelled).expect("plan");
+        assert_eq!(created.len(), 1);
+        let gone = IndicatorState::removed("indicator--a");
+        let deleted = plan_indicator(&tx, &caps(), &gone, &mut cancelled).expect("plan");
+        assert!(deleted.is_empty(), "{deleted:?}");
+        assert_eq!(cancelled, [created[0].change.intent_id]);
+        assert!(tx
+            .sink_entry("jsonl", IocKind::Domain, "x.example")
+            .expect("entry")
+            .is_none());
+    }
+}
