@@ -14,6 +14,9 @@ pub const DB_FILE: &str = "iocsync.db";
 /// Bumped when the schema changes incompatibly.
 const SCHEMA_VERSION: i64 = 1;
 
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// How many runs `iocsync runs` keeps.
 pub const RUNS_KEPT: i64 = 20;
 
@@ -176,9 +179,33 @@ impl State {
             path: path.clone(),
             source,
         })?;
+        // Before anything else: every statement below may have to wait for another connection
+        // (the metrics endpoint's reader, the MISP source's own) instead of failing at once.
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|source| StateError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
         let state = State { conn, path };
         state.init()?;
         Ok(state)
+    }
+
+    /// Opens an existing database read-only, without touching its schema (the metrics endpoint's
+    /// connection: it must never take a write lock the pipeline would wait for).
+    pub fn open_read_only(dir: &Path) -> Result<State, StateError> {
+        let path = dir.join(DB_FILE);
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        Ok(State { conn, path })
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
@@ -193,7 +220,6 @@ impl State {
             .execute_batch(
                 "PRAGMA journal_mode=WAL;
                  PRAGMA synchronous=FULL;
-                 PRAGMA busy_timeout=5000;
                  CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS checkpoint(source TEXT PRIMARY KEY, position TEXT NOT NULL, updated_at INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS indicator(id TEXT PRIMARY KEY, iocs TEXT NOT NULL, meta TEXT NOT NULL, version TEXT, updated_at INTEGER NOT NULL);
