@@ -362,6 +362,8 @@ mod tests {
     #[tokio::test]
     async fn serves_metrics_health_and_readiness() {
         let dir = tempfile::tempdir().expect("tempdir");
+        // The pipeline creates the state before the server starts; the server only reads it.
+        crate::state::State::open(dir.path()).expect("state");
         let server = Server::start(
             "127.0.0.1",
             0,
