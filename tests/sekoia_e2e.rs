@@ -77,13 +77,13 @@ async fn file_stream_into_sekoia_gives_exactly_the_expected_live_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_server_errors_still_give_exactly_the_expected_live_set() {
     let fake = sekoia_fake::start().await;
-    fake.fail_every(4, Failure::Status(503));
+    fake.fail_scattered(4, Failure::Status(503));
     let dir = tempfile::tempdir().expect("tempdir");
     assert_success(&output(file_to_sekoia(dir.path(), &fake)).await);
     assert_eq!(live_values(&fake), expected_values());
 
     let fake = sekoia_fake::start().await;
-    fake.fail_every(5, Failure::RateLimit(Some(0)));
+    fake.fail_scattered(5, Failure::RateLimit(Some(0)));
     let dir = tempfile::tempdir().expect("tempdir");
     assert_success(&output(file_to_sekoia(dir.path(), &fake)).await);
     assert_eq!(live_values(&fake), expected_values());

@@ -92,7 +92,7 @@ async fn file_stream_into_sentinelone_gives_exactly_the_expected_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_on_a_quarter_of_calls_still_give_exactly_the_expected_set() {
     let s1 = sentinelone_fake::start().await;
-    s1.fail_every(4, Failure::Status(503));
+    s1.fail_scattered(4, Failure::Status(503));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = file_to_s1(dir.path(), &s1);
     cmd.env("IOCSYNC_PIPELINE_BATCH_EVENTS", "200")
@@ -106,7 +106,7 @@ async fn server_errors_on_a_quarter_of_calls_still_give_exactly_the_expected_set
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_with_and_without_retry_after_still_give_exactly_the_expected_set() {
     let s1 = sentinelone_fake::start().await;
-    s1.fail_every(5, Failure::RateLimit(Some(1)));
+    s1.fail_scattered(5, Failure::RateLimit(Some(1)));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = file_to_s1(dir.path(), &s1);
     cmd.env("SENTINELONE_INTEL_BATCH_SIZE", "250");
@@ -114,7 +114,7 @@ async fn rate_limits_with_and_without_retry_after_still_give_exactly_the_expecte
     assert_eq!(s1_live_set(&s1), expected());
 
     let s1 = sentinelone_fake::start().await;
-    s1.fail_every(3, Failure::RateLimit(None));
+    s1.fail_scattered(3, Failure::RateLimit(None));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = file_to_s1(dir.path(), &s1);
     cmd.env("SENTINELONE_INTEL_BATCH_SIZE", "250");
@@ -194,7 +194,7 @@ async fn opencti_stream_into_sentinelone_gives_exactly_the_expected_set() {
     opencti.set_heartbeat(Duration::from_millis(200));
     opencti.drop_every(Some(250));
     let s1 = sentinelone_fake::start().await;
-    s1.fail_every(5, Failure::Status(502));
+    s1.fail_scattered(5, Failure::Status(502));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = iocsync(dir.path());
     cmd.args(["run", "--once"])

@@ -104,6 +104,8 @@ struct Inner {
     journal: Vec<Recorded>,
     next_failures: VecDeque<Failure>,
     every: Option<(u64, Failure)>,
+    /// `every` picks positions pseudo-randomly instead of periodically.
+    scattered: bool,
     requests: u64,
     seed: u64,
     counter: u64,
@@ -145,6 +147,7 @@ pub async fn start_seeded(seed: u64) -> FakeSekoia {
         journal: Vec::new(),
         next_failures: VecDeque::new(),
         every: None,
+        scattered: false,
         requests: 0,
         seed,
         counter: 0,
@@ -204,6 +207,15 @@ impl FakeSekoia {
     /// Every `k`-th request (counting all requests, 1-based) fails this way: a fraction of 1/k.
     pub fn fail_every(&self, k: u64, failure: Failure) {
         lock(&self.state).every = (k > 0).then_some((k, failure));
+        lock(&self.state).scattered = false;
+    }
+
+    /// About one request in `k` fails this way, at pseudo-random (seeded, reproducible) positions:
+    /// unlike [`FakeSekoia::fail_every`], the faults cannot fall into step with a client's retry
+    /// cycle and hit the same call forever, which a real outage never does.
+    pub fn fail_scattered(&self, k: u64, failure: Failure) {
+        lock(&self.state).every = (k > 0).then_some((k, failure));
+        lock(&self.state).scattered = true;
     }
 
     /// Removes every pending fault.
@@ -465,8 +477,10 @@ async fn handle(
         });
         s.requests += 1;
         let n = s.requests;
+        let scattered = s.scattered;
         s.next_failures.pop_front().or_else(|| match &s.every {
-            Some((k, f)) if n % k == 0 => Some(f.clone()),
+            Some((k, f)) if scattered && splitmix(n) % k == 0 => Some(f.clone()),
+            Some((k, f)) if !scattered && n % k == 0 => Some(f.clone()),
             _ => None,
         })
     };
