@@ -254,6 +254,11 @@ impl Source for FileSource {
             key: "file.path",
             message: format!("cannot read `{}`: {e}", self.path.display()),
         })?;
-        Ok(format!("readable `{}` ({format:?})", self.path.display()))
+        let what = match format {
+            FileFormat::Sse => "OpenCTI stream capture, SSE text",
+            FileFormat::Ndjson => "OpenCTI stream capture, NDJSON",
+            FileFormat::Bundle => "STIX 2.1 bundle",
+        };
+        Ok(format!("readable `{}` ({what})", self.path.display()))
     }
 }
