@@ -626,6 +626,15 @@ pub fn open_state(cfg: &Config) -> Result<State, AppError> {
     Ok(State::open(&cfg.state.dir)?)
 }
 
+/// Opens the state for reading only (`state show`, `runs`): it never creates or writes the database,
+/// so it runs safely beside a live daemon. `None` when no run has created it yet.
+pub fn read_state(cfg: &Config) -> Result<Option<State>, AppError> {
+    if !cfg.state.dir.join(crate::state::DB_FILE).exists() {
+        return Ok(None);
+    }
+    Ok(Some(State::open_read_only(&cfg.state.dir)?))
+}
+
 /// Where `run --demo` works.
 pub fn demo_dir() -> PathBuf {
     PathBuf::from("iocsync-demo")

@@ -192,10 +192,23 @@ fn parse_command(patterns: &[String]) -> Result<(), AppError> {
 }
 
 fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
-    let state = app::open_state(cfg)?;
     match action {
         StateAction::Show { json } => {
-            let o = state.overview()?;
+            let o = match app::read_state(cfg)? {
+                Some(state) => state.overview()?,
+                None => iocsync::state::Overview {
+                    path: cfg
+                        .state
+                        .dir
+                        .join(iocsync::state::DB_FILE)
+                        .display()
+                        .to_string(),
+                    checkpoints: Vec::new(),
+                    indicators: 0,
+                    sinks: Vec::new(),
+                    pending_intents: 0,
+                },
+            };
             if json {
                 println!(
                     "{}",
@@ -221,6 +234,7 @@ fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
             Ok(())
         }
         StateAction::Reset { yes } => {
+            let state = app::open_state(cfg)?;
             if !yes {
                 eprint!(
                     "clear the checkpoint, id maps and run history in {}? [y/N] ",
@@ -243,8 +257,10 @@ fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
 }
 
 fn runs_command(cfg: &Config, json: bool) -> Result<(), AppError> {
-    let state = app::open_state(cfg)?;
-    let runs = state.runs()?;
+    let runs = match app::read_state(cfg)? {
+        Some(state) => state.runs()?,
+        None => Vec::new(),
+    };
     if json {
         let list: Vec<_> = runs.iter().map(|r| &r.stats).collect();
         println!(

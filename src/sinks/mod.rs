@@ -199,6 +199,13 @@ impl SinkError {
     }
 }
 
+/// Splits a batch into runs of consecutive changes that are all deletes or all creates/updates, in
+/// order, so a sink can send one call per run and a create followed by a delete of the same IOC (or
+/// the reverse) still ends as the source intended.
+pub fn op_runs(batch: &[Change]) -> impl Iterator<Item = &[Change]> {
+    batch.chunk_by(|a, b| (a.op == ChangeOp::Delete) == (b.op == ChangeOp::Delete))
+}
+
 /// A destination for IOCs.
 #[async_trait]
 pub trait Sink: Send + Sync {

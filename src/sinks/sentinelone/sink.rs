@@ -8,7 +8,7 @@ use super::detail::{offenders, Offender};
 use super::error::{ApiError, S1Error, SINK};
 use super::item::{build_item, ItemDefaults};
 use super::types::{IocItem, ListQuery, RemoteIoc, S1Type};
-use crate::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
+use crate::sinks::{op_runs, Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 
@@ -479,20 +479,12 @@ impl Sink for SentinelOneSink {
     async fn apply(&self, batch: &[Change]) -> Vec<Outcome> {
         let mut out = Vec::with_capacity(batch.len());
         let mut known: HashMap<Key, String> = HashMap::new();
-        let mut start = 0;
-        while start < batch.len() {
-            let deleting = batch[start].op == ChangeOp::Delete;
-            let end = batch[start..]
-                .iter()
-                .position(|c| (c.op == ChangeOp::Delete) != deleting)
-                .map_or(batch.len(), |n| start + n);
-            let run = &batch[start..end];
-            if deleting {
+        for run in op_runs(batch) {
+            if run[0].op == ChangeOp::Delete {
                 out.extend(self.apply_deletes(run, &known).await);
             } else {
                 out.extend(self.apply_upserts(run, &mut known).await);
             }
-            start = end;
         }
         out
     }
