@@ -632,7 +632,7 @@ pub fn read_state(cfg: &Config) -> Result<Option<State>, AppError> {
     if !cfg.state.dir.join(crate::state::DB_FILE).exists() {
         return Ok(None);
     }
-    Ok(Some(State::open_read_only(&cfg.state.dir)?))
+    Ok(State::open_read_only(&cfg.state.dir)?)
 }
 
 /// Where `run --demo` works.

@@ -252,7 +252,7 @@ fn refresh_live_counts(shared: &Shared) -> Result<(), crate::state::StateError> 
     };
     let mut db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
     if db.is_none() {
-        *db = Some(State::open_read_only(dir)?);
+        *db = State::open_read_only(dir)?;
     }
     if let Some(state) = db.as_ref() {
         for sink in &shared.readiness.sinks {

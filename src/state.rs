@@ -192,8 +192,9 @@ impl State {
     }
 
     /// Opens an existing database read-only, without touching its schema (the metrics endpoint's
-    /// connection: it must never take a write lock the pipeline would wait for).
-    pub fn open_read_only(dir: &Path) -> Result<State, StateError> {
+    /// connection: it must never take a write lock the pipeline would wait for). `None` while the
+    /// database has no schema yet: a daemon that has just created the file is still initialising it.
+    pub fn open_read_only(dir: &Path) -> Result<Option<State>, StateError> {
         let path = dir.join(DB_FILE);
         let err = |source| StateError::Sqlite {
             path: path.clone(),
@@ -205,7 +206,39 @@ impl State {
         )
         .map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-        Ok(State { conn, path })
+        let state = State { conn, path };
+        match state.schema_version()? {
+            None => Ok(None),
+            Some(found) if found != SCHEMA_VERSION => Err(StateError::Schema {
+                path: state.path.clone(),
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+            Some(_) => Ok(Some(state)),
+        }
+    }
+
+    /// The schema version recorded in the database, `None` before the schema exists.
+    fn schema_version(&self) -> Result<Option<i64>, StateError> {
+        let has_meta: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?;
+        if !has_meta {
+            return Ok(None);
+        }
+        let found: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())?;
+        Ok(found.map(|v| v.parse::<i64>().unwrap_or(-1)))
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
@@ -217,10 +250,27 @@ impl State {
 
     fn init(&self) -> Result<(), StateError> {
         self.conn
+            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+            .map_err(self.err())?;
+        // One transaction, so a reader opening the file meanwhile (`state show`, the metrics
+        // endpoint) sees either no schema or all of it, never half.
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(self.err())?;
+        let created = self.create_schema();
+        let end = if created.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        self.conn.execute_batch(end).map_err(self.err())?;
+        created
+    }
+
+    fn create_schema(&self) -> Result<(), StateError> {
+        self.conn
             .execute_batch(
-                "PRAGMA journal_mode=WAL;
-                 PRAGMA synchronous=FULL;
-                 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS checkpoint(source TEXT PRIMARY KEY, position TEXT NOT NULL, updated_at INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS indicator(id TEXT PRIMARY KEY, iocs TEXT NOT NULL, meta TEXT NOT NULL, version TEXT, updated_at INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS holder(kind TEXT NOT NULL, value TEXT NOT NULL, indicator_id TEXT NOT NULL, PRIMARY KEY(kind, value, indicator_id));
@@ -234,14 +284,7 @@ impl State {
                  CREATE TABLE IF NOT EXISTS listing_cache(name TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY(name, seq));",
             )
             .map_err(self.err())?;
-        let found: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(self.err())?;
-        match found.and_then(|v| v.parse::<i64>().ok()) {
+        match self.schema_version()? {
             None => {
                 self.conn
                     .execute(
@@ -861,5 +904,47 @@ pub fn change_for(op: ChangeOp, entry: &SinkEntry) -> Change {
         indicator_id: entry.indicator_id.clone(),
         remote_id: entry.remote_id.clone(),
         meta: entry.meta.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_sees_no_state_until_the_schema_is_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The file a starting daemon has created but not yet initialised.
+        std::fs::write(dir.path().join(DB_FILE), b"").expect("create empty db file");
+        assert!(State::open_read_only(dir.path()).expect("open").is_none());
+
+        let writer = State::open(dir.path()).expect("init");
+        writer.set_checkpoint("file", "42").expect("checkpoint");
+        let reader = State::open_read_only(dir.path())
+            .expect("open")
+            .expect("schema is there");
+        assert_eq!(
+            reader.checkpoint("file").expect("read").as_deref(),
+            Some("42")
+        );
+    }
+
+    #[test]
+    fn a_reader_refuses_a_database_of_another_schema_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = State::open(dir.path()).expect("init");
+        writer
+            .conn
+            .execute("UPDATE meta SET value='999' WHERE key='schema'", [])
+            .expect("bump schema");
+        match State::open_read_only(dir.path()) {
+            Err(StateError::Schema { found: 999, .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a foreign schema was accepted"),
+        }
+        assert!(matches!(
+            State::open(dir.path()),
+            Err(StateError::Schema { found: 999, .. })
+        ));
     }
 }
