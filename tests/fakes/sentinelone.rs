@@ -600,12 +600,13 @@ fn create(s: &mut Inner, body: Option<Value>) -> Response {
         Ok(scope) => scope,
         Err(resp) => return *resp,
     };
-    let data = body
-        .as_ref()
-        .and_then(|b| b.get("data"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let data = match body {
+        Some(Value::Object(mut b)) => match b.remove("data") {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
     if data.is_empty() {
         return s1_error(
             400,
@@ -627,7 +628,8 @@ fn create(s: &mut Inner, body: Option<Value>) -> Response {
         return s1_error(400, 4_000_010, "Validation Error", Some(&detail));
     }
     let batch_id = s.next_uuid();
-    let mut out = Vec::new();
+    // Indexes into the store: the answer is serialised from it, without copying every IOC.
+    let mut out: Vec<usize> = Vec::new();
     for item in data {
         let Value::Object(mut ioc) = item else {
             continue;
@@ -673,7 +675,7 @@ fn create(s: &mut Inner, body: Option<Value>) -> Response {
             for (k, v) in ioc {
                 stored.ioc.insert(k, v);
             }
-            out.push(Value::Object(stored.ioc.clone()));
+            out.push(pos);
             continue;
         }
         let (scope, scope_id) = if let Some(g) = groups.first() {
@@ -690,7 +692,7 @@ fn create(s: &mut Inner, body: Option<Value>) -> Response {
         ioc.insert("creationTime".into(), json!(stamp));
         ioc.insert("scope".into(), json!(scope));
         ioc.insert("scopeId".into(), json!(scope_id));
-        out.push(Value::Object(ioc.clone()));
+        out.push(s.iocs.len());
         s.iocs.push(Stored {
             ioc,
             accounts: accounts.clone(),
@@ -698,7 +700,12 @@ fn create(s: &mut Inner, body: Option<Value>) -> Response {
             groups: groups.clone(),
         });
     }
-    axum::Json(json!({ "data": out })).into_response()
+    #[derive(serde::Serialize)]
+    struct Created<'a> {
+        data: Vec<&'a serde_json::Map<String, Value>>,
+    }
+    let data = out.iter().map(|&i| &s.iocs[i].ioc).collect();
+    axum::Json(Created { data }).into_response()
 }
 
 fn list(s: &mut Inner, query: &str) -> Response {

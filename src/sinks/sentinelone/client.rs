@@ -4,9 +4,7 @@
 
 use super::config::{strip_token_scheme, Scope, SentinelOneConfig};
 use super::error::{auth_message, describe_errors, parse_errors, permission_message, S1Error};
-use super::types::{
-    DeleteFilter, IocItem, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type,
-};
+use super::types::{DeleteFilter, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type};
 use crate::remote::{describe_transport_error, http_client, join_url, retry_after, trim_body};
 use crate::sinks::SinkError;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
@@ -58,6 +56,13 @@ pub fn iocs_url(console: &str) -> String {
         Some(root) => join_url(root, IOCS_PATH),
         None => join_url(base, IOCS_PATH),
     }
+}
+
+/// A write's body: the scope filter and the items.
+#[derive(serde::Serialize)]
+struct WriteBody<'a, I> {
+    filter: Map<String, Value>,
+    data: &'a [I],
 }
 
 #[derive(Deserialize)]
@@ -176,11 +181,11 @@ impl SentinelOneClient {
     }
 
     /// One call: sends, counts, maps the status. Returns the 2xx body.
-    async fn call(
+    async fn call<B: serde::Serialize + ?Sized>(
         &self,
         method: Method,
         query: &[(String, String)],
-        body: Option<&Value>,
+        body: Option<&B>,
     ) -> Result<bytes::Bytes, S1Error> {
         let endpoint = format!("{method} {}", self.url);
         let metric = format!("{method} /iocs");
@@ -262,11 +267,18 @@ impl SentinelOneClient {
     }
 
     /// Creates the items in one POST; returns S1's `data` (normally one entry per item, in order).
-    pub async fn create(&self, items: &[IocItem]) -> Result<Vec<RemoteIoc>, S1Error> {
+    /// Takes items or references to them: the body is serialised straight from them.
+    pub async fn create<I: serde::Serialize>(
+        &self,
+        items: &[I],
+    ) -> Result<Vec<RemoteIoc>, S1Error> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let body = json!({ "filter": self.write_filter(), "data": items });
+        let body = WriteBody {
+            filter: self.write_filter(),
+            data: items,
+        };
         let bytes = self.call(Method::POST, &[], Some(&body)).await?;
         Ok(self.decode::<DataList>(&Method::POST, &bytes)?.data)
     }
@@ -275,7 +287,7 @@ impl SentinelOneClient {
     pub async fn list(&self, q: &ListQuery) -> Result<ListPage, S1Error> {
         let mut query = q.pairs();
         query.extend(self.read_scope());
-        let bytes = self.call(Method::GET, &query, None).await?;
+        let bytes = self.call(Method::GET, &query, None::<&Value>).await?;
         let body: ListBody = self.decode(&Method::GET, &bytes)?;
         let pagination = body.pagination.unwrap_or_default();
         Ok(ListPage {

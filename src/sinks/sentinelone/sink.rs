@@ -78,7 +78,7 @@ fn is_offender(item: &IocItem, o: &Offender) -> bool {
 
 /// Matches S1's create response to the items sent: same index when it matches (the normal case),
 /// else any unused entry with the same type, value and externalId. Order is not documented.
-fn match_created(sent: &[IocItem], got: &[RemoteIoc]) -> Vec<Option<String>> {
+fn match_created(sent: &[&IocItem], got: &[RemoteIoc]) -> Vec<Option<String>> {
     let mut used = vec![false; got.len()];
     sent.iter()
         .enumerate()
@@ -155,7 +155,7 @@ impl SentinelOneSink {
             if group.is_empty() {
                 continue;
             }
-            let batch: Vec<IocItem> = group.iter().map(|&i| items[i].clone()).collect();
+            let batch: Vec<&IocItem> = group.iter().map(|&i| &items[i]).collect();
             match self.client.create(&batch).await {
                 Ok(got) => {
                     for (&i, uuid) in group.iter().zip(match_created(&batch, &got)) {
