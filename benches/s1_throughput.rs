@@ -2,7 +2,8 @@
 //! whole pipeline (file source → classify → plan → SQLite intents → S1 sink) into the in-process
 //! SentinelOne fake, with S1 batch size 1 and 1,000. Prints indicators/s.
 //!
-//! `cargo bench --bench s1_throughput` (set `IOCSYNC_BENCH_N` to change the indicator count).
+//! `cargo bench --bench s1_throughput` (set `IOCSYNC_BENCH_N` to change the indicator count,
+//! `IOCSYNC_BENCH_BATCH=1000` to measure one batch size only, e.g. under a profiler).
 
 #[path = "../tests/fakes/sentinelone.rs"]
 mod sentinelone_fake;
@@ -88,8 +89,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let only: Option<usize> = std::env::var("IOCSYNC_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok());
     // Batch size 1 is three orders of magnitude slower: measure it on fewer indicators.
     for (count, batch) in [(n / 10, 1usize), (n, 1000)] {
+        if only.is_some_and(|b| b != batch) {
+            continue;
+        }
         let (elapsed, created) = runtime.block_on(measure(count, batch));
         println!(
             "s1 batch size {batch:>5}: {created} indicators in {:.2} s = {:.0} indicators/s",

@@ -7,7 +7,8 @@ use crate::ioc::{Ioc, IocKind};
 use crate::model::{IndicatorState, IocMeta};
 use crate::sinks::{Change, ChangeOp};
 use crate::state::{change_for, EntryStatus, SinkEntry, StateError, Tx};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// What the planner needs to know of a sink.
 #[derive(Debug, Clone)]
@@ -29,6 +30,57 @@ pub struct Planned {
 
 type Key = (IocKind, String);
 
+/// Why an indicator could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The indicator touches a value whose change is on its way to a sink: planning it now could
+    /// cancel or rewrite that change. The caller rolls back, waits for the sink, and plans again.
+    #[error("{kind} `{value}` has a change in flight to sink `{sink}`")]
+    InFlight {
+        /// The sink.
+        sink: &'static str,
+        /// The value's kind.
+        kind: IocKind,
+        /// The value.
+        value: String,
+    },
+}
+
+/// The (sink, value) pairs of the batch being applied while the next one is planned. Kept as
+/// hashes: a collision only makes the planner wait when it need not.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight {
+    keys: HashSet<u64>,
+}
+
+impl InFlight {
+    fn hash(sink: usize, kind: IocKind, value: &str) -> u64 {
+        // `DefaultHasher::new()` has fixed keys: the same pair hashes the same in both places.
+        let mut h = DefaultHasher::new();
+        (sink, kind.sink_kind(), value).hash(&mut h);
+        h.finish()
+    }
+
+    /// Marks a change to sink `sink` (index) as in flight.
+    pub fn insert(&mut self, sink: usize, change: &Change) {
+        self.keys
+            .insert(Self::hash(sink, change.ioc.kind, &change.ioc.value));
+    }
+
+    /// True when a change to this value in this sink may be in flight.
+    pub fn contains(&self, sink: usize, kind: IocKind, value: &str) -> bool {
+        !self.keys.is_empty() && self.keys.contains(&Self::hash(sink, kind, value))
+    }
+
+    /// True when nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 fn keyed(iocs: &[Ioc]) -> BTreeMap<Key, &Ioc> {
     iocs.iter()
         .map(|ioc| ((ioc.kind.sink_kind(), ioc.value.clone()), ioc))
@@ -37,13 +89,15 @@ fn keyed(iocs: &[Ioc]) -> BTreeMap<Key, &Ioc> {
 
 /// Plans one indicator's new state; writes the indicator, holders, sink entries and intents in `tx`.
 /// Returns the intents created (cancelled intents of this batch are removed from `tx` and their ids
-/// returned in `cancelled`).
+/// returned in `cancelled`). Fails with [`PlanError::InFlight`] before writing anything when the
+/// indicator touches a value of `in_flight`.
 pub fn plan_indicator(
     tx: &Tx<'_>,
     sinks: &[SinkCaps],
     state: &IndicatorState,
+    in_flight: &InFlight,
     cancelled: &mut Vec<i64>,
-) -> Result<Vec<Planned>, StateError> {
+) -> Result<Vec<Planned>, PlanError> {
     let old = tx.indicator(&state.id)?;
     if let Some(stored) = &old {
         if is_older(state.version.as_deref(), stored.version.as_deref()) {
@@ -54,6 +108,21 @@ pub fn plan_indicator(
     let old_iocs = old.as_ref().map(|o| o.iocs.clone()).unwrap_or_default();
     let old_keys = keyed(&old_iocs);
     let new_keys = keyed(&state.iocs);
+    let mut touched: Vec<&Key> = old_keys.keys().chain(new_keys.keys()).collect();
+    touched.sort();
+    touched.dedup();
+    for (index, sink) in sinks.iter().enumerate() {
+        if let Some((kind, value)) = touched
+            .iter()
+            .find(|(kind, value)| in_flight.contains(index, *kind, value))
+        {
+            return Err(PlanError::InFlight {
+                sink: sink.name,
+                kind: *kind,
+                value: value.clone(),
+            });
+        }
+    }
     for (kind, value) in old_keys.keys().filter(|k| !new_keys.contains_key(*k)) {
         tx.remove_holder(*kind, value, &state.id)?;
     }
@@ -67,9 +136,6 @@ pub fn plan_indicator(
         state.version.as_deref(),
     )?;
 
-    let mut touched: Vec<&Key> = old_keys.keys().chain(new_keys.keys()).collect();
-    touched.sort();
-    touched.dedup();
     let mut planned = Vec::new();
     for (index, sink) in sinks.iter().enumerate() {
         for key in &touched {
@@ -293,7 +359,8 @@ mod tests {
     fn plan_and_apply(state: &mut State, s: &IndicatorState) -> Vec<(ChangeOp, String)> {
         let tx = state.tx().expect("tx");
         let mut cancelled = Vec::new();
-        let planned = plan_indicator(&tx, &caps(), s, &mut cancelled).expect("plan");
+        let planned =
+            plan_indicator(&tx, &caps(), s, &InFlight::default(), &mut cancelled).expect("plan");
         for p in &planned {
             let c = &p.change;
             match c.op {
@@ -372,15 +439,52 @@ mod tests {
         let tx = state.tx().expect("tx");
         let mut cancelled = Vec::new();
         let a = indicator("indicator--a", &["x.example"], "2025-01-01T00:00:00Z", 50);
-        let created = plan_indicator(&tx, &caps(), &a, &mut cancelled).expect("plan");
+        let created =
+            plan_indicator(&tx, &caps(), &a, &InFlight::default(), &mut cancelled).expect("plan");
         assert_eq!(created.len(), 1);
         let gone = IndicatorState::removed("indicator--a");
-        let deleted = plan_indicator(&tx, &caps(), &gone, &mut cancelled).expect("plan");
+        let deleted = plan_indicator(&tx, &caps(), &gone, &InFlight::default(), &mut cancelled)
+            .expect("plan");
         assert!(deleted.is_empty(), "{deleted:?}");
         assert_eq!(cancelled, [created[0].change.intent_id]);
         assert!(tx
             .sink_entry("jsonl", IocKind::Domain, "x.example")
             .expect("entry")
             .is_none());
+    }
+
+    #[test]
+    fn a_value_in_flight_stops_planning_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("state");
+        let tx = state.tx().expect("tx");
+        let mut cancelled = Vec::new();
+        let a = indicator("indicator--a", &["x.example"], "2025-01-01T00:00:00Z", 50);
+        let created =
+            plan_indicator(&tx, &caps(), &a, &InFlight::default(), &mut cancelled).expect("plan");
+        let mut in_flight = InFlight::default();
+        in_flight.insert(created[0].sink, &created[0].change);
+
+        let gone = IndicatorState::removed("indicator--a");
+        match plan_indicator(&tx, &caps(), &gone, &in_flight, &mut cancelled) {
+            Err(PlanError::InFlight { sink, kind, value }) => {
+                assert_eq!(
+                    (sink, kind, value.as_str()),
+                    ("jsonl", IocKind::Domain, "x.example")
+                );
+            }
+            other => panic!("expected InFlight, got {other:?}"),
+        }
+        assert!(cancelled.is_empty(), "the change in flight was cancelled");
+        let entry = tx
+            .sink_entry("jsonl", IocKind::Domain, "x.example")
+            .expect("entry")
+            .expect("still there");
+        assert_eq!(entry.status, EntryStatus::PendingCreate);
+
+        // A value not in flight plans as usual beside it.
+        let b = indicator("indicator--b", &["y.example"], "2025-01-01T00:00:00Z", 50);
+        let planned = plan_indicator(&tx, &caps(), &b, &in_flight, &mut cancelled).expect("plan");
+        assert_eq!(planned.len(), 1);
     }
 }

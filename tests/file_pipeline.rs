@@ -100,6 +100,39 @@ fn sse_capture_lands_exactly_the_expected_live_set() {
 }
 
 #[test]
+fn overlapping_small_batches_land_the_same_set() {
+    // Small batches make the next batch's planning overlap the previous one's sink calls, and the
+    // capture's updates and deletes then touch values still in flight: those batches must wait and
+    // be planned again, never cancel or rewrite a change already on its way.
+    let expected = read_expected(&fixture("opencti/expected-live.tsv"));
+    let mut waited = 0;
+    for batch in ["7", "64"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = run_ok(
+            file_run(dir.path(), &fixture("opencti/stream.sse"))
+                .env("IOCSYNC_PIPELINE_BATCH_EVENTS", batch)
+                .env("IOCSYNC_PIPELINE_LINGER", "0ms")
+                .env("IOCSYNC_LOG", "iocsync::pipeline=debug"),
+        );
+        let log = String::from_utf8_lossy(&out.stderr);
+        waited += log
+            .matches("waiting for the batch in flight before planning the next")
+            .count();
+        let records = read_jsonl(&dir.path().join("out/iocs.jsonl"));
+        assert_eq!(jsonl_live_set(&records), expected, "batch size {batch}");
+        assert_eq!(
+            zeek_live_rows(&dir.path().join("out/intel.dat")),
+            expected_as_zeek(&expected),
+            "batch size {batch}"
+        );
+        let runs = runs_json(dir.path());
+        assert_balanced(&runs[0]);
+        assert_eq!(runs[0]["pending"].as_u64(), Some(0), "{}", runs[0]);
+    }
+    assert!(waited > 0, "no batch ever touched a value in flight");
+}
+
+#[test]
 fn ndjson_capture_gives_the_same_set() {
     let dir = tempfile::tempdir().expect("tempdir");
     run_ok(&mut file_run(dir.path(), &fixture("opencti/stream.ndjson")));

@@ -20,16 +20,17 @@ use crate::classify::{classify_object, Classified, ClassifyOptions};
 use crate::config::PipelineConfig;
 use crate::metrics;
 use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
-use crate::planner::{plan_indicator, Planned, SinkCaps};
+use crate::planner::{plan_indicator, InFlight, PlanError, Planned, SinkCaps};
 use crate::sinks::{Change, ChangeOp, Sink, SinkError};
 use crate::skip::SkipReason;
 use crate::state::{State, StateError};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Why a pipeline run stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,62 @@ impl PipelineError {
             _ => false,
         }
     }
+}
+
+/// A batch's events, counted and classified.
+struct ClassifiedBatch {
+    /// Indicator states to plan, with the index of the event each came from.
+    states: Vec<(usize, IndicatorState)>,
+    /// Events whose outcome is decided by their changes (not skipped).
+    with_effects: BTreeSet<usize>,
+    last_position: Option<String>,
+    reset: bool,
+    run_end: bool,
+}
+
+/// What planning a batch came to.
+enum PlanAttempt {
+    /// The changes, intents written, with the index of the event each came from.
+    Planned(Vec<(usize, Planned)>),
+    /// Rolled back: a state touches a value of the batch in flight. The states come back.
+    Busy {
+        states: Vec<(usize, IndicatorState)>,
+        why: String,
+    },
+}
+
+/// A batch planned, its intents durable, on its way to the sinks.
+struct PlannedBatch {
+    events: usize,
+    /// The changes until launched (with the index of the event each came from).
+    planned: Vec<(usize, Planned)>,
+    /// Once launched: intent id → index of the event it came from.
+    owner: HashMap<i64, usize>,
+    with_effects: BTreeSet<usize>,
+    last_position: Option<String>,
+    reset: bool,
+    run_end: bool,
+    planned_in: Duration,
+}
+
+impl PlannedBatch {
+    /// A reset clears the checkpoint and a run end closes the run's statistics: the next batch is
+    /// not even planned before they are done.
+    fn is_barrier(&self) -> bool {
+        self.reset || self.run_end
+    }
+}
+
+/// One sink worker's answer for its share of a batch.
+type SinkResult = Result<WorkerReport, (WorkerReport, PipelineError)>;
+
+/// A batch whose sink work runs on its own task (aborted if the pipeline is dropped).
+struct Applying {
+    batch: PlannedBatch,
+    task: AbortOnDropHandle<Vec<SinkResult>>,
+    /// The values it changes, which the next batch's planning must not touch.
+    in_flight: Arc<InFlight>,
+    started: Instant,
 }
 
 /// Whether the run ends by itself (file, `--once`) or runs until stopped.
@@ -234,6 +291,10 @@ impl Pipeline {
     }
 
     /// Runs until the source ends, shutdown, or a fatal error. Returns the run statistics.
+    ///
+    /// Two batches overlap: while batch N is applied (on its own task), batch N+1 is collected,
+    /// classified and planned. N+1 is applied only once N is settled and checkpointed, so sinks see
+    /// one batch at a time and checkpoints move in order.
     pub async fn run(
         &mut self,
         mut events: mpsc::Receiver<SourceEvent>,
@@ -243,31 +304,34 @@ impl Pipeline {
         self.stats = RunStats::new(self.source_name);
         self.finished = None;
         // Events received past a batch boundary (after a `RunEnd`) wait here for the next batch.
-        let mut carry = std::collections::VecDeque::new();
-        loop {
-            let batch = collect(
-                &mut events,
-                &mut carry,
-                self.cfg.batch_events,
-                self.cfg.linger,
-                shutdown,
-            )
-            .await;
-            if batch.is_empty() {
-                break;
+        let mut carry = VecDeque::new();
+        let mut applying: Option<Applying> = None;
+        let outcome = loop {
+            match self
+                .step(&mut events, &mut carry, &mut applying, shutdown)
+                .await
+            {
+                Ok(true) => continue,
+                Ok(false) => break Ok(()),
+                Err(err) => break Err(err),
             }
-            if let Err(err) = self.process(batch, shutdown).await {
-                // Everything received in this batch and not yet accounted stays pending.
-                let accounted =
-                    self.stats.applied + self.stats.skipped_total() + self.stats.dead_lettered;
-                self.stats.pending = self.stats.received.saturating_sub(accounted);
-                self.stats.errors.push(err.to_string());
-                self.finish_run().await?;
-                return Err(err);
+        };
+        // A batch still on its way is settled whatever stopped the loop; the first error wins.
+        let outcome = match applying.take() {
+            Some(batch) => {
+                let settled = self.finish(batch).await;
+                outcome.and(settled)
             }
-            if shutdown.is_cancelled() {
-                break;
-            }
+            None => outcome,
+        };
+        if let Err(err) = outcome {
+            // Everything received and not yet accounted stays pending.
+            let accounted =
+                self.stats.applied + self.stats.skipped_total() + self.stats.dead_lettered;
+            self.stats.pending = self.stats.received.saturating_sub(accounted);
+            self.stats.errors.push(err.to_string());
+            self.finish_run().await?;
+            return Err(err);
         }
         // A source that marks its run ends (file, MISP) has already recorded it: report that one
         // unless events arrived after it.
@@ -277,6 +341,89 @@ impl Pipeline {
             }
         }
         self.finish_run().await
+    }
+
+    /// One turn of the loop: the next batch is collected, classified and planned while the previous
+    /// one is applied, then launched. False when there is nothing more to do.
+    async fn step(
+        &mut self,
+        events: &mut mpsc::Receiver<SourceEvent>,
+        carry: &mut VecDeque<SourceEvent>,
+        applying: &mut Option<Applying>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, PipelineError> {
+        if let Some(Applying {
+            batch,
+            mut task,
+            in_flight,
+            started,
+        }) = applying.take()
+        {
+            // Settle the batch in flight as soon as it is done (checkpoint, pings) unless events
+            // arrive first: an idle source must not hold its checkpoint back.
+            tokio::select! {
+                done = &mut task => {
+                    self.settle(batch, done, started).await?;
+                    return Ok(true);
+                }
+                event = events.recv() => {
+                    carry.extend(event);
+                    *applying = Some(Applying { batch, task, in_flight, started });
+                }
+            }
+        }
+        let events_in = collect(
+            events,
+            carry,
+            self.cfg.batch_events,
+            self.cfg.linger,
+            shutdown,
+        )
+        .await;
+        if events_in.is_empty() {
+            return Ok(false);
+        }
+        let classified = self.classify_batch(&events_in);
+        let planning = Instant::now();
+        let mut states = classified.states;
+        let mut in_flight = applying
+            .as_ref()
+            .map(|a| Arc::clone(&a.in_flight))
+            .unwrap_or_default();
+        let planned = loop {
+            match self.plan(states, in_flight).await? {
+                PlanAttempt::Planned(planned) => break planned,
+                PlanAttempt::Busy { states: back, why } => {
+                    tracing::debug!(%why, "waiting for the batch in flight before planning the next");
+                    if let Some(previous) = applying.take() {
+                        self.finish(previous).await?;
+                    }
+                    states = back;
+                    in_flight = Arc::default();
+                }
+            }
+        };
+        let batch = PlannedBatch {
+            events: events_in.len(),
+            planned,
+            owner: HashMap::new(),
+            with_effects: classified.with_effects,
+            last_position: classified.last_position,
+            reset: classified.reset,
+            run_end: classified.run_end,
+            planned_in: planning.elapsed(),
+        };
+        if let Some(previous) = applying.take() {
+            self.finish(previous).await?;
+        }
+        let barrier = batch.is_barrier();
+        let launched = self.launch(batch, shutdown);
+        if barrier || shutdown.is_cancelled() {
+            self.finish(launched).await?;
+        } else {
+            *applying = Some(launched);
+        }
+        Ok(!shutdown.is_cancelled())
     }
 
     /// Records the current run in the history and starts a new one.
@@ -313,12 +460,8 @@ impl Pipeline {
         Ok(stats)
     }
 
-    /// Classifies, plans and applies one batch; then moves the checkpoint.
-    async fn process(
-        &mut self,
-        batch: Vec<SourceEvent>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), PipelineError> {
+    /// Counts and classifies a batch's events; skips are counted here.
+    fn classify_batch(&mut self, batch: &[SourceEvent]) -> ClassifiedBatch {
         if self.stats.received == 0 && self.stats.heartbeats == 0 && self.stats.errors.is_empty() {
             // A run starts with its first event, not when the previous one ended (MISP idles between).
             self.run_started = Instant::now();
@@ -409,48 +552,124 @@ impl Pipeline {
             .filter(|index| !skipped.contains(index))
             .collect();
 
-        let planning = Instant::now();
-        // Plan every indicator state in one transaction: intents are durable before any sink call.
+        ClassifiedBatch {
+            states,
+            with_effects,
+            last_position,
+            reset,
+            run_end,
+        }
+    }
+
+    /// Plans every indicator state in one transaction: intents are durable before any sink call.
+    /// Rolls back and hands the states back when one touches a value of the batch in flight.
+    async fn plan(
+        &self,
+        states: Vec<(usize, IndicatorState)>,
+        in_flight: Arc<InFlight>,
+    ) -> Result<PlanAttempt, PipelineError> {
         let caps = self.caps.clone();
-        let to_plan: Vec<(usize, IndicatorState)> = states;
-        let planned: Vec<(usize, Planned)> = with_state(&self.state, move |s| {
+        with_state(&self.state, move |s| {
             let tx = s.tx()?;
             let mut out: Vec<(usize, Planned)> = Vec::new();
             let mut cancelled = Vec::new();
-            for (index, state) in &to_plan {
-                for p in plan_indicator(&tx, &caps, state, &mut cancelled)? {
-                    out.push((*index, p));
+            for (index, state) in &states {
+                match plan_indicator(&tx, &caps, state, &in_flight, &mut cancelled) {
+                    Ok(planned) => out.extend(planned.into_iter().map(|p| (*index, p))),
+                    Err(PlanError::State(e)) => return Err(e),
+                    Err(why @ PlanError::InFlight { .. }) => {
+                        drop(tx); // rolls back
+                        return Ok(PlanAttempt::Busy {
+                            states,
+                            why: why.to_string(),
+                        });
+                    }
                 }
             }
             tx.commit()?;
             out.retain(|(_, p)| !cancelled.contains(&p.change.intent_id));
-            Ok(out)
+            Ok(PlanAttempt::Planned(out))
         })
-        .await?;
+        .await
+    }
 
-        // Apply per sink, all sinks concurrently.
+    /// Starts applying a planned batch: every sink concurrently, on a task of its own.
+    fn launch(&self, mut batch: PlannedBatch, shutdown: &CancellationToken) -> Applying {
         let mut per_sink: Vec<Vec<Change>> = vec![Vec::new(); self.sinks.len()];
-        let mut owner: BTreeMap<i64, usize> = BTreeMap::new();
-        for (index, p) in planned {
-            owner.insert(p.change.intent_id, index);
+        let mut in_flight = InFlight::default();
+        for (index, p) in std::mem::take(&mut batch.planned) {
+            in_flight.insert(p.sink, &p.change);
+            batch.owner.insert(p.change.intent_id, index);
             per_sink[p.sink].push(p.change);
         }
-        let planned_in = planning.elapsed();
-        let applying = Instant::now();
-        let changes: usize = per_sink.iter().map(Vec::len).sum();
-        let rejected_intents = self.apply_sinks(per_sink, shutdown).await?;
+        let workers: Vec<_> = per_sink
+            .into_iter()
+            .enumerate()
+            .filter(|(_, changes)| !changes.is_empty())
+            .map(|(index, changes)| (self.worker(index, shutdown), changes))
+            .collect();
+        let task =
+            tokio::spawn(futures_util::future::join_all(workers.into_iter().map(
+                |(worker, changes)| async move { worker.apply_all(changes).await },
+            )));
+        Applying {
+            batch,
+            task: AbortOnDropHandle::new(task),
+            in_flight: Arc::new(in_flight),
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits for a launched batch and settles it.
+    async fn finish(&mut self, applying: Applying) -> Result<(), PipelineError> {
+        let Applying {
+            batch,
+            task,
+            started,
+            ..
+        } = applying;
+        let done = task.await;
+        self.settle(batch, done, started).await
+    }
+
+    /// Accounts a batch the sinks are done with, then moves the checkpoint (and acts on a reset or
+    /// a run end it carried).
+    async fn settle(
+        &mut self,
+        batch: PlannedBatch,
+        done: Result<Vec<SinkResult>, tokio::task::JoinError>,
+        started: Instant,
+    ) -> Result<(), PipelineError> {
+        let results = done.map_err(|e| PipelineError::Join(e.to_string()))?;
+        let mut rejected_intents = Vec::new();
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(report) => {
+                    rejected_intents.extend(report.rejected.iter().copied());
+                    self.merge_report(report);
+                }
+                Err((report, err)) => {
+                    self.merge_report(report);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
         tracing::debug!(
-            events = batch.len(),
-            changes,
-            plan_ms = planned_in.as_millis() as u64,
-            apply_ms = applying.elapsed().as_millis() as u64,
+            events = batch.events,
+            changes = batch.owner.len(),
+            plan_ms = batch.planned_in.as_millis() as u64,
+            apply_ms = started.elapsed().as_millis() as u64,
             "batch applied"
         );
         let rejected_events: BTreeSet<usize> = rejected_intents
             .iter()
-            .filter_map(|id| owner.get(id).copied())
+            .filter_map(|id| batch.owner.get(id).copied())
             .collect();
-        for index in &with_effects {
+        for index in &batch.with_effects {
             if rejected_events.contains(index) {
                 self.stats.dead_lettered += 1;
             } else {
@@ -458,7 +677,7 @@ impl Pipeline {
             }
         }
 
-        if let Some(position) = last_position {
+        if let Some(position) = batch.last_position {
             let source = self.source_name;
             let p = position.clone();
             with_state(&self.state, move |s| s.set_checkpoint(source, &p)).await?;
@@ -469,13 +688,13 @@ impl Pipeline {
             );
             self.committed.send_replace(Some(position));
         }
-        if reset {
+        if batch.reset {
             let source = self.source_name;
             with_state(&self.state, move |s| s.clear_checkpoint(source)).await?;
             self.committed.send_replace(None);
             tracing::warn!(source, "the source was reset remotely: checkpoint cleared, replaying from the beginning (nothing already applied is sent again)");
         }
-        if run_end {
+        if batch.run_end {
             let stats = self.finish_run().await?;
             tracing::info!("{}", stats.render().trim_end());
         }
@@ -489,41 +708,6 @@ impl Pipeline {
             .entry(reason.code().to_string())
             .or_default() += 1;
         metrics::global().inc("iocsync_skips_total", &[("reason", reason.code())], 1);
-    }
-
-    /// Applies each sink's changes concurrently; returns the intent ids that were rejected.
-    async fn apply_sinks(
-        &mut self,
-        per_sink: Vec<Vec<Change>>,
-        shutdown: &CancellationToken,
-    ) -> Result<Vec<i64>, PipelineError> {
-        let mut futures = Vec::new();
-        for (index, changes) in per_sink.into_iter().enumerate() {
-            if changes.is_empty() {
-                continue;
-            }
-            let worker = self.worker(index, shutdown);
-            futures.push(async move { worker.apply_all(changes).await });
-        }
-        let results = futures_util::future::join_all(futures).await;
-        let mut rejected = Vec::new();
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Ok(report) => {
-                    rejected.extend(report.rejected.iter().copied());
-                    self.merge_report(report);
-                }
-                Err((report, err)) => {
-                    self.merge_report(report);
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        match first_error {
-            Some(err) => Err(err),
-            None => Ok(rejected),
-        }
     }
 
     fn merge_report(&mut self, report: WorkerReport) {

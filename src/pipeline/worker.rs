@@ -187,7 +187,17 @@ impl SinkWorker {
                 // Progress: the retry budget is for a sink that makes none.
                 attempt = 0;
             }
+            let call_ms = started.elapsed().as_millis() as u64;
+            let recording = Instant::now();
+            let recorded = done.len();
             record_outcomes(&self.state, name, done).await?;
+            tracing::debug!(
+                sink = name,
+                recorded,
+                call_ms,
+                record_ms = recording.elapsed().as_millis() as u64,
+                "chunk settled"
+            );
             pending = retry;
             if let Some((error, after)) = last_error {
                 if pending.is_empty() {
