@@ -2,10 +2,12 @@
 //! changes to every sink (batched, retried with backoff), records outcomes, dead-letters rejections,
 //! counts everything, and moves the checkpoint only once every sink has acknowledged a batch.
 //!
-//! One batch at a time: while sinks work, the bounded channel fills and the source waits (back-pressure
-//! without unbounded memory). Within a batch all sinks work concurrently, each in chunks of its own
-//! `max_batch()`. Planning writes the intents before any sink call, so a crash at any point leaves
-//! either nothing to do or intents that [`Pipeline::resolve_leftovers`] settles at the next start.
+//! Two batches at a time: while the sinks apply one, the next is classified and planned (its plan
+//! waits and is redone if it touches a value still in flight); beyond that the bounded channel fills
+//! and the source waits (back-pressure without unbounded memory). Within a batch all sinks work
+//! concurrently, each in chunks of its own `max_batch()`. Planning writes the intents before any sink
+//! call, so a crash at any point leaves either nothing to do or intents that
+//! [`Pipeline::resolve_leftovers`] settles at the next start.
 
 mod collect;
 mod stats;
