@@ -26,7 +26,7 @@ use crate::planner::{plan_indicator, InFlight, PlanError, Planned, SinkCaps};
 use crate::sinks::{Change, ChangeOp, Sink, SinkError};
 use crate::skip::SkipReason;
 use crate::state::{State, StateError};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,10 +93,18 @@ struct ClassifiedBatch {
     run_end: bool,
 }
 
-/// What planning a batch came to.
-enum PlanAttempt {
-    /// The changes, intents written, with the index of the event each came from.
-    Planned(Vec<(usize, Planned)>),
+/// Indicator states planned per transaction: few enough that the batch in flight does not wait
+/// long for the state lock to record its outcomes.
+const PLAN_CHUNK: usize = 250;
+
+/// What planning a chunk of a batch came to.
+enum ChunkPlan {
+    /// Committed: the changes (with the index of the event each came from) and the intents of
+    /// earlier chunks of the batch that this one cancelled.
+    Planned {
+        changes: Vec<(usize, Planned)>,
+        cancelled: Vec<i64>,
+    },
     /// Rolled back: a state touches a value of the batch in flight. The states come back.
     Busy {
         states: Vec<(usize, IndicatorState)>,
@@ -385,28 +393,12 @@ impl Pipeline {
         if events_in.is_empty() {
             return Ok(false);
         }
-        let classified = self.classify_batch(&events_in);
+        let events = events_in.len();
+        let classified = self.classify_batch(events_in);
         let planning = Instant::now();
-        let mut states = classified.states;
-        let mut in_flight = applying
-            .as_ref()
-            .map(|a| Arc::clone(&a.in_flight))
-            .unwrap_or_default();
-        let planned = loop {
-            match self.plan(states, in_flight).await? {
-                PlanAttempt::Planned(planned) => break planned,
-                PlanAttempt::Busy { states: back, why } => {
-                    tracing::debug!(%why, "waiting for the batch in flight before planning the next");
-                    if let Some(previous) = applying.take() {
-                        self.finish(previous).await?;
-                    }
-                    states = back;
-                    in_flight = Arc::default();
-                }
-            }
-        };
+        let planned = self.plan_batch(classified.states, applying).await?;
         let batch = PlannedBatch {
-            events: events_in.len(),
+            events,
             planned,
             owner: HashMap::new(),
             with_effects: classified.with_effects,
@@ -463,7 +455,7 @@ impl Pipeline {
     }
 
     /// Counts and classifies a batch's events; skips are counted here.
-    fn classify_batch(&mut self, batch: &[SourceEvent]) -> ClassifiedBatch {
+    fn classify_batch(&mut self, batch: Vec<SourceEvent>) -> ClassifiedBatch {
         if self.stats.received == 0 && self.stats.heartbeats == 0 && self.stats.errors.is_empty() {
             // A run starts with its first event, not when the previous one ended (MISP idles between).
             self.run_started = Instant::now();
@@ -474,11 +466,16 @@ impl Pipeline {
         let mut last_position: Option<String> = None;
         let mut reset = false;
         let mut run_end = false;
-        for (index, event) in batch.iter().enumerate() {
-            if let Some(p) = &event.position {
-                last_position = Some(p.clone());
+        for (index, event) in batch.into_iter().enumerate() {
+            let SourceEvent {
+                position,
+                kind,
+                payload,
+            } = event;
+            if position.is_some() {
+                last_position.clone_from(&position);
             }
-            let kind_label = match event.kind {
+            let kind_label = match kind {
                 EventKind::Create => "create",
                 EventKind::Update => "update",
                 EventKind::Delete => "delete",
@@ -488,7 +485,7 @@ impl Pipeline {
                 EventKind::RunEnd => "run_end",
             };
             metrics::global().inc("iocsync_events_received_total", &[("type", kind_label)], 1);
-            match event.kind {
+            match kind {
                 EventKind::Reset => {
                     reset = true;
                     continue;
@@ -499,39 +496,32 @@ impl Pipeline {
                 }
                 _ => {}
             }
-            match &event.payload {
+            match payload {
                 Payload::None => self.stats.heartbeats += 1,
                 Payload::Malformed { reason } => {
                     self.stats.received += 1;
-                    tracing::warn!(position = event.position.as_deref().unwrap_or("-"), reason = %reason, "skipping malformed event");
+                    tracing::warn!(position = position.as_deref().unwrap_or("-"), reason = %reason, "skipping malformed event");
                     self.skip(SkipReason::MalformedEvent);
                 }
-                Payload::Stix(object) | Payload::StixMerge { object, .. } => {
+                Payload::Stix(object) => {
                     self.stats.received += 1;
-                    if let Payload::StixMerge { merged, .. } = &event.payload {
-                        let target = object.get("id").and_then(|i| i.as_str());
-                        for id in merged.iter().filter(|id| {
-                            id.starts_with("indicator--") && Some(id.as_str()) != target
-                        }) {
-                            // Merged away: whatever it held goes, unless the target holds it too.
-                            removals.push((index, IndicatorState::removed(id)));
-                        }
+                    self.classify_stix(index, kind, &object, &mut states);
+                }
+                Payload::StixMerge { object, merged } => {
+                    self.stats.received += 1;
+                    let target = object.get("id").and_then(|i| i.as_str());
+                    for id in merged
+                        .iter()
+                        .filter(|id| id.starts_with("indicator--") && Some(id.as_str()) != target)
+                    {
+                        // Merged away: whatever it held goes, unless the target holds it too.
+                        removals.push((index, IndicatorState::removed(id)));
                     }
-                    match classify_object(event.kind, object, self.classify) {
-                        Classified::Skip { reason, id, detail } => {
-                            if reason == SkipReason::NotIndicator {
-                                tracing::debug!(id = id.as_deref().unwrap_or("-"), detail = %detail, "skipping non-indicator object");
-                            } else {
-                                tracing::warn!(id = id.as_deref().unwrap_or("-"), reason = reason.code(), detail = %detail, "skipping event");
-                            }
-                            self.skip(reason);
-                        }
-                        Classified::Indicator(state) => states.push((index, *state)),
-                    }
+                    self.classify_stix(index, kind, &object, &mut states);
                 }
                 Payload::Classified(state) => {
                     self.stats.received += 1;
-                    states.push((index, (**state).clone()));
+                    states.push((index, *state));
                 }
             }
         }
@@ -563,25 +553,88 @@ impl Pipeline {
         }
     }
 
-    /// Plans every indicator state in one transaction: intents are durable before any sink call.
-    /// Rolls back and hands the states back when one touches a value of the batch in flight.
-    async fn plan(
+    /// Classifies one STIX object: an indicator state to plan, or a counted skip.
+    fn classify_stix(
+        &mut self,
+        index: usize,
+        kind: EventKind,
+        object: &serde_json::Value,
+        states: &mut Vec<(usize, IndicatorState)>,
+    ) {
+        match classify_object(kind, object, self.classify) {
+            Classified::Skip { reason, id, detail } => {
+                if reason == SkipReason::NotIndicator {
+                    tracing::debug!(id = id.as_deref().unwrap_or("-"), detail = %detail, "skipping non-indicator object");
+                } else {
+                    tracing::warn!(id = id.as_deref().unwrap_or("-"), reason = reason.code(), detail = %detail, "skipping event");
+                }
+                self.skip(reason);
+            }
+            Classified::Indicator(state) => states.push((index, *state)),
+        }
+    }
+
+    /// Plans a batch's indicator states, [`PLAN_CHUNK`] per transaction: all intents are durable
+    /// before any sink call, and the batch in flight can record its outcomes between chunks instead
+    /// of waiting for the whole plan. A chunk touching a value in flight is rolled back, the batch in
+    /// flight is waited for, and the chunk planned again.
+    async fn plan_batch(
+        &mut self,
+        states: Vec<(usize, IndicatorState)>,
+        applying: &mut Option<Applying>,
+    ) -> Result<Vec<(usize, Planned)>, PipelineError> {
+        let mut planned: Vec<(usize, Planned)> = Vec::new();
+        let mut cancelled: HashSet<i64> = HashSet::new();
+        let mut rest = VecDeque::from(states);
+        while !rest.is_empty() {
+            let chunk: Vec<_> = rest.drain(..PLAN_CHUNK.min(rest.len())).collect();
+            let in_flight = applying
+                .as_ref()
+                .map(|a| Arc::clone(&a.in_flight))
+                .unwrap_or_default();
+            match self.plan_chunk(chunk, in_flight).await? {
+                ChunkPlan::Planned {
+                    changes,
+                    cancelled: gone,
+                } => {
+                    planned.extend(changes);
+                    cancelled.extend(gone);
+                }
+                ChunkPlan::Busy { states, why } => {
+                    tracing::debug!(%why, "waiting for the batch in flight before planning the next");
+                    if let Some(previous) = applying.take() {
+                        self.finish(previous).await?;
+                    }
+                    for state in states.into_iter().rev() {
+                        rest.push_front(state);
+                    }
+                }
+            }
+        }
+        // A later indicator of the batch may have cancelled what an earlier one planned.
+        planned.retain(|(_, p)| !cancelled.contains(&p.change.intent_id));
+        Ok(planned)
+    }
+
+    /// Plans some indicator states in one transaction, or rolls it back and hands the states back
+    /// when one touches a value of the batch in flight.
+    async fn plan_chunk(
         &self,
         states: Vec<(usize, IndicatorState)>,
         in_flight: Arc<InFlight>,
-    ) -> Result<PlanAttempt, PipelineError> {
+    ) -> Result<ChunkPlan, PipelineError> {
         let caps = self.caps.clone();
         with_state(&self.state, move |s| {
             let tx = s.tx()?;
-            let mut out: Vec<(usize, Planned)> = Vec::new();
+            let mut changes: Vec<(usize, Planned)> = Vec::new();
             let mut cancelled = Vec::new();
             for (index, state) in &states {
                 match plan_indicator(&tx, &caps, state, &in_flight, &mut cancelled) {
-                    Ok(planned) => out.extend(planned.into_iter().map(|p| (*index, p))),
+                    Ok(planned) => changes.extend(planned.into_iter().map(|p| (*index, p))),
                     Err(PlanError::State(e)) => return Err(e),
                     Err(why @ PlanError::InFlight { .. }) => {
                         drop(tx); // rolls back
-                        return Ok(PlanAttempt::Busy {
+                        return Ok(ChunkPlan::Busy {
                             states,
                             why: why.to_string(),
                         });
@@ -589,8 +642,7 @@ impl Pipeline {
                 }
             }
             tx.commit()?;
-            out.retain(|(_, p)| !cancelled.contains(&p.change.intent_id));
-            Ok(PlanAttempt::Planned(out))
+            Ok(ChunkPlan::Planned { changes, cancelled })
         })
         .await
     }

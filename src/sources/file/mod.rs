@@ -190,14 +190,18 @@ fn ndjson_event(line: &[u8]) -> Option<SseEvent> {
         return None;
     }
     match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => Some(SseEvent {
+        Ok(mut v) => Some(SseEvent {
             id: v.get("id").and_then(|i| i.as_str()).map(str::to_string),
             event: v
                 .get("event")
                 .and_then(|e| e.as_str())
                 .unwrap_or("message")
                 .to_string(),
-            data: sse::Data::Value(v.get("data").cloned().unwrap_or(serde_json::Value::Null)),
+            data: sse::Data::Value(
+                v.get_mut("data")
+                    .map(serde_json::Value::take)
+                    .unwrap_or(serde_json::Value::Null),
+            ),
         }),
         Err(e) => Some(SseEvent {
             id: None,
@@ -208,20 +212,14 @@ fn ndjson_event(line: &[u8]) -> Option<SseEvent> {
 }
 
 impl SseEvent {
-    fn decode(&self) -> Option<SourceEvent> {
-        if self.event == "malformed" {
-            if let sse::Data::Text(reason) = &self.data {
-                return Some(SourceEvent {
-                    position: None,
-                    kind: EventKind::Create,
-                    payload: Payload::Malformed {
-                        reason: reason.clone(),
-                    },
-                });
-            }
-        }
-        match &self.data {
-            sse::Data::Text(text) => decode_event(&self.event, self.id.as_deref(), text),
+    fn decode(self) -> Option<SourceEvent> {
+        match self.data {
+            sse::Data::Text(reason) if self.event == "malformed" => Some(SourceEvent {
+                position: None,
+                kind: EventKind::Create,
+                payload: Payload::Malformed { reason },
+            }),
+            sse::Data::Text(text) => decode_event(&self.event, self.id.as_deref(), &text),
             sse::Data::Value(value) => decode_event_value(&self.event, self.id.as_deref(), value),
         }
     }

@@ -21,7 +21,7 @@ pub fn decode_event(topic: &str, id: Option<&str>, data: &str) -> Option<SourceE
     let payload = match kind {
         EventKind::Create | EventKind::Update | EventKind::Delete => {
             match serde_json::from_str::<Value>(data) {
-                Ok(v) => object_payload(topic, &v),
+                Ok(v) => object_payload(topic, v),
                 Err(e) => Payload::Malformed {
                     reason: format!("`{topic}` event data is not JSON: {e}"),
                 },
@@ -38,8 +38,8 @@ pub fn decode_event(topic: &str, id: Option<&str>, data: &str) -> Option<SourceE
 
 /// Decodes one message whose `data` is already parsed (NDJSON captures); a JSON string value is
 /// taken as the unparsed wire text. `None` for `connected`.
-pub fn decode_event_value(topic: &str, id: Option<&str>, data: &Value) -> Option<SourceEvent> {
-    if let Value::String(text) = data {
+pub fn decode_event_value(topic: &str, id: Option<&str>, data: Value) -> Option<SourceEvent> {
+    if let Value::String(text) = &data {
         // A heartbeat's data is itself a JSON string (a date): only object topics re-parse text.
         if matches!(
             kind_of(topic)?,
@@ -81,27 +81,27 @@ fn position_of(id: Option<&str>) -> Option<String> {
 
 /// `data.data` as a STIX payload, or why it cannot be one. A `merge` also names the objects merged
 /// into the target (`context.sources`): they vanish from the platform without delete events.
-fn object_payload(topic: &str, envelope: &Value) -> Payload {
-    match envelope.get("data") {
+/// Takes the envelope: the object is moved out of it, not copied.
+fn object_payload(topic: &str, mut envelope: Value) -> Payload {
+    let merged = if topic == "merge" {
+        merged_ids(&envelope)
+    } else {
+        Vec::new()
+    };
+    let is_object = envelope.is_object();
+    match envelope.get_mut("data") {
         Some(obj @ Value::Object(_)) => {
-            let merged = if topic == "merge" {
-                merged_ids(envelope)
-            } else {
-                Vec::new()
-            };
+            let object = obj.take();
             if merged.is_empty() {
-                Payload::Stix(obj.clone())
+                Payload::Stix(object)
             } else {
-                Payload::StixMerge {
-                    object: obj.clone(),
-                    merged,
-                }
+                Payload::StixMerge { object, merged }
             }
         }
         Some(_) => Payload::Malformed {
             reason: "event `data.data` is not a JSON object".to_string(),
         },
-        None if envelope.is_object() => Payload::Malformed {
+        None if is_object => Payload::Malformed {
             reason: "event has no `data.data` object".to_string(),
         },
         None => Payload::Malformed {
@@ -201,14 +201,14 @@ mod tests {
     #[test]
     fn value_form_matches_text_form() {
         let env: Value = serde_json::from_str(&envelope("create")).expect("json");
-        let a = decode_event_value("create", Some("1-0"), &env).expect("a");
-        let b = decode_event_value("create", Some("1-0"), &Value::String(envelope("create")))
+        let a = decode_event_value("create", Some("1-0"), env).expect("a");
+        let b = decode_event_value("create", Some("1-0"), Value::String(envelope("create")))
             .expect("b");
         assert!(matches!((a.payload, b.payload), (Payload::Stix(x), Payload::Stix(y)) if x == y));
-        let hb = decode_event_value("heartbeat", Some("2-0"), &json!("2024-01-01T00:00:00Z"))
+        let hb = decode_event_value("heartbeat", Some("2-0"), json!("2024-01-01T00:00:00Z"))
             .expect("hb");
         assert_eq!(hb.kind, EventKind::Heartbeat);
-        assert!(decode_event_value("connected", None, &json!({})).is_none());
+        assert!(decode_event_value("connected", None, json!({})).is_none());
     }
 
     #[test]
