@@ -5,7 +5,8 @@
 use crate::ioc::{Ioc, IocKind};
 use crate::model::IocMeta;
 use crate::sinks::{Change, ChangeOp};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 /// The database file name inside `state.dir`.
@@ -428,14 +429,18 @@ impl State {
         // IMMEDIATE takes the write lock up front, waiting with the busy timeout: a deferred
         // transaction that reads first fails at once with SQLITE_BUSY when another connection (the
         // MISP source's own, on the same file) wrote in between.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
             .map_err(|source| StateError::Sqlite {
                 path: path.clone(),
                 source,
             })?;
-        Ok(Tx { tx, path })
+        Ok(Tx {
+            conn: &self.conn,
+            statements: RefCell::new(Vec::new()),
+            path,
+            open: true,
+        })
     }
 
     /// Every outstanding intent, per sink, oldest first (crash leftovers at start-up).
@@ -609,10 +614,25 @@ impl State {
     }
 }
 
-/// A state transaction with the typed operations the planner and the outcome recorder need.
+/// A state transaction with the typed operations the planner and the outcome recorder need. Rolled
+/// back when dropped without [`Tx::commit`].
 pub struct Tx<'a> {
-    tx: Transaction<'a>,
+    conn: &'a Connection,
+    /// The statements this transaction has used, held until it ends: a planning transaction runs
+    /// the same handful thousands of times, and taking each from the connection's cache every time
+    /// (hashing its SQL twice) cost more than binding it.
+    statements: RefCell<Vec<(usize, CachedStatement<'a>)>>,
     path: PathBuf,
+    open: bool,
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // Nothing to report to: the caller already has the error that made it give up.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(
@@ -627,40 +647,53 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-impl Tx<'_> {
-    /// Runs a statement through the statement cache (planning runs a handful per indicator).
-    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> Result<usize, StateError> {
-        self.tx
-            .prepare_cached(sql)
-            .and_then(|mut st| st.execute(params))
-            .map_err(self.err())
+impl<'a> Tx<'a> {
+    /// Runs `f` on the prepared statement for `sql` (a literal: its address is the key).
+    fn with_statement<R>(
+        &self,
+        sql: &'static str,
+        f: impl FnOnce(&mut CachedStatement<'_>) -> rusqlite::Result<R>,
+    ) -> Result<R, StateError> {
+        let key = sql.as_ptr() as usize;
+        let mut statements = self.statements.borrow_mut();
+        let index = match statements.iter().position(|(k, _)| *k == key) {
+            Some(index) => index,
+            None => {
+                let statement = self.conn.prepare_cached(sql).map_err(self.err())?;
+                statements.push((key, statement));
+                statements.len() - 1
+            }
+        };
+        f(&mut statements[index].1).map_err(self.err())
     }
 
-    /// Queries at most one row through the statement cache.
+    /// Runs a statement (planning runs a handful per indicator).
+    fn exec<P: rusqlite::Params>(&self, sql: &'static str, params: P) -> Result<usize, StateError> {
+        self.with_statement(sql, |st| st.execute(params))
+    }
+
+    /// Queries at most one row.
     fn row<T, P: rusqlite::Params>(
         &self,
-        sql: &str,
+        sql: &'static str,
         params: P,
         f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Option<T>, StateError> {
-        self.tx
-            .prepare_cached(sql)
-            .and_then(|mut st| st.query_row(params, f).optional())
-            .map_err(self.err())
+        self.with_statement(sql, |st| st.query_row(params, f).optional())
     }
-    fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + use<'_, 'a> {
         |source| StateError::Sqlite {
             path: self.path.clone(),
             source,
         }
     }
 
-    /// Commits.
-    pub fn commit(self) -> Result<(), StateError> {
-        let path = self.path.clone();
-        self.tx
-            .commit()
-            .map_err(|source| StateError::Sqlite { path, source })
+    /// Commits (a failed commit is rolled back when the transaction drops).
+    pub fn commit(mut self) -> Result<(), StateError> {
+        self.statements.get_mut().clear();
+        self.conn.execute_batch("COMMIT").map_err(self.err())?;
+        self.open = false;
+        Ok(())
     }
 
     /// What an indicator currently desires, if it was ever seen.
@@ -844,7 +877,7 @@ impl Tx<'_> {
                 now_ms()
             ],
         )?;
-        change.intent_id = self.tx.last_insert_rowid();
+        change.intent_id = self.conn.last_insert_rowid();
         Ok(change)
     }
 
