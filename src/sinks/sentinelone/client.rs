@@ -4,7 +4,9 @@
 
 use super::config::{strip_token_scheme, Scope, SentinelOneConfig};
 use super::error::{auth_message, describe_errors, parse_errors, permission_message, S1Error};
-use super::types::{DeleteFilter, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type};
+use super::types::{
+    CreatedIoc, DeleteFilter, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type,
+};
 use crate::remote::{describe_transport_error, http_client, join_url, retry_after, trim_body};
 use crate::sinks::SinkError;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
@@ -66,9 +68,9 @@ struct WriteBody<'a, I> {
 }
 
 #[derive(Deserialize)]
-struct DataList {
-    #[serde(default)]
-    data: Vec<RemoteIoc>,
+struct DataList<T> {
+    #[serde(default = "Vec::new")]
+    data: Vec<T>,
 }
 
 #[derive(Deserialize, Default)]
@@ -272,6 +274,21 @@ impl SentinelOneClient {
         &self,
         items: &[I],
     ) -> Result<Vec<RemoteIoc>, S1Error> {
+        self.post_items(items).await
+    }
+
+    /// As [`Self::create`], reading only which entries were made (the pipeline's path).
+    pub async fn create_lean<I: serde::Serialize>(
+        &self,
+        items: &[I],
+    ) -> Result<Vec<CreatedIoc>, S1Error> {
+        self.post_items(items).await
+    }
+
+    async fn post_items<I: serde::Serialize, O: serde::de::DeserializeOwned>(
+        &self,
+        items: &[I],
+    ) -> Result<Vec<O>, S1Error> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -280,7 +297,7 @@ impl SentinelOneClient {
             data: items,
         };
         let bytes = self.call(Method::POST, &[], Some(&body)).await?;
-        Ok(self.decode::<DataList>(&Method::POST, &bytes)?.data)
+        Ok(self.decode::<DataList<O>>(&Method::POST, &bytes)?.data)
     }
 
     /// Reads one page of IOCs in scope.

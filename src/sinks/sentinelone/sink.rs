@@ -7,7 +7,7 @@ use super::config::SentinelOneConfig;
 use super::detail::{offenders, Offender};
 use super::error::{ApiError, S1Error, SINK};
 use super::item::{build_item, ItemDefaults};
-use super::types::{IocItem, ListQuery, RemoteIoc, S1Type};
+use super::types::{CreatedIoc, IocItem, ListQuery, RemoteIoc, S1Type};
 use crate::sinks::{op_runs, Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
@@ -78,13 +78,13 @@ fn is_offender(item: &IocItem, o: &Offender) -> bool {
 
 /// Matches S1's create response to the items sent: same index when it matches (the normal case),
 /// else any unused entry with the same type, value and externalId. Order is not documented.
-fn match_created(sent: &[&IocItem], got: &[RemoteIoc]) -> Vec<Option<String>> {
+fn match_created(sent: &[&IocItem], got: &[CreatedIoc]) -> Vec<Option<String>> {
     let mut used = vec![false; got.len()];
     sent.iter()
         .enumerate()
         .map(|(i, item)| {
             let fits =
-                |r: &RemoteIoc| r.matches(item.kind, &item.value, item.external_id.as_deref());
+                |r: &CreatedIoc| r.matches(item.kind, &item.value, item.external_id.as_deref());
             let pick = got
                 .get(i)
                 .filter(|r| !used[i] && fits(r))
@@ -156,7 +156,7 @@ impl SentinelOneSink {
                 continue;
             }
             let batch: Vec<&IocItem> = group.iter().map(|&i| &items[i]).collect();
-            match self.client.create(&batch).await {
+            match self.client.create_lean(&batch).await {
                 Ok(got) => {
                     for (&i, uuid) in group.iter().zip(match_created(&batch, &got)) {
                         results[i] = Some(ItemResult::Created(uuid));

@@ -185,23 +185,62 @@ pub struct RemoteIoc {
 }
 
 impl RemoteIoc {
+    /// True when this is the entry for (type, value, externalId); see [`CreatedIoc::matches`].
+    pub fn matches(&self, kind: S1Type, value: &str, external_id: Option<&str>) -> bool {
+        entry_matches(
+            self.kind.as_deref(),
+            self.value.as_deref(),
+            self.external_id.as_deref(),
+            (kind, value, external_id),
+        )
+    }
+}
+
+/// The fields of a create answer that say which entry was made. The sink reads only these: the
+/// full [`RemoteIoc`] keeps every unknown field, which costs more to decode than the call itself.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CreatedIoc {
+    /// S1's id.
+    pub uuid: Option<String>,
+    /// Wire type name.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Value.
+    pub value: Option<String>,
+    /// Our indicator id.
+    pub external_id: Option<String>,
+}
+
+impl CreatedIoc {
     /// True when this is the entry for (type, value, externalId). Values compare case-insensitively
     /// for hashes and DNS (S1 may normalise case), exactly for URLs.
     pub fn matches(&self, kind: S1Type, value: &str, external_id: Option<&str>) -> bool {
-        let kind_ok = self
-            .kind
-            .as_deref()
-            .is_none_or(|k| k.eq_ignore_ascii_case(kind.as_str()));
-        let value_ok = self.value.as_deref().is_some_and(|v| {
-            if kind == S1Type::Url {
-                v == value
-            } else {
-                v.eq_ignore_ascii_case(value)
-            }
-        });
-        let ext_ok = external_id.is_none_or(|e| self.external_id.as_deref() == Some(e));
-        kind_ok && value_ok && ext_ok
+        entry_matches(
+            self.kind.as_deref(),
+            self.value.as_deref(),
+            self.external_id.as_deref(),
+            (kind, value, external_id),
+        )
     }
+}
+
+fn entry_matches(
+    got_kind: Option<&str>,
+    got_value: Option<&str>,
+    got_external_id: Option<&str>,
+    (kind, value, external_id): (S1Type, &str, Option<&str>),
+) -> bool {
+    let kind_ok = got_kind.is_none_or(|k| k.eq_ignore_ascii_case(kind.as_str()));
+    let value_ok = got_value.is_some_and(|v| {
+        if kind == S1Type::Url {
+            v == value
+        } else {
+            v.eq_ignore_ascii_case(value)
+        }
+    });
+    let ext_ok = external_id.is_none_or(|e| got_external_id == Some(e));
+    kind_ok && value_ok && ext_ok
 }
 
 /// Filters of `GET .../iocs`; the client adds the scope. Unset fields are not sent.
