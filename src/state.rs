@@ -918,6 +918,28 @@ impl<'a> Tx<'a> {
             .map(|_| ())
     }
 
+    /// Deletes settled intents: one statement per run of consecutive ids (a batch's intents are
+    /// written in one go, so a sink's share is mostly one run) instead of one per intent.
+    pub fn delete_intents(&self, mut intent_ids: Vec<i64>) -> Result<(), StateError> {
+        intent_ids.sort_unstable();
+        intent_ids.dedup();
+        let mut rest = intent_ids.as_slice();
+        while let Some(&first) = rest.first() {
+            let run = rest
+                .iter()
+                .zip(first..)
+                .take_while(|(id, expected)| **id == *expected)
+                .count();
+            let last = rest[run - 1];
+            self.exec(
+                "DELETE FROM intent WHERE id BETWEEN ?1 AND ?2",
+                params![first, last],
+            )?;
+            rest = &rest[run..];
+        }
+        Ok(())
+    }
+
     /// Moves a source's checkpoint inside this transaction.
     pub fn set_checkpoint(&self, source: &str, position: &str) -> Result<(), StateError> {
         self.exec(
@@ -980,5 +1002,39 @@ mod tests {
             State::open(dir.path()),
             Err(StateError::Schema { found: 999, .. })
         ));
+    }
+
+    #[test]
+    fn settled_intents_are_deleted_by_runs_and_only_those() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("init");
+        let tx = state.tx().expect("tx");
+        let ids: Vec<i64> = (0..8)
+            .map(|i| {
+                let change = Change {
+                    intent_id: 0,
+                    op: ChangeOp::Create,
+                    ioc: Ioc {
+                        kind: IocKind::Domain,
+                        value: format!("d{i}.example"),
+                    },
+                    indicator_id: format!("indicator--{i}"),
+                    remote_id: None,
+                    meta: IocMeta::default(),
+                };
+                tx.insert_intent("jsonl", change).expect("intent").intent_id
+            })
+            .collect();
+        // Two runs and a single id, given out of order.
+        tx.delete_intents(vec![ids[6], ids[1], ids[0], ids[2], ids[4], ids[5]])
+            .expect("delete");
+        tx.commit().expect("commit");
+        let left: Vec<i64> = state
+            .pending_intents()
+            .expect("pending")
+            .iter()
+            .map(|(_, c)| c.intent_id)
+            .collect();
+        assert_eq!(left, [ids[3], ids[7]]);
     }
 }

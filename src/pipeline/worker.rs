@@ -468,6 +468,7 @@ pub(super) async fn record_outcomes(
     }
     with_state(state, move |s| {
         let tx = s.tx()?;
+        let mut settled = Vec::with_capacity(done.len());
         for (change, fate) in done {
             let kind = change.ioc.kind.sink_kind();
             let value = change.ioc.value.as_str();
@@ -501,8 +502,9 @@ pub(super) async fn record_outcomes(
                 }
                 (ChangeOp::Delete, _) => tx.remove_sink_entry(sink, kind, value)?,
             }
-            tx.delete_intent(change.intent_id)?;
+            settled.push(change.intent_id);
         }
+        tx.delete_intents(settled)?;
         tx.commit()
     })
     .await
