@@ -86,10 +86,18 @@ impl PipelineError {
 struct ClassifiedBatch {
     /// Indicator states to plan, with the index of the event each came from.
     states: Vec<(usize, IndicatorState)>,
+    marks: BatchMarks,
+}
+
+/// What a batch's events say beyond their changes; acted on once the batch is settled.
+struct BatchMarks {
     /// Events whose outcome is decided by their changes (not skipped).
     with_effects: BTreeSet<usize>,
+    /// The checkpoint to write.
     last_position: Option<String>,
+    /// The source was reset remotely.
     reset: bool,
+    /// The source's run ended (file, MISP poll).
     run_end: bool,
 }
 
@@ -101,8 +109,8 @@ const PLAN_CHUNK: usize = 1000;
 
 /// What planning a chunk of a batch came to.
 enum ChunkPlan {
-    /// Committed: the changes (with the index of the event each came from) and the intents of
-    /// earlier chunks of the batch that this one cancelled.
+    /// Committed: the changes (with the index of the event each came from) and the not-yet-sent
+    /// intents of this batch that it cancelled.
     Planned {
         changes: Vec<(usize, Planned)>,
         cancelled: Vec<i64>,
@@ -121,10 +129,7 @@ struct PlannedBatch {
     planned: Vec<(usize, Planned)>,
     /// Once launched: intent id → index of the event it came from.
     owner: HashMap<i64, usize>,
-    with_effects: BTreeSet<usize>,
-    last_position: Option<String>,
-    reset: bool,
-    run_end: bool,
+    marks: BatchMarks,
     planned_in: Duration,
 }
 
@@ -132,7 +137,7 @@ impl PlannedBatch {
     /// A reset clears the checkpoint and a run end closes the run's statistics: the next batch is
     /// not even planned before they are done.
     fn is_barrier(&self) -> bool {
-        self.reset || self.run_end
+        self.marks.reset || self.marks.run_end
     }
 }
 
@@ -403,10 +408,7 @@ impl Pipeline {
             events,
             planned,
             owner: HashMap::new(),
-            with_effects: classified.with_effects,
-            last_position: classified.last_position,
-            reset: classified.reset,
-            run_end: classified.run_end,
+            marks: classified.marks,
             planned_in: planning.elapsed(),
         };
         if let Some(previous) = applying.take() {
@@ -548,10 +550,12 @@ impl Pipeline {
 
         ClassifiedBatch {
             states,
-            with_effects,
-            last_position,
-            reset,
-            run_end,
+            marks: BatchMarks {
+                with_effects,
+                last_position,
+                reset,
+                run_end,
+            },
         }
     }
 
@@ -725,7 +729,7 @@ impl Pipeline {
             .iter()
             .filter_map(|id| batch.owner.get(id).copied())
             .collect();
-        for index in &batch.with_effects {
+        for index in &batch.marks.with_effects {
             if rejected_events.contains(index) {
                 self.stats.dead_lettered += 1;
             } else {
@@ -733,7 +737,7 @@ impl Pipeline {
             }
         }
 
-        if let Some(position) = batch.last_position {
+        if let Some(position) = batch.marks.last_position {
             let source = self.source_name;
             let p = position.clone();
             with_state(&self.state, move |s| s.set_checkpoint(source, &p)).await?;
@@ -744,13 +748,13 @@ impl Pipeline {
             );
             self.committed.send_replace(Some(position));
         }
-        if batch.reset {
+        if batch.marks.reset {
             let source = self.source_name;
             with_state(&self.state, move |s| s.clear_checkpoint(source)).await?;
             self.committed.send_replace(None);
             tracing::warn!(source, "the source was reset remotely: checkpoint cleared, replaying from the beginning (nothing already applied is sent again)");
         }
-        if batch.run_end {
+        if batch.marks.run_end {
             let stats = self.finish_run().await?;
             tracing::info!("{}", stats.render().trim_end());
         }
