@@ -30,6 +30,7 @@ pub mod cli_s1;
 pub mod config;
 pub mod http;
 pub mod ioc;
+mod lenient;
 pub mod metrics;
 pub mod model;
 pub mod pattern;

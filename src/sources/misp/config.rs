@@ -7,6 +7,7 @@
 
 use super::mapping::SUPPORTED_TYPES;
 use super::schedule::{parse_time_of_day, Schedule};
+use crate::lenient::{lenient_opt_string, Scalar};
 use crate::remote::{base_url_problem, is_placeholder};
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -260,29 +261,6 @@ impl MispConfig {
     }
 }
 
-/// Scalars as they may arrive from YAML or env (figment turns `123`/`true` into typed values).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    Text(String),
-}
-
-impl Scalar {
-    fn into_string(self) -> String {
-        match self {
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::UInt(u) => u.to_string(),
-            Scalar::Float(f) => f.to_string(),
-            Scalar::Text(s) => s,
-        }
-    }
-}
-
 /// A comma list given as a string, a single number (`MISP_DISABLED_FEEDS=3`) or a YAML list.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -303,12 +281,6 @@ fn lenient_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
             .join(","),
     };
     Ok(Some(joined).filter(|s| !s.trim().is_empty()))
-}
-
-/// An optional string that also accepts a number (YAML reads `first_run_at: 0200` as one).
-fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let v: Option<Scalar> = Option::deserialize(d)?;
-    Ok(v.map(Scalar::into_string).filter(|s| !s.trim().is_empty()))
 }
 
 #[cfg(test)]

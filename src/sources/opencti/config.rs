@@ -5,9 +5,10 @@
 //! check it without I/O. pycti variables that mean nothing here are accepted and ignored, so a
 //! drop-in replacement of the Python SentinelOne/Sekoia stream connectors starts with the same env.
 
+use crate::lenient::{lenient_bool, lenient_opt_bool, lenient_opt_string, words_off, words_on};
 use crate::remote::{base_url_problem, is_placeholder};
 use crate::secret::Secret;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The `opencti` section (env `OPENCTI_<KEY>`).
@@ -225,20 +226,6 @@ pub enum RecoverSetting {
     Disabled,
 }
 
-fn words_off(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "no" | "false" | "none" | "off" | "0"
-    )
-}
-
-fn words_on(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "yes" | "true" | "now" | "on"
-    )
-}
-
 /// Parses the dates OpenCTI's `recover` accepts that we can check offline: RFC 3339, a naive
 /// `YYYY-MM-DDTHH:MM:SS[.fff]` (taken as UTC) or a plain date.
 pub(crate) fn parse_iso_date(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -412,60 +399,6 @@ impl ConnectorConfig {
             .map(str::to_string)
             .collect()
     }
-}
-
-/// Scalars as they may arrive from YAML or env (figment turns `123`/`true` into typed values).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    Text(String),
-}
-
-impl Scalar {
-    fn into_string(self) -> String {
-        match self {
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::UInt(u) => u.to_string(),
-            Scalar::Float(f) => f.to_string(),
-            Scalar::Text(s) => s,
-        }
-    }
-}
-
-/// An optional string that also accepts numbers and booleans (an env value `1700000000000` or
-/// `false` reaches us typed); an empty string is "unset", as in pycti.
-fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let v: Option<Scalar> = Option::deserialize(d)?;
-    Ok(v.map(Scalar::into_string).filter(|s| !s.trim().is_empty()))
-}
-
-fn to_bool<E: serde::de::Error>(v: Scalar) -> Result<bool, E> {
-    match v {
-        Scalar::Bool(b) => Ok(b),
-        Scalar::Int(i) => Ok(i != 0),
-        Scalar::UInt(u) => Ok(u != 0),
-        Scalar::Text(s) if words_on(&s) || s.trim() == "1" => Ok(true),
-        Scalar::Text(s) if words_off(&s) => Ok(false),
-        other => Err(E::custom(format!(
-            "expected a boolean (true/false/yes/no), got `{}`",
-            other.into_string()
-        ))),
-    }
-}
-
-/// A boolean that also accepts pycti's spellings (`yes`, `no`, `True`, `False`).
-fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    to_bool(Scalar::deserialize(d)?)
-}
-
-fn lenient_opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    let v: Option<Scalar> = Option::deserialize(d)?;
-    v.map(to_bool).transpose()
 }
 
 #[cfg(test)]
