@@ -14,6 +14,9 @@ pub const OPENCTI_EXTENSION: &str = "extension-definition--ea279b3e-5c71-4632-ac
 pub struct ClassifyOptions {
     /// Expand OR / IN of equalities into several IOCs.
     pub expand_or: bool,
+    /// Indicators whose `valid_until` is at or before this time are skipped as `expired`; `None`
+    /// keeps expired indicators (`pipeline.keep_expired`). A parameter, so classifying stays pure.
+    pub expired_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What the classifier makes of one object.
@@ -71,6 +74,16 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
     if kind == EventKind::Delete || obj.get("revoked").and_then(Value::as_bool) == Some(true) {
         return gone(None);
     }
+    if let Some(now) = opts.expired_at {
+        if meta
+            .valid_until
+            .as_deref()
+            .and_then(parse_time)
+            .is_some_and(|until| until <= now)
+        {
+            return gone(Some(SkipReason::Expired));
+        }
+    }
     let pattern_type = obj
         .get("pattern_type")
         .and_then(Value::as_str)
@@ -92,6 +105,13 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
         Ok(_) => gone(Some(SkipReason::Compound)),
         Err(reason) => gone(Some(reason)),
     }
+}
+
+/// An RFC 3339 time (STIX timestamps are RFC 3339 in UTC).
+pub fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 fn string_field(obj: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
@@ -182,6 +202,36 @@ mod tests {
         assert_eq!(state.meta.score, Some(73));
         assert_eq!(state.meta.source_internal_id.as_deref(), Some("internal-1"));
         assert_eq!(state.meta.labels, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn expired_indicators_are_skipped_unless_kept() {
+        let obj = indicator("[ipv4-addr:value = '1.2.3.4']"); // valid until 2030
+        let at = |t: &str| ClassifyOptions {
+            expired_at: parse_time(t),
+            ..ClassifyOptions::default()
+        };
+        for (opts, expired) in [
+            (at("2029-12-31T23:59:59Z"), false),
+            (at("2030-01-01T00:00:00Z"), true),
+            (at("2031-06-01T00:00:00+02:00"), true),
+            (ClassifyOptions::default(), false),
+        ] {
+            let Classified::Indicator(s) = classify_object(EventKind::Create, &obj, opts) else {
+                panic!("indicator")
+            };
+            assert_eq!(s.skip == Some(SkipReason::Expired), expired, "{opts:?}");
+            assert_eq!(s.iocs.is_empty(), expired);
+        }
+        // An unreadable `valid_until` is not a reason to drop an indicator.
+        let mut odd = obj.clone();
+        odd["valid_until"] = json!("someday");
+        let Classified::Indicator(s) =
+            classify_object(EventKind::Create, &odd, at("2031-01-01T00:00:00Z"))
+        else {
+            panic!("indicator")
+        };
+        assert_eq!(s.iocs.len(), 1);
     }
 
     #[test]

@@ -120,6 +120,13 @@ pub struct PipelineConfig {
     pub shutdown_timeout: Duration,
     /// Expand a pattern that is only an OR / IN of equalities on supported paths into several IOCs.
     pub expand_or: bool,
+    /// Push indicators whose `valid_until` has passed, and keep what they hold after it passes.
+    /// Off: an expired indicator is skipped as `expired`, and a value is removed from the sinks
+    /// when its last holder expires.
+    pub keep_expired: bool,
+    /// How often the state is searched for indicators that expired since the last look.
+    #[serde(with = "humantime_serde")]
+    pub expiry_interval: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -134,6 +141,8 @@ impl Default for PipelineConfig {
             dead_letter_path: None,
             shutdown_timeout: Duration::from_secs(5),
             expand_or: false,
+            keep_expired: false,
+            expiry_interval: Duration::from_secs(60),
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum EventKind {
     Reset,
     /// The end of one source run (a MISP poll, the end of a file): record the run in the history.
     RunEnd,
+    /// An indicator's `valid_until` passed (made by the pipeline's expiry sweep, not by a source:
+    /// no event arrives when an indicator expires). No position.
+    Expiry,
 }
 
 /// The body of a source event.

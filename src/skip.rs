@@ -38,11 +38,14 @@ pub enum SkipReason {
     IgnoredDisabledFeed,
     /// A MISP attribute whose `to_ids` flag is off (and `misp.only_to_ids` is on).
     NotToIds,
+    /// The indicator's `valid_until` has passed (unless `pipeline.keep_expired` is on): it is not
+    /// pushed, and what it held is removed when it expires.
+    Expired,
 }
 
 impl SkipReason {
     /// Every reason, in declaration order (for metrics pre-registration and docs).
-    pub const ALL: [SkipReason; 15] = [
+    pub const ALL: [SkipReason; 16] = [
         SkipReason::Invalid,
         SkipReason::Compound,
         SkipReason::Qualified,
@@ -58,6 +61,7 @@ impl SkipReason {
         SkipReason::UnsupportedType,
         SkipReason::IgnoredDisabledFeed,
         SkipReason::NotToIds,
+        SkipReason::Expired,
     ];
 
     /// The stable snake_case code.
@@ -78,6 +82,7 @@ impl SkipReason {
             SkipReason::UnsupportedType => "unsupported_type",
             SkipReason::IgnoredDisabledFeed => "ignored_disabled_feed",
             SkipReason::NotToIds => "not_to_ids",
+            SkipReason::Expired => "expired",
         }
     }
 

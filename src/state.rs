@@ -281,6 +281,9 @@ impl State {
                  CREATE TABLE IF NOT EXISTS run(id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, started INTEGER NOT NULL, ended INTEGER NOT NULL, stats TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS listing_cache(name TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY(name, seq));
+                 -- When each indicator that holds IOCs stops being valid (epoch ms): the expiry sweep.
+                 CREATE TABLE IF NOT EXISTS expiry(indicator_id TEXT PRIMARY KEY, at INTEGER NOT NULL);
+                 CREATE INDEX IF NOT EXISTS expiry_by_time ON expiry(at);
                  -- Nothing looks these up; they only cost a write per planned value (earlier databases have them).
                  DROP INDEX IF EXISTS holder_by_indicator;
                  DROP INDEX IF EXISTS sink_ioc_by_indicator;",
@@ -304,7 +307,88 @@ impl State {
             }
             Some(_) => {}
         }
+        self.backfill_expiry()
+    }
+
+    /// Databases written before the expiry table existed: fill it once from the stored metadata.
+    fn backfill_expiry(&self) -> Result<(), StateError> {
+        const DONE: &str = "expiry_index";
+        let done: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key=?1", [DONE], |r| r.get(0))
+            .optional()
+            .map_err(self.err())?;
+        if done.is_some() {
+            return Ok(());
+        }
+        let rows: Vec<(String, String)> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT id, meta FROM indicator WHERE iocs <> '[]'")
+                .map_err(self.err())?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.err())?;
+            rows.collect::<Result<_, _>>().map_err(self.err())?
+        };
+        for (id, meta) in rows {
+            let meta: IocMeta = parse_json(&self.path, "indicator meta", &meta)?;
+            if let Some(at) = expiry_ms(&meta) {
+                self.conn
+                    .execute(
+                        "INSERT OR REPLACE INTO expiry(indicator_id, at) VALUES(?1, ?2)",
+                        params![id, at],
+                    )
+                    .map_err(self.err())?;
+            }
+        }
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, '1')",
+                [DONE],
+            )
+            .map_err(self.err())?;
         Ok(())
+    }
+
+    /// Indicators that hold IOCs and whose validity ended at or before `now_ms`, soonest first,
+    /// with what they hold (the expiry sweep turns them into removals).
+    pub fn expired_indicators(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, StoredIndicator)>, StateError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT e.indicator_id, i.iocs, i.meta, i.version FROM expiry e
+                 JOIN indicator i ON i.id = e.indicator_id
+                 WHERE e.at <= ?1 ORDER BY e.at LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![now_ms, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, iocs, meta, version) = row.map_err(self.err())?;
+            out.push((
+                id,
+                StoredIndicator {
+                    iocs: parse_json(&self.path, "indicator iocs", &iocs)?,
+                    meta: parse_json(&self.path, "indicator meta", &meta)?,
+                    version,
+                },
+            ));
+        }
+        Ok(out)
     }
 
     /// The database file path.
@@ -608,7 +692,7 @@ impl State {
         self.conn
             .execute_batch(
                 "DELETE FROM checkpoint; DELETE FROM indicator; DELETE FROM holder; DELETE FROM sink_ioc;
-                 DELETE FROM intent; DELETE FROM run; DELETE FROM kv; DELETE FROM listing_cache;",
+                 DELETE FROM intent; DELETE FROM run; DELETE FROM kv; DELETE FROM listing_cache; DELETE FROM expiry;",
             )
             .map_err(self.err())
     }
@@ -633,6 +717,14 @@ impl Drop for Tx<'_> {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
     }
+}
+
+/// When an indicator stops being valid, in epoch ms (`None`: open-ended or unreadable).
+fn expiry_ms(meta: &IocMeta) -> Option<i64> {
+    meta.valid_until
+        .as_deref()
+        .and_then(crate::classify::parse_time)
+        .map(|t| t.timestamp_millis())
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(
@@ -722,6 +814,11 @@ impl<'a> Tx<'a> {
         meta: &IocMeta,
         version: Option<&str>,
     ) -> Result<(), StateError> {
+        let expires = if iocs.is_empty() {
+            None
+        } else {
+            expiry_ms(meta)
+        };
         let iocs = serde_json::to_string(iocs).unwrap_or_else(|_| "[]".into());
         let meta = serde_json::to_string(meta).unwrap_or_else(|_| "{}".into());
         self.exec(
@@ -729,8 +826,16 @@ impl<'a> Tx<'a> {
                  ON CONFLICT(id) DO UPDATE SET iocs=excluded.iocs, meta=excluded.meta,
                    version=COALESCE(excluded.version, indicator.version), updated_at=excluded.updated_at",
                 params![id, iocs, meta, version, now_ms()],
-            )
-            .map(|_| ())
+            )?;
+        match expires {
+            Some(at) => self.exec(
+                "INSERT INTO expiry(indicator_id, at) VALUES(?1, ?2)
+                 ON CONFLICT(indicator_id) DO UPDATE SET at=excluded.at",
+                params![id, at],
+            )?,
+            None => self.exec("DELETE FROM expiry WHERE indicator_id=?1", [id])?,
+        };
+        Ok(())
     }
 
     /// Records that `indicator_id` holds (kind, value).
@@ -1002,6 +1107,81 @@ mod tests {
             State::open(dir.path()),
             Err(StateError::Schema { found: 999, .. })
         ));
+    }
+
+    #[test]
+    fn the_expiry_index_follows_what_indicators_hold_and_is_backfilled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("init");
+        let ioc = Ioc {
+            kind: IocKind::Domain,
+            value: "a.example".into(),
+        };
+        let until = |t: &str| IocMeta {
+            valid_until: Some(t.to_string()),
+            ..IocMeta::default()
+        };
+        let tx = state.tx().expect("tx");
+        let put = |id: &str, iocs: &[Ioc], meta: &IocMeta| {
+            tx.put_indicator(id, iocs, meta, None).expect("put");
+        };
+        put(
+            "indicator--soon",
+            std::slice::from_ref(&ioc),
+            &until("2020-01-01T00:00:00Z"),
+        );
+        put(
+            "indicator--later",
+            std::slice::from_ref(&ioc),
+            &until("2040-01-01T00:00:00Z"),
+        );
+        put(
+            "indicator--open",
+            std::slice::from_ref(&ioc),
+            &IocMeta::default(),
+        );
+        put("indicator--empty", &[], &until("2020-01-01T00:00:00Z"));
+        put(
+            "indicator--gone",
+            std::slice::from_ref(&ioc),
+            &until("2019-01-01T00:00:00Z"),
+        );
+        put("indicator--gone", &[], &until("2019-01-01T00:00:00Z"));
+        tx.commit().expect("commit");
+        let now = parse_ms("2030-01-01T00:00:00Z");
+        let ids = |s: &State| -> Vec<String> {
+            s.expired_indicators(now, 10)
+                .expect("query")
+                .into_iter()
+                .map(|(id, stored)| {
+                    assert!(!stored.iocs.is_empty());
+                    id
+                })
+                .collect()
+        };
+        assert_eq!(ids(&state), ["indicator--soon"]);
+
+        // A database from before the table: emptied index, no marker; reopening rebuilds it.
+        state
+            .conn
+            .execute_batch("DELETE FROM expiry; DELETE FROM meta WHERE key='expiry_index';")
+            .expect("age the database");
+        drop(state);
+        let state = State::open(dir.path()).expect("reopen");
+        assert_eq!(ids(&state), ["indicator--soon"]);
+        assert_eq!(
+            state
+                .expired_indicators(parse_ms("2050-01-01T00:00:00Z"), 10)
+                .expect("q")
+                .len(),
+            2
+        );
+    }
+
+    fn parse_ms(t: &str) -> i64 {
+        crate::classify::parse_time(t)
+            .expect("time")
+            .timestamp_millis()
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod common;
 mod opencti_fake;
 
 use common::*;
-use opencti_fake::FakeOpenCti;
+use opencti_fake::{indicator, parse_id, FakeEvent, FakeOpenCti};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -192,6 +192,191 @@ async fn operator_reset_replays_from_the_beginning_without_duplicate_creates() {
     let records = read_jsonl(&dir.path().join("out/iocs.jsonl"));
     assert_eq!(records.len(), first_len, "the replay wrote new records");
     assert_eq!(jsonl_live_set(&records), expected());
+}
+
+/// The frames a proxy, a truncated write or a bug upstream can put in a stream, each with the id the
+/// fake orders it by: `(raw bytes, wire id when it is a valid position)`.
+fn poisoned_frame(kind: usize, id: &str) -> (Vec<u8>, Option<String>) {
+    let head = format!("id: {id}\nevent: create\n");
+    let mut raw = head.clone().into_bytes();
+    let valid_id = Some(id.to_string());
+    match kind % 6 {
+        0 => {
+            raw.extend_from_slice(
+                b"data: {\"data\":{\"id\":\"indicator--bad-utf8\",\"type\":\"indicator\",\
+                  \"pattern_type\":\"stix\",\"pattern\":\"[ipv4-addr:value = '\xff\xfe']\"}}\n\n",
+            );
+        }
+        1 => {
+            // 2 MB on one line, above the 1.5 MB bound: if it were read, its domain would land.
+            let filler = "a".repeat(2 * 1024 * 1024);
+            raw.extend_from_slice(
+                format!(
+                    "data: {{\"data\":{{\"id\":\"indicator--oversize\",\"type\":\"indicator\",\
+                     \"pattern_type\":\"stix\",\"pattern\":\"[domain-name:value = \
+                     'oversize.example']\",\"description\":\"{filler}\"}}}}\n\n"
+                )
+                .as_bytes(),
+            );
+        }
+        2 => raw.extend_from_slice(b"data: this is not json\n\n"),
+        3 => raw.extend_from_slice(b"data: {\"data\": \"a string\"}\n\n"),
+        4 => raw.extend_from_slice(b"data: [1,2,3]\n\n"),
+        _ => {
+            // A control character in the id: not a position (it would poison `Last-Event-ID`).
+            let (ms, _) = id.split_once('-').expect("id");
+            return (
+                format!("id: {ms}\u{1}-0\nevent: create\ndata: not json either\n\n").into_bytes(),
+                None,
+            );
+        }
+    }
+    (raw, valid_id)
+}
+
+/// A real event framed the long way: comment and `retry:` lines, pretty-printed data over many
+/// `data:` lines.
+fn verbose_frame(e: &FakeEvent) -> Vec<u8> {
+    let value: serde_json::Value = serde_json::from_str(&e.data).expect("fixture data");
+    let mut out = format!(
+        ": keep-alive\nretry: 5000\nid: {}\nevent: {}\n",
+        e.id, e.topic
+    );
+    for line in serde_json::to_string_pretty(&value).expect("json").lines() {
+        out.push_str(&format!("data:{line}\n"));
+    }
+    out.push('\n');
+    out.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_frames_cost_one_skipped_event_each_and_never_stall_the_stream() {
+    let fake = fake_with_fixture().await;
+    let events = fake.events();
+    let mut poisoned = Vec::new();
+    let mut malformed_ids = Vec::new();
+    let mut boundary = 0usize;
+    for (i, e) in events.iter().enumerate() {
+        let mut e = e.clone();
+        if i % 50 == 7 {
+            e.raw = Some(verbose_frame(&e).into());
+        }
+        let (ms, seq) = parse_id(&e.id).expect("fixture id");
+        let next_ms = events.get(i + 1).and_then(|n| parse_id(&n.id)).map(|n| n.0);
+        poisoned.push(e);
+        // Between two ids a frame with an id of its own fits: after the last event of a millisecond.
+        if next_ms.is_some_and(|n| n > ms) {
+            boundary += 1;
+            if boundary % 9 == 0 {
+                let id = format!("{ms}-{}", seq + 1);
+                let (raw, position) = poisoned_frame(boundary / 9, &id);
+                malformed_ids.extend(position);
+                poisoned.push(FakeEvent {
+                    id,
+                    topic: "create".into(),
+                    data: String::new(),
+                    raw: Some(raw.into()),
+                });
+            }
+        }
+    }
+    assert!(malformed_ids.len() >= 30, "{}", malformed_ids.len());
+    fake.set_events(poisoned);
+    // Reconnects land before, inside and after poisoned frames.
+    fake.drop_every(Some(37));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = opencti_run(dir.path(), &fake.url, TOKEN);
+    cmd.env("OPENCTI_MAX_EVENT_BYTES", "1500000").arg("--once");
+    let out = output(cmd).await;
+    assert_success(&out);
+    assert_eq!(
+        jsonl_live_set(&read_jsonl(&dir.path().join("out/iocs.jsonl"))),
+        expected()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warned: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("malformed stream event"))
+        .collect();
+    for id in &malformed_ids {
+        assert!(
+            warned.iter().any(|l| l.contains(id.as_str())),
+            "no malformed_event warning for {id}"
+        );
+    }
+    assert!(stderr.contains("not of the form <digits>-<digits>"));
+    // Every reconnect resumed from a real position (never a garbled id).
+    for id in fake.last_event_ids().into_iter().flatten() {
+        assert!(parse_id(&id).is_some(), "resumed from {id:?}");
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_indicators_are_skipped_and_removed_when_they_expire() {
+    let fake = FakeOpenCti::start(TOKEN).await;
+    fake.add_stream("stream-1", "iocs", true);
+    fake.set_heartbeat(Duration::from_millis(200));
+    let at = |offset: chrono::Duration| {
+        (chrono::Utc::now() + offset).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let with_until = |n: u32, until: Option<String>| {
+        let mut i = indicator(n);
+        if let Some(until) = until {
+            i["valid_until"] = serde_json::json!(until);
+        }
+        i
+    };
+    // 10.0.0.1 expired an hour ago; 10.0.0.2 expires in 4 s; 10.0.0.3 never does.
+    fake.push(
+        "create",
+        with_until(1, Some(at(chrono::Duration::hours(-1)))),
+    );
+    fake.push(
+        "create",
+        with_until(2, Some(at(chrono::Duration::seconds(4)))),
+    );
+    fake.push("create", with_until(3, None));
+    // Another indicator holds 10.0.0.3 and expires too: the value stays, its other holder lives.
+    let mut shared = with_until(3, Some(at(chrono::Duration::seconds(4))));
+    shared["id"] = serde_json::json!("indicator--00000000-0000-4000-8000-000000009999");
+    fake.push("create", shared);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jsonl = dir.path().join("out/iocs.jsonl");
+    let mut cmd = opencti_run(dir.path(), &fake.url, TOKEN);
+    cmd.env("IOCSYNC_PIPELINE_EXPIRY_INTERVAL", "200ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let live_values = || -> std::collections::BTreeSet<String> {
+        jsonl_live_set(&read_jsonl(&jsonl))
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let wanted_first: std::collections::BTreeSet<String> =
+        ["10.0.0.2", "10.0.0.3"].map(String::from).into();
+    let wanted_last: std::collections::BTreeSet<String> = ["10.0.0.3"].map(String::from).into();
+    let mut seen_first = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let live = live_values();
+        seen_first |= live == wanted_first;
+        if seen_first && live == wanted_last {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "live set {live:?} (saw the unexpired pair: {seen_first})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.start_kill().expect("kill");
+    let out = child.wait_with_output().await.expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("reason=\"expired\""), "{stderr}");
+    assert!(!read_jsonl(&jsonl).iter().any(|r| r.value == "10.0.0.1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

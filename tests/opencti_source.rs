@@ -358,6 +358,23 @@ async fn a_stalled_connection_is_replaced_by_the_watchdog() {
 }
 
 #[tokio::test]
+async fn every_graphql_auth_code_is_an_auth_error() {
+    let fake = start_fake().await;
+    let (o, c) = configs(&fake);
+    let source = OpenCtiSource::new(&o, &c).expect("valid config");
+    for code in ["AUTH_FAILURE", "OTP_REQUIRED", "OTP_REQUIRED_ACTIVATION"] {
+        fake.graphql_auth_error(Some(code));
+        let err = source.check().await.expect_err("check fails");
+        assert!(matches!(err, SourceError::Auth { .. }), "{code}: {err:?}");
+        if code.starts_with("OTP") {
+            assert!(err.to_string().contains("two-factor"), "{err}");
+        }
+    }
+    fake.graphql_auth_error(None);
+    source.check().await.expect("accepted again");
+}
+
+#[tokio::test]
 async fn a_bad_token_is_an_auth_error_that_never_shows_the_token() {
     let fake = FakeOpenCti::start("the-right-token").await;
     let (o, c) = configs(&fake);

@@ -155,6 +155,17 @@ async fn check_bad_tokens_exit_3_and_name_the_key() {
         "{out}"
     );
     assert!(!out.contains("wrong-opencti-token") && !out.contains("wrong-sekoia-key"));
+
+    // A user that must pass 2FA is a credential problem too.
+    fakes.opencti.graphql_auth_error(Some("OTP_REQUIRED"));
+    let (code, out) = check(&fakes, |_| {}).await;
+    fakes.opencti.graphql_auth_error(None);
+    assert_eq!(code, Some(3), "{out}");
+    let bad = line(&out, "source opencti");
+    assert!(
+        bad.starts_with('✗') && bad.contains("OPENCTI_TOKEN"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

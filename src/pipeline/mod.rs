@@ -177,6 +177,8 @@ pub struct Pipeline {
     run_started: Instant,
     /// The last run finished during the current `run()` call.
     finished: Option<RunStats>,
+    /// When to look for indicators that expired next (never with `keep_expired`).
+    next_expiry_sweep: Option<Instant>,
 }
 
 /// Runs a closure on the state off the async runtime (the connection is never held across `.await`).
@@ -214,7 +216,9 @@ impl Pipeline {
             .collect();
         let classify = ClassifyOptions {
             expand_or: cfg.expand_or,
+            expired_at: None,
         };
+        let cfg_keep_expired = cfg.keep_expired;
         Pipeline {
             source_name,
             sinks,
@@ -230,6 +234,7 @@ impl Pipeline {
             stats: RunStats::new(source_name),
             run_started: Instant::now(),
             finished: None,
+            next_expiry_sweep: (!cfg_keep_expired).then(Instant::now),
         }
     }
 
@@ -389,6 +394,24 @@ impl Pipeline {
                 }
             }
         }
+        if let Some(due) = self.next_expiry_sweep {
+            if carry.is_empty() && applying.is_none() && Instant::now() < due {
+                // Idle: the next expiry is a reason to wake up as much as the next event.
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {}
+                    event = events.recv() => carry.extend(event),
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+            }
+            if Instant::now() >= due {
+                self.sweep_expired(carry).await?;
+                if carry.is_empty() && !shutdown.is_cancelled() {
+                    // Nothing expired and nothing arrived: wait again (for both).
+                    return Ok(true);
+                }
+            }
+        }
         let events_in = collect(
             events,
             carry,
@@ -422,6 +445,47 @@ impl Pipeline {
             *applying = Some(launched);
         }
         Ok(!shutdown.is_cancelled())
+    }
+
+    /// Queues an [`EventKind::Expiry`] for each indicator whose validity ended while it held IOCs:
+    /// planned like any event, so its values leave the sinks through intents, and a value another
+    /// live indicator holds stays.
+    async fn sweep_expired(
+        &mut self,
+        carry: &mut VecDeque<SourceEvent>,
+    ) -> Result<(), PipelineError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let due = with_state(&self.state, move |s| {
+            s.expired_indicators(now_ms, PLAN_CHUNK)
+        })
+        .await?;
+        // A full page means more are due: look again at the next turn.
+        let wait = if due.len() >= PLAN_CHUNK {
+            Duration::ZERO
+        } else {
+            self.cfg.expiry_interval
+        };
+        self.next_expiry_sweep = Some(Instant::now() + wait);
+        if !due.is_empty() {
+            tracing::info!(
+                count = due.len(),
+                "indicators expired: removing what they held"
+            );
+        }
+        for (id, stored) in due.into_iter().rev() {
+            carry.push_front(SourceEvent {
+                position: None,
+                kind: EventKind::Expiry,
+                payload: Payload::Classified(Box::new(IndicatorState {
+                    id,
+                    iocs: Vec::new(),
+                    skip: Some(SkipReason::Expired),
+                    meta: stored.meta,
+                    version: stored.version,
+                })),
+            });
+        }
+        Ok(())
     }
 
     /// Records the current run in the history and starts a new one.
@@ -465,6 +529,9 @@ impl Pipeline {
             self.run_started = Instant::now();
             self.stats.started = RunStats::new(self.source_name).started;
         }
+        if self.next_expiry_sweep.is_some() {
+            self.classify.expired_at = Some(chrono::Utc::now());
+        }
         let mut states: Vec<(usize, IndicatorState)> = Vec::new();
         let mut removals: Vec<(usize, IndicatorState)> = Vec::new();
         let mut last_position: Option<String> = None;
@@ -487,6 +554,7 @@ impl Pipeline {
                 EventKind::Other => "other",
                 EventKind::Reset => "reset",
                 EventKind::RunEnd => "run_end",
+                EventKind::Expiry => "expiry",
             };
             metrics::global().inc("iocsync_events_received_total", &[("type", kind_label)], 1);
             match kind {

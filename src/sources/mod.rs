@@ -4,6 +4,7 @@
 pub mod file;
 pub mod misp;
 pub mod opencti;
+pub mod sse;
 
 use crate::model::SourceEvent;
 use async_trait::async_trait;

@@ -37,6 +37,9 @@ pub struct FakeEvent {
     pub topic: String,
     /// The `data:` text, sent as is.
     pub data: String,
+    /// When set, the exact bytes sent on the wire instead of a frame built from the fields above
+    /// (`id` then only orders it): malformed frames as a proxy or a buggy writer would send them.
+    pub raw: Option<Bytes>,
 }
 
 /// One HTTP request received.
@@ -106,6 +109,8 @@ struct Data {
     stalled: bool,
     stall_next_after: Option<usize>,
     deny_stream: bool,
+    /// Every GraphQL call fails with this `extensions.code` (OpenCTI's auth error family).
+    graphql_auth_error: Option<String>,
     connections: u64,
     version: String,
 }
@@ -158,6 +163,7 @@ impl FakeOpenCti {
                 stalled: false,
                 stall_next_after: None,
                 deny_stream: false,
+                graphql_auth_error: None,
                 connections: 0,
                 version: "6.4.5".into(),
             }),
@@ -235,6 +241,12 @@ impl FakeOpenCti {
         self.with(|d| d.deny_stream = deny);
     }
 
+    /// While set, every GraphQL call answers HTTP 200 with this error code, as OpenCTI does for a
+    /// user whose session cannot be used (`AUTH_FAILURE`, `OTP_REQUIRED`, `OTP_REQUIRED_ACTIVATION`).
+    pub fn graphql_auth_error(&self, code: Option<&str>) {
+        self.with(|d| d.graphql_auth_error = code.map(str::to_string));
+    }
+
     /// Appends an event with the next id (`BASE_MS + k`, seq 0); returns the id.
     pub fn push(&self, topic: &str, stix: Value) -> String {
         let data = envelope(topic, stix).to_string();
@@ -249,6 +261,7 @@ impl FakeOpenCti {
                 id: id.clone(),
                 topic: topic.into(),
                 data,
+                raw: None,
             });
             id
         })
@@ -261,8 +274,14 @@ impl FakeOpenCti {
                 id: id.into(),
                 topic: topic.into(),
                 data: data.into(),
+                raw: None,
             })
         });
+    }
+
+    /// Replaces the events held (e.g. a capture with frames interleaved by a test).
+    pub fn set_events(&self, events: Vec<FakeEvent>) {
+        self.with(|d| d.events = events);
     }
 
     /// Appends every event of an SSE capture (`connected` and heartbeats are skipped).
@@ -397,6 +416,7 @@ pub fn parse_sse(text: &str) -> Vec<FakeEvent> {
                         id: i,
                         topic: t,
                         data: data.join("\n"),
+                        raw: None,
                     });
                 }
             }
@@ -511,6 +531,7 @@ fn recover_plan(events: &[FakeEvent], from: (u64, u64), until: (u64, u64)) -> Pl
                 id: e.id.clone(),
                 topic: "create".into(),
                 data: v.to_string(),
+                raw: None,
             },
         ));
     }
@@ -665,11 +686,11 @@ async fn connection_task(
                 if let Some(id) = parse_id(&e.id) {
                     cursor = Some(cursor.map_or(id, |c| c.max(id)));
                 }
-                if tx
-                    .send(frame(Some(&e.id), &e.topic, &e.data))
-                    .await
-                    .is_err()
-                {
+                let bytes = e
+                    .raw
+                    .clone()
+                    .unwrap_or_else(|| frame(Some(&e.id), &e.topic, &e.data));
+                if tx.send(bytes).await.is_err() {
                     return;
                 }
                 sent += 1;
@@ -726,6 +747,16 @@ async fn graphql_handler(
         operation: operation.into(),
         variables: vars.clone(),
     });
+    if let Some(code) = d.graphql_auth_error.clone() {
+        let message = match code.as_str() {
+            "OTP_REQUIRED" => "You must validate your account with 2FA.",
+            "OTP_REQUIRED_ACTIVATION" => "You need to activate 2FA.",
+            _ => "Wrong name or password",
+        };
+        return Json(json!({"data": null, "errors": [{"message": message,
+            "extensions": {"code": code}}]}))
+        .into_response();
+    }
     if !bearer_ok(&d, &headers) {
         return Json(
             json!({"data": null, "errors": [{"message": "You must be logged in to do this.",

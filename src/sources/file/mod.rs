@@ -2,12 +2,9 @@
 //! NDJSON of `{id, event, data}`) or a STIX 2.1 bundle (every indicator a create), resuming from a
 //! byte offset (captures) or an object index (bundles) after a restart.
 
-mod sse;
-
-pub use sse::{SseEvent, SseParser};
-
 use crate::model::{EventKind, Payload, SourceEvent};
-use crate::sources::opencti::event::{decode_event, decode_event_value};
+use crate::sources::opencti::event::{decode_event_value, decode_frame};
+use crate::sources::sse::{Frame, SseDecoder};
 use crate::sources::{Source, SourceContext, SourceError};
 use async_trait::async_trait;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -93,18 +90,65 @@ impl FileSource {
         }
     }
 
-    async fn run_stream(
+    /// Sends a decoded event at `position` (an `Other` one for what decodes to nothing, so the
+    /// position still moves); false when the run should end.
+    async fn send_at(
         &self,
         ctx: &SourceContext,
-        format: FileFormat,
-        offset: u64,
+        position: u64,
+        event: Option<SourceEvent>,
     ) -> Result<bool, SourceError> {
+        let mut out = event.unwrap_or(SourceEvent {
+            position: None,
+            kind: EventKind::Other,
+            payload: Payload::None,
+        });
+        out.position = Some(self.position(position));
+        self.send(ctx, out).await
+    }
+
+    fn open_at(&self, offset: u64) -> Result<std::fs::File, SourceError> {
         let mut file =
             std::fs::File::open(&self.path).map_err(|e| self.err(format!("cannot open: {e}")))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| self.err(format!("cannot seek to {offset}: {e}")))?;
+        Ok(file)
+    }
+
+    /// An SSE capture, through the same bounded decoder as the live stream.
+    async fn run_sse(&self, ctx: &SourceContext, offset: u64) -> Result<bool, SourceError> {
+        let mut file = self.open_at(offset)?;
+        let mut decoder = SseDecoder::default();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut frames: Vec<Frame> = Vec::new();
+        loop {
+            let n = file.read(&mut buf).map_err(|e| {
+                self.err(format!(
+                    "read failed at byte {}: {e}",
+                    offset + decoder.consumed()
+                ))
+            })?;
+            if n == 0 {
+                frames.extend(decoder.finish());
+            } else {
+                decoder.feed(&buf[..n], &mut frames);
+            }
+            for frame in frames.drain(..) {
+                let event = decode_frame(&frame);
+                if !self.send_at(ctx, offset + frame.end_offset, event).await? {
+                    return Ok(false);
+                }
+            }
+            if n == 0 {
+                return self.send_end(ctx, offset + decoder.consumed()).await;
+            }
+        }
+    }
+
+    /// An NDJSON capture, one `{id, event, data}` object per line.
+    async fn run_ndjson(&self, ctx: &SourceContext, offset: u64) -> Result<bool, SourceError> {
+        let file = self.open_at(offset)?;
         let mut reader = BufReader::with_capacity(256 * 1024, file);
-        let mut parser = SseParser::default();
         let mut consumed = offset;
         let mut line = Vec::new();
         loop {
@@ -112,42 +156,21 @@ impl FileSource {
             let n = reader
                 .read_until(b'\n', &mut line)
                 .map_err(|e| self.err(format!("read failed at byte {consumed}: {e}")))?;
-            let at_eof = n == 0;
+            if n == 0 {
+                return self.send_end(ctx, consumed).await;
+            }
             consumed += n as u64;
-            let event = match format {
-                FileFormat::Sse if at_eof => parser.finish(),
-                FileFormat::Sse => parser.push_line(&line),
-                FileFormat::Ndjson if at_eof => None,
-                FileFormat::Ndjson => ndjson_event(&line),
-                FileFormat::Bundle => None,
-            };
-            if let Some(ev) = event {
-                let position = Some(self.position(consumed));
-                if let Some(mut out) = ev.decode() {
-                    out.position = position;
-                    if !self.send(ctx, out).await? {
-                        return Ok(false);
-                    }
-                } else if !self
-                    .send(
-                        ctx,
-                        SourceEvent {
-                            position,
-                            kind: EventKind::Other,
-                            payload: Payload::None,
-                        },
-                    )
-                    .await?
-                {
+            if let Some(event) = ndjson_event(&line) {
+                if !self.send_at(ctx, consumed, event).await? {
                     return Ok(false);
                 }
             }
-            if at_eof {
-                break;
-            }
         }
+    }
+
+    async fn send_end(&self, ctx: &SourceContext, offset: u64) -> Result<bool, SourceError> {
         let end = SourceEvent {
-            position: Some(self.position(consumed)),
+            position: Some(self.position(offset)),
             kind: EventKind::RunEnd,
             payload: Payload::None,
         };
@@ -182,46 +205,38 @@ impl FileSource {
     }
 }
 
-/// One NDJSON line → an SSE-like event (data may be an object or a raw string).
-fn ndjson_event(line: &[u8]) -> Option<SseEvent> {
-    let text = String::from_utf8_lossy(line);
+/// One NDJSON line → the event it holds (`None` for a blank line; `Some(None)` for a line that
+/// decodes to nothing, e.g. `connected`). The data may be an object or the raw wire text.
+fn ndjson_event(line: &[u8]) -> Option<Option<SourceEvent>> {
+    let malformed = |reason: String| {
+        Some(Some(SourceEvent {
+            position: None,
+            kind: EventKind::Create,
+            payload: Payload::Malformed { reason },
+        }))
+    };
+    let Ok(text) = std::str::from_utf8(line) else {
+        return malformed("NDJSON line is not UTF-8".to_string());
+    };
     let text = text.trim();
     if text.is_empty() {
         return None;
     }
     match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(mut v) => Some(SseEvent {
-            id: v.get("id").and_then(|i| i.as_str()).map(str::to_string),
-            event: v
+        Ok(mut v) => {
+            let id = v.get("id").and_then(|i| i.as_str()).map(str::to_string);
+            let event = v
                 .get("event")
                 .and_then(|e| e.as_str())
                 .unwrap_or("message")
-                .to_string(),
-            data: sse::Data::Value(
-                v.get_mut("data")
-                    .map(serde_json::Value::take)
-                    .unwrap_or(serde_json::Value::Null),
-            ),
-        }),
-        Err(e) => Some(SseEvent {
-            id: None,
-            event: "malformed".into(),
-            data: sse::Data::Text(format!("unreadable NDJSON line: {e}")),
-        }),
-    }
-}
-
-impl SseEvent {
-    fn decode(self) -> Option<SourceEvent> {
-        match self.data {
-            sse::Data::Text(reason) if self.event == "malformed" => Some(SourceEvent {
-                position: None,
-                kind: EventKind::Create,
-                payload: Payload::Malformed { reason },
-            }),
-            sse::Data::Text(text) => decode_event(&self.event, self.id.as_deref(), &text),
-            sse::Data::Value(value) => decode_event_value(&self.event, self.id.as_deref(), value),
+                .to_string();
+            let data = v
+                .get_mut("data")
+                .map(serde_json::Value::take)
+                .unwrap_or(serde_json::Value::Null);
+            Some(decode_event_value(&event, id.as_deref(), data))
         }
+        Err(e) => malformed(format!("unreadable NDJSON line: {e}")),
     }
 }
 
@@ -241,7 +256,8 @@ impl Source for FileSource {
         tracing::info!(file = %self.path.display(), ?format, start, "reading file source");
         match format {
             FileFormat::Bundle => self.run_bundle(&ctx, start).await?,
-            FileFormat::Sse | FileFormat::Ndjson => self.run_stream(&ctx, format, start).await?,
+            FileFormat::Sse => self.run_sse(&ctx, start).await?,
+            FileFormat::Ndjson => self.run_ndjson(&ctx, start).await?,
         };
         Ok(())
     }

@@ -43,6 +43,9 @@ pub struct OpenCtiConfig {
     /// Timeout of one GraphQL request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Largest stream event accepted, in bytes: a larger one is skipped as `malformed_event`
+    /// (its position still advances) without being buffered whole.
+    pub max_event_bytes: usize,
 }
 
 impl Default for OpenCtiConfig {
@@ -58,6 +61,7 @@ impl Default for OpenCtiConfig {
             ping_interval: Duration::from_secs(40),
             progress_interval: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            max_event_bytes: crate::sources::sse::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }
@@ -279,6 +283,12 @@ impl OpenCtiConfig {
             if d.is_zero() {
                 out.push((key, "must be greater than zero".to_string()));
             }
+        }
+        if self.max_event_bytes < 1024 {
+            out.push((
+                "opencti.max_event_bytes",
+                "must be at least 1024 (bytes)".to_string(),
+            ));
         }
         if self.reconnect_min > self.reconnect_max {
             out.push((

@@ -6,6 +6,7 @@
 //! `update`.
 
 use crate::model::{EventKind, Payload, SourceEvent};
+use crate::sources::sse::Frame;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -34,6 +35,30 @@ pub fn decode_event(topic: &str, id: Option<&str>, data: &str) -> Option<SourceE
         kind,
         payload,
     })
+}
+
+/// Decodes one SSE frame. Data that is not UTF-8 or larger than the decoder's bound makes the
+/// event malformed (skipped with a reason, its position kept); `None` for `connected`.
+pub fn decode_frame(frame: &Frame) -> Option<SourceEvent> {
+    let kind = kind_of(&frame.event)?;
+    let object_kind = matches!(
+        kind,
+        EventKind::Create | EventKind::Update | EventKind::Delete
+    );
+    match frame.data.text() {
+        Ok(text) => decode_event(&frame.event, frame.id.as_deref(), text),
+        Err(reason) => Some(SourceEvent {
+            position: position_of(frame.id.as_deref()),
+            kind,
+            payload: if object_kind {
+                Payload::Malformed {
+                    reason: format!("`{}` event {reason}", frame.event),
+                }
+            } else {
+                Payload::None
+            },
+        }),
+    }
 }
 
 /// Decodes one message whose `data` is already parsed (NDJSON captures); a JSON string value is
@@ -73,10 +98,22 @@ fn kind_of(topic: &str) -> Option<EventKind> {
     })
 }
 
-fn position_of(id: Option<&str>) -> Option<String> {
-    id.map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+/// A stream position: only `<digits>-<digits>` is one. Anything else (a control character, a
+/// proxy's garbage) would be checkpointed and then refused as a `Last-Event-ID` header on every
+/// reconnect, so it is no position at all.
+pub fn position_of(id: Option<&str>) -> Option<String> {
+    let id = id.map(str::trim)?;
+    parse_stream_id_strict(id).map(|_| id.to_string())
+}
+
+/// `<digits>-<digits>` and nothing else, as numbers.
+fn parse_stream_id_strict(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(ms) || !digits(seq) {
+        return None;
+    }
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// `data.data` as a STIX payload, or why it cannot be one. A `merge` also names the objects merged
@@ -128,8 +165,7 @@ fn merged_ids(envelope: &Value) -> Vec<String> {
 /// A stream id split as `(epoch ms, sequence)`; `None` when it is not of that form (ids are
 /// opaque cursors to the pipeline, but ordering and lag need the numbers when they are there).
 pub fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.trim().split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
+    parse_stream_id_strict(id.trim())
 }
 
 /// The payload of a `connected` message (all fields optional: older servers send fewer).
@@ -148,8 +184,8 @@ pub struct ConnectedInfo {
 
 impl ConnectedInfo {
     /// Reads a `connected` payload; an unreadable one yields the empty info (it is only logged).
-    pub fn parse(data: &str) -> Self {
-        serde_json::from_str(data).unwrap_or_default()
+    pub fn parse(data: &[u8]) -> Self {
+        serde_json::from_slice(data).unwrap_or_default()
     }
 }
 
@@ -212,12 +248,52 @@ mod tests {
     }
 
     #[test]
+    fn only_digit_pairs_are_positions() {
+        assert_eq!(position_of(Some(" 12-3 ")).as_deref(), Some("12-3"));
+        for bad in [
+            "1\u{1}-0", "+1-0", "1--0", "-1", "1-", "abc", "1-0-0", "", "1 -0",
+        ] {
+            assert_eq!(position_of(Some(bad)), None, "{bad:?}");
+        }
+        let ev = decode_event("create", Some("1\u{7}-2"), &envelope("create")).expect("event");
+        assert_eq!(ev.position, None);
+    }
+
+    #[test]
+    fn frames_that_are_not_text_are_malformed_with_their_position() {
+        use crate::sources::sse::FrameData;
+        let frame = |event: &str, data| Frame {
+            id: Some("4-2".into()),
+            event: event.into(),
+            data,
+            end_offset: 0,
+        };
+        for data in [
+            FrameData::Bytes(b"{\"data\":{\"id\":\"\xff\"}}".to_vec()),
+            FrameData::Oversize { bytes: 99 },
+        ] {
+            let ev = decode_frame(&frame("update", data)).expect("event");
+            assert_eq!(ev.kind, EventKind::Update);
+            assert_eq!(ev.position.as_deref(), Some("4-2"));
+            assert!(matches!(ev.payload, Payload::Malformed { .. }));
+        }
+        let hb = decode_frame(&frame("heartbeat", FrameData::Oversize { bytes: 99 })).expect("hb");
+        assert_eq!(hb.kind, EventKind::Heartbeat);
+        let ok = decode_frame(&frame(
+            "create",
+            FrameData::Bytes(envelope("create").into_bytes()),
+        ))
+        .expect("ok");
+        assert!(matches!(ok.payload, Payload::Stix(_)));
+    }
+
+    #[test]
     fn stream_ids_and_connected_info() {
         assert_eq!(parse_stream_id("1712645920678-3"), Some((1712645920678, 3)));
         assert_eq!(parse_stream_id("abc"), None);
         assert!(parse_stream_id("10-2") > parse_stream_id("9-99"));
-        let info = ConnectedInfo::parse(r#"{"lastEventId":"9-1","streamSize":3,"x":1}"#);
+        let info = ConnectedInfo::parse(br#"{"lastEventId":"9-1","streamSize":3,"x":1}"#);
         assert_eq!(info.last_event_id.as_deref(), Some("9-1"));
-        assert_eq!(ConnectedInfo::parse("garbage"), ConnectedInfo::default());
+        assert_eq!(ConnectedInfo::parse(b"garbage"), ConnectedInfo::default());
     }
 }

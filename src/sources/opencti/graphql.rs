@@ -169,11 +169,21 @@ impl GraphqlClient {
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 // OpenCTI answers auth failures as HTTP 200 with one of these codes.
-                if matches!(
-                    code,
-                    "AUTH_REQUIRED" | "FORBIDDEN_ACCESS" | "UNAUTHENTICATED"
-                ) {
-                    return Err(OpenCtiError::Auth { endpoint, message });
+                match code {
+                    "AUTH_REQUIRED" | "FORBIDDEN_ACCESS" | "UNAUTHENTICATED" | "AUTH_FAILURE" => {
+                        return Err(OpenCtiError::Auth { endpoint, message });
+                    }
+                    "OTP_REQUIRED" | "OTP_REQUIRED_ACTIVATION" => {
+                        return Err(OpenCtiError::Auth {
+                            endpoint,
+                            message: format!(
+                                "{message} ({code}: this user must pass two-factor \
+                                 authentication; give the connector the token of a user without \
+                                 2FA enforcement, e.g. a service account)"
+                            ),
+                        });
+                    }
+                    _ => {}
                 }
                 return Err(OpenCtiError::Graphql {
                     endpoint,

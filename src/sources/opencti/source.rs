@@ -7,18 +7,19 @@
 //! checkpoint (`SourceContext.start`), and the pipeline is idempotent for the overlap.
 
 use super::config::{ConnectorConfig, OpenCtiConfig, RecoverSetting};
-use super::event::{decode_event, parse_stream_id, ConnectedInfo, TOPIC_CONNECTED};
+use super::event::{decode_frame, parse_stream_id, ConnectedInfo, TOPIC_CONNECTED};
 use super::graphql::{ConnectorState, GraphqlClient, RecoverUntil, Registration};
-use super::stream::{classify, Backoff, Disconnect, StreamRequest};
+use super::stream::{Backoff, Disconnect, StreamRequest};
 use super::{OpenCtiError, SOURCE_NAME};
 use crate::metrics;
 use crate::model::{EventKind, Payload, SourceEvent};
-use crate::remote::http_client;
+use crate::remote::{describe_transport_error, http_client};
 use crate::secret::Secret;
+use crate::sources::sse::{Frame, FrameData, SseDecoder};
 use crate::sources::{Source, SourceContext, SourceError};
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
-use reqwest_eventsource::Event as SseEvent;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -49,6 +50,7 @@ struct Settings {
     ping_interval: Duration,
     progress_interval: Duration,
     request_timeout: Duration,
+    max_event_bytes: usize,
 }
 
 impl Settings {
@@ -131,6 +133,7 @@ impl OpenCtiSource {
             ping_interval: opencti.ping_interval,
             progress_interval: opencti.progress_interval,
             request_timeout: opencti.request_timeout,
+            max_event_bytes: opencti.max_event_bytes,
         };
         log_ignored(opencti, connector);
         let build_err = |e: reqwest::Error| SourceError::Other {
@@ -311,82 +314,95 @@ impl OpenCtiSource {
         resume: &mut String,
         tracker: &mut Tracker,
     ) -> ConnectionEnd {
-        let es = match req.open(&self.sse_http) {
-            Ok(es) => es,
-            Err(cause) => {
+        let timeout = self.s.stream_timeout;
+        let connected = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return ConnectionEnd::Finished,
+            _ = reset.notified() => return ConnectionEnd::Reset,
+            r = tokio::time::timeout(timeout, req.connect(&self.sse_http)) => r,
+        };
+        let resp = match connected {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(why)) => {
+                metrics::api_call(SOURCE_NAME, "stream", why.status.unwrap_or(0));
+                return ConnectionEnd::Lost {
+                    why,
+                    delivered: false,
+                };
+            }
+            Err(_) => {
+                metrics::api_call(SOURCE_NAME, "stream", 0);
                 return ConnectionEnd::Lost {
                     why: Disconnect {
-                        cause,
-                        persistent: true,
+                        cause: format!("no answer to the stream request within {timeout:?}"),
+                        persistent: false,
                         status: None,
                     },
                     delivered: false,
-                }
+                };
             }
         };
-        let mut es = Box::pin(es.peekable());
-        let timeout = self.s.stream_timeout;
+        metrics::api_call(SOURCE_NAME, "stream", 200);
+        metrics::global().set("iocsync_source_connected", &[], 1.0);
+        let mut body = resp.bytes_stream();
+        let mut decoder = SseDecoder::new(self.s.max_event_bytes);
+        let mut decoded: Vec<Frame> = Vec::new();
+        let mut frames: VecDeque<Frame> = VecDeque::new();
         let mut deadline = Instant::now() + timeout;
         let mut delivered = false;
         loop {
-            let next = tokio::select! {
-                biased;
-                _ = ctx.shutdown.cancelled() => return ConnectionEnd::Finished,
-                _ = reset.notified() => return ConnectionEnd::Reset,
-                r = tokio::time::timeout_at(deadline, es.next()) => r,
-            };
-            let msg = match next {
-                Err(_) => {
-                    metrics::api_call(SOURCE_NAME, "stream", 0);
-                    return ConnectionEnd::Lost {
-                        why: Disconnect {
-                            cause: format!("no event or heartbeat for {timeout:?} (watchdog)"),
-                            persistent: false,
-                            status: None,
-                        },
-                        delivered,
-                    };
-                }
-                Ok(None) => {
-                    return ConnectionEnd::Lost {
-                        why: Disconnect {
-                            cause: "the stream ended".into(),
-                            persistent: false,
-                            status: None,
-                        },
-                        delivered,
+            let Some(frame) = frames.pop_front() else {
+                let next = tokio::select! {
+                    biased;
+                    _ = ctx.shutdown.cancelled() => return ConnectionEnd::Finished,
+                    _ = reset.notified() => return ConnectionEnd::Reset,
+                    r = tokio::time::timeout_at(deadline, body.next()) => r,
+                };
+                let why = match next {
+                    Ok(Some(Ok(chunk))) => {
+                        // Bytes arriving prove the connection alive, even inside one large event.
+                        deadline = Instant::now() + timeout;
+                        decoder.feed(&chunk, &mut decoded);
+                        frames.extend(decoded.drain(..));
+                        continue;
                     }
-                }
-                Ok(Some(Err(e))) => {
-                    let why = classify(e).await;
-                    if let Some(status) = why.status {
-                        metrics::api_call(SOURCE_NAME, "stream", status);
-                    } else if !delivered {
-                        metrics::api_call(SOURCE_NAME, "stream", 0);
-                    }
-                    return ConnectionEnd::Lost { why, delivered };
-                }
-                Ok(Some(Ok(SseEvent::Open))) => {
-                    metrics::api_call(SOURCE_NAME, "stream", 200);
-                    metrics::global().set("iocsync_source_connected", &[], 1.0);
-                    continue;
-                }
-                Ok(Some(Ok(SseEvent::Message(msg)))) => msg,
+                    Err(_) => format!("nothing received for {timeout:?} (watchdog)"),
+                    // A frame cut by the disconnect is dropped: the server sends it again.
+                    Ok(None) => "the server closed the stream".to_string(),
+                    Ok(Some(Err(e))) => describe_transport_error(&e),
+                };
+                return ConnectionEnd::Lost {
+                    why: Disconnect {
+                        cause: why,
+                        persistent: false,
+                        status: None,
+                    },
+                    delivered,
+                };
             };
-            if msg.event == TOPIC_CONNECTED {
-                let info = ConnectedInfo::parse(&msg.data);
+            if frame.event == TOPIC_CONNECTED {
+                let info = match &frame.data {
+                    FrameData::Bytes(b) => ConnectedInfo::parse(b),
+                    FrameData::Oversize { .. } => ConnectedInfo::default(),
+                };
                 info!(last_event_id = ?info.last_event_id, first_event_id = ?info.first_event_id,
                     stream_size = ?info.stream_size, connection_id = ?info.connection_id,
                     "live stream connected");
                 tracker.set_target(info.last_event_id);
                 continue;
             }
-            let id = Some(msg.id.as_str()).filter(|s| !s.is_empty());
-            let Some(ev) = decode_event(&msg.event, id, &msg.data) else {
+            let Some(ev) = decode_frame(&frame) else {
                 continue;
             };
+            if ev.position.is_none() {
+                if let Some(id) = frame.id.as_deref().filter(|id| !id.trim().is_empty()) {
+                    warn!(id = %id.escape_debug(), topic = %frame.event.escape_debug(),
+                        "stream id is not of the form <digits>-<digits>: not used as a position");
+                }
+            }
+            // Logged here once with its id; the pipeline counts it as `malformed_event`.
             if let Payload::Malformed { reason } = &ev.payload {
-                warn!(position = ?ev.position, topic = %msg.event, reason = %reason,
+                warn!(position = ?ev.position, topic = %frame.event.escape_debug(), reason = %reason,
                     "malformed stream event");
             }
             let heartbeat = ev.kind == EventKind::Heartbeat;
@@ -401,8 +417,13 @@ impl OpenCtiSource {
             tracker.emitted(&position);
             *resume = position;
             if ctx.once {
-                let nothing_queued = !matches!(es.as_mut().peek().now_or_never(), Some(Some(_)));
-                if tracker.caught_up(resume, heartbeat, nothing_queued) {
+                if frames.is_empty() {
+                    if let Some(Some(Ok(chunk))) = body.next().now_or_never() {
+                        decoder.feed(&chunk, &mut decoded);
+                        frames.extend(decoded.drain(..));
+                    }
+                }
+                if tracker.caught_up(resume, heartbeat, frames.is_empty()) {
                     info!(position = %resume, "caught up with the live stream (--once)");
                     return ConnectionEnd::Finished;
                 }

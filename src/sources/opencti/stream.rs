@@ -1,12 +1,16 @@
 //! One SSE connection to `{url}/stream/{id}`: the request (headers, resume id, `recover`), what a
-//! failed or ended connection means, and the reconnect delay policy.
+//! refused or ended connection means, and the reconnect delay policy. The body is decoded by
+//! [`crate::sources::sse`], not here.
 
 use crate::remote::{describe_transport_error, join_url};
 use crate::secret::Secret;
+use futures_util::StreamExt;
 use rand::Rng;
-use reqwest::header::{HeaderValue, CACHE_CONTROL};
-use reqwest_eventsource::{retry, Error as SseError, EventSource};
+use reqwest::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use std::time::Duration;
+
+/// How much of an error body is read for the log (the rest is not worth waiting for).
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// Everything one connection needs.
 #[derive(Debug, Clone)]
@@ -36,26 +40,71 @@ impl StreamRequest {
         join_url(&self.base_url, &format!("stream/{}", self.stream_id))
     }
 
-    /// Opens the event source with the library's own retry disabled: our loop reconnects, so it
-    /// can pick the resume id, log the cause and back off.
-    pub fn open(&self, http: &reqwest::Client) -> Result<EventSource, String> {
+    /// Sends the request and checks that the answer is an event stream; the caller reads the
+    /// body. Our loop reconnects, so it can pick the resume id, log the cause and back off.
+    pub async fn connect(&self, http: &reqwest::Client) -> Result<reqwest::Response, Disconnect> {
+        let resume = HeaderValue::from_str(&self.resume_from).map_err(|_| Disconnect {
+            cause: format!("resume id `{}` is not a valid header", self.resume_from),
+            persistent: true,
+            status: None,
+        })?;
         let mut req = http
             .get(self.url())
             .bearer_auth(self.token.expose())
+            .header(ACCEPT, HeaderValue::from_static("text/event-stream"))
             .header(CACHE_CONTROL, HeaderValue::from_static("no-cache"))
             .header("listen-delete", bool_header(self.listen_delete))
             .header("no-dependencies", bool_header(self.no_dependencies))
-            .header("with-inferences", bool_header(self.with_inferences));
-        let resume = HeaderValue::from_str(&self.resume_from)
-            .map_err(|_| format!("resume id `{}` is not a valid header", self.resume_from))?;
-        req = req.header("Last-Event-ID", resume);
+            .header("with-inferences", bool_header(self.with_inferences))
+            .header("Last-Event-ID", resume);
         if let Some(date) = &self.recover {
             req = req.query(&[("recover", date)]);
         }
-        let mut es = EventSource::new(req).map_err(|e| e.to_string())?;
-        es.set_retry_policy(Box::new(retry::Never));
-        Ok(es)
+        let resp = req.send().await.map_err(|e| Disconnect {
+            cause: describe_transport_error(&e),
+            persistent: false,
+            status: None,
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = read_error_body(resp).await;
+            return Err(refused(status.as_u16(), &body));
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("text/event-stream")
+        {
+            return Err(Disconnect {
+                cause: format!(
+                    "response is not an event stream (content type {content_type:?}): wrong URL \
+                     or a proxy in the way"
+                ),
+                persistent: false,
+                status: None,
+            });
+        }
+        Ok(resp)
     }
+}
+
+/// The start of an error body, without waiting for more than [`ERROR_BODY_LIMIT`] bytes of it.
+async fn read_error_body(resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut chunks = resp.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = ERROR_BODY_LIMIT.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= ERROR_BODY_LIMIT {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 fn bool_header(v: bool) -> HeaderValue {
@@ -73,68 +122,32 @@ pub struct Disconnect {
     pub status: Option<u16>,
 }
 
-/// Describes a stream error; the token never appears (errors carry no URL query either).
-pub async fn classify(err: SseError) -> Disconnect {
-    match err {
-        SseError::InvalidStatusCode(status, resp) => {
-            let body = resp.text().await.unwrap_or_default();
-            let code = status.as_u16();
-            let what = match code {
-                401 => {
-                    "the token was rejected, or this user may not read this stream (OpenCTI \
-                        answers 401 for unknown streams too)"
-                }
-                403 => "this user is not allowed to read the stream",
-                404 => "no such stream on this platform",
-                410 => "the live stream is stopped (start it in the OpenCTI UI)",
-                500 => "the server failed to open the stream",
-                _ => "unexpected status",
-            };
-            let mut cause = format!("HTTP {status}: {what}");
-            let body = crate::remote::trim_body(&body);
-            if !body.is_empty() {
-                cause.push_str(&format!(" ({body})"));
-            }
-            Disconnect {
-                cause,
-                persistent: matches!(code, 401 | 403 | 404 | 410),
-                status: Some(code),
-            }
+/// Describes an error answer to the stream request; the token never appears (the URL carries no
+/// query secret either).
+pub fn refused(code: u16, body: &str) -> Disconnect {
+    let what = match code {
+        401 => {
+            "the token was rejected, or this user may not read this stream (OpenCTI answers 401 \
+             for unknown streams too)"
         }
-        SseError::InvalidContentType(ct, _) => Disconnect {
-            cause: format!(
-                "response is not an event stream (content type {:?}): wrong URL or a proxy in \
-                 the way",
-                ct
-            ),
-            persistent: false,
-            status: None,
-        },
-        SseError::Transport(e) => Disconnect {
-            cause: describe_transport_error(&e),
-            persistent: false,
-            status: None,
-        },
-        SseError::StreamEnded => Disconnect {
-            cause: "the server closed the stream".into(),
-            persistent: false,
-            status: None,
-        },
-        SseError::Utf8(e) => Disconnect {
-            cause: format!("stream is not UTF-8: {e}"),
-            persistent: false,
-            status: None,
-        },
-        SseError::Parser(e) => Disconnect {
-            cause: format!("unparsable SSE framing: {e}"),
-            persistent: false,
-            status: None,
-        },
-        SseError::InvalidLastEventId(id) => Disconnect {
-            cause: format!("invalid resume id `{id}`"),
-            persistent: true,
-            status: None,
-        },
+        403 => "this user is not allowed to read the stream",
+        404 => "no such stream on this platform",
+        410 => "the live stream is stopped (start it in the OpenCTI UI)",
+        500 => "the server failed to open the stream",
+        _ => "unexpected status",
+    };
+    let status = reqwest::StatusCode::from_u16(code)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| code.to_string());
+    let mut cause = format!("HTTP {status}: {what}");
+    let body = crate::remote::trim_body(body);
+    if !body.is_empty() {
+        cause.push_str(&format!(" ({body})"));
+    }
+    Disconnect {
+        cause,
+        persistent: matches!(code, 401 | 403 | 404 | 410),
+        status: Some(code),
     }
 }
 
