@@ -351,6 +351,56 @@ async fn revokes_by_stored_id() {
     assert!(revoked(&fake, &next));
 }
 
+/// Sekoia as documented: the import answer has no ids and per-item fields are not read. The sink
+/// must still learn what it created and revoke exactly that on delete.
+#[tokio::test]
+async fn documented_api_create_then_delete_revokes_exactly_ours() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    let foreign = fake.insert("both.example", "from the seed connector", false);
+    let out = s
+        .apply(&[
+            create(IocKind::Domain, "both.example", "indicator--b"),
+            create(IocKind::Ipv4, "203.0.113.20", "indicator--c"),
+            create(IocKind::Url, "http://moved.example/x", "indicator--m"),
+        ])
+        .await;
+    // The ids are learned by a search after the import, never another source's.
+    let ids: Vec<String> = out.iter().map(id_of).collect();
+    assert_eq!(fake.live_ids("both.example").len(), 2);
+    assert!(fake.live_ids("both.example").contains(&ids[0]));
+    assert_ne!(ids[0], foreign);
+    assert_eq!(fake.live_ids("203.0.113.20"), [ids[1].clone()]);
+
+    // Deletes as the pipeline sends them: with the stored id; without one (an id that was never
+    // learned), also when the value's holder changed since the create.
+    let out = s
+        .apply(&[
+            delete(
+                IocKind::Domain,
+                "both.example",
+                "indicator--b",
+                Some(&ids[0]),
+            ),
+            delete(IocKind::Ipv4, "203.0.113.20", "indicator--c", None),
+            delete(
+                IocKind::Url,
+                "http://moved.example/x",
+                "indicator--other",
+                None,
+            ),
+        ])
+        .await;
+    assert!(out.iter().all(is_applied), "{out:?}");
+    for id in &ids {
+        assert!(revoked(&fake, id), "{id} must be revoked");
+    }
+    assert!(
+        !revoked(&fake, &foreign),
+        "another source's indicator stays live"
+    );
+}
+
 #[tokio::test]
 async fn revoke_by_lookup_touches_only_our_exact_live_item() {
     let fake = start().await;
@@ -1004,6 +1054,7 @@ mod fake_rules {
         .await;
         assert_eq!(st, 404, "a trailing slash is another path");
 
+        let defaults = json!({"description": "fake test [iocsync]"});
         let many: Vec<Value> = (0..101)
             .map(|i| json!({"value": format!("10.0.0.{i}")}))
             .collect();
@@ -1012,29 +1063,67 @@ mod fake_rules {
             reqwest::Method::POST,
             &imports,
             &auth,
-            Some(json!({"indicators": many})),
+            Some(json!({"indicators": many, "default_fields": defaults})),
         )
         .await;
         assert_eq!(st, 400, "more than 100 per import");
+        let (st, body) = raw(
+            &fake,
+            reqwest::Method::POST,
+            &imports,
+            &auth,
+            Some(json!({"indicators": [{"value": "ok.example"}]})),
+        )
+        .await;
+        assert_eq!(st, 400, "default_fields is required: {body}");
 
+        // Per item only the value and valid_from count: problems there name the value.
         for bad in [
             json!({"value": "not a value"}),
-            json!({"value": "a.example", "description": "d".repeat(501)}),
-            json!({"value": "a.example", "valid_until": "tomorrow"}),
-            json!({"value": "a.example", "valid_from": "2025-02-01T00:00:00Z", "valid_until": "2025-01-01T00:00:00Z"}),
-            json!({"value": "a.example", "kill_chain_phases": ["x"]}),
+            json!({"value": "a.example", "valid_from": "yesterday"}),
+            json!({"value": "a.example", "valid_from": "2100-01-01T00:00:00Z"}),
         ] {
             let (st, body) = raw(
                 &fake,
                 reqwest::Method::POST,
                 &imports,
                 &auth,
-                Some(json!({"indicators": [{"value": "ok.example"}, bad]})),
+                Some(json!({
+                    "indicators": [{"value": "ok.example"}, bad],
+                    "default_fields": {"description": "d", "valid_until": "2099-01-01T00:00:00Z"}
+                })),
             )
             .await;
             assert_eq!(st, 400, "{bad}");
             assert!(
-                body["message"].as_str().expect("message").contains('\''),
+                body["message"]
+                    .as_str()
+                    .expect("message")
+                    .contains("'a.example'")
+                    || body["message"]
+                        .as_str()
+                        .expect("message")
+                        .contains("'not a value'"),
+                "{body}"
+            );
+        }
+        // Problems in default_fields fail the call without naming an item.
+        for bad in [
+            json!({"description": "d".repeat(501)}),
+            json!({"valid_until": "tomorrow"}),
+            json!({"kill_chain_phases": ["x"]}),
+        ] {
+            let (st, body) = raw(
+                &fake,
+                reqwest::Method::POST,
+                &imports,
+                &auth,
+                Some(json!({"indicators": [{"value": "ok.example"}], "default_fields": bad})),
+            )
+            .await;
+            assert_eq!(st, 400, "{bad}");
+            assert!(
+                !body["message"].as_str().expect("message").contains('\''),
                 "{body}"
             );
         }
@@ -1054,21 +1143,48 @@ mod fake_rules {
             "the text import creates nothing synchronously"
         );
 
+        // The documented answer carries no id, and per-item fields beyond value/valid_from are
+        // ignored (an over-long per-item description is no error: it is not read).
         let (st, body) = raw(
             &fake,
             reqwest::Method::POST,
             &imports,
             &auth,
-            Some(json!({"indicators": [{"value": SHA256}]})),
+            Some(json!({
+                "indicators": [{"value": SHA256, "description": "d".repeat(501)}],
+                "default_fields": defaults
+            })),
         )
         .await;
         assert_eq!((st, body["total"].as_u64()), (200, Some(1)));
-        let id = body["items"][0]["id"].as_str().expect("id").to_string();
-        assert!(id.starts_with("indicator--") && id.len() == "indicator--".len() + 36);
         assert_eq!(
-            body["items"][0]["pattern"],
+            body["items"][0],
+            json!({"value": SHA256, "result": "created"})
+        );
+        let stored = fake.items()[0].clone();
+        assert_eq!(stored["description"], "fake test [iocsync]");
+        assert_eq!(
+            stored["pattern"],
             format!("[file:hashes.'SHA-256' = '{SHA256}']")
         );
+        let id = stored["id"].as_str().expect("id").to_string();
+        assert!(id.starts_with("indicator--") && id.len() == "indicator--".len() + 36);
+
+        // Rich mode: per-item fields win and the answer carries the stored indicator.
+        fake.set_rich(true);
+        let (st, body) = raw(
+            &fake,
+            reqwest::Method::POST,
+            &imports,
+            &auth,
+            Some(json!({"indicators": [{"value": "rich.example", "description": "own"}]})),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        assert!(body["items"][0]["id"].is_string(), "{body}");
+        assert_eq!(body["items"][0]["description"], "own");
+        fake.set_rich(false);
+
         let (st, _) = raw(
             &fake,
             reqwest::Method::DELETE,
@@ -1100,6 +1216,29 @@ mod fake_rules {
         )
         .await;
         assert_eq!(st, 404);
+    }
+
+    #[tokio::test]
+    async fn search_pages_are_shorter_than_asked() {
+        let fake = start().await;
+        for i in 0..60 {
+            fake.insert("page.example", &format!("n{i}"), false);
+        }
+        let auth = format!("Bearer {TOKEN}");
+        let url = format!(
+            "/v2/inthreat/ioc-collections/{}/indicators?term=page.example&limit=100&offset=50",
+            collection_id()
+        );
+        let (st, body) = raw(&fake, reqwest::Method::GET, &url, &auth, None).await;
+        assert_eq!((st, body["total"].as_u64()), (200, Some(60)));
+        assert_eq!(body["items"].as_array().expect("items").len(), 10);
+        let first = url.replace("offset=50", "offset=0");
+        let (_, body) = raw(&fake, reqwest::Method::GET, &first, &auth, None).await;
+        assert_eq!(
+            body["items"].as_array().expect("items").len(),
+            sekoia_fake::DEFAULT_PAGE_CAP,
+            "a short page while more follow"
+        );
     }
 
     #[tokio::test]
