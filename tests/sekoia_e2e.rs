@@ -116,3 +116,85 @@ async fn sigkill_restarts_give_exactly_the_expected_live_set() {
     assert_success(&output(file_to_sekoia(dir.path(), &fake)).await);
     assert_eq!(live_values(&fake), expected_values());
 }
+
+/// Sekoia as documented (the default fake: no ids in the import answer, nothing read per item but
+/// `value` and `valid_from`, short search pages): every value the stream deletes is revoked, also
+/// across SIGKILLs, and another source's indicators of the same values are never touched.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_are_revoked_across_kills_with_the_documented_api() {
+    let fake = sekoia_fake::start().await;
+    // Values the stream creates then deletes, and one it keeps, already held by another source.
+    let foreign: Vec<String> = [
+        "125.86.176.91",
+        "http://login301.org/invoice_13417.zip",
+        "aaq5vug5.xyz",
+    ]
+    .iter()
+    .map(|v| fake.insert(v, "pushed by another connector", false))
+    .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut kills = 0;
+    for delay_ms in [700u64, 450, 900, 600] {
+        if kills == 2 {
+            break;
+        }
+        let mut cmd = file_to_sekoia(dir.path(), &fake);
+        cmd.env("IOCSYNC_PIPELINE_BATCH_EVENTS", "5")
+            .env("IOCSYNC_PIPELINE_LINGER", "1ms")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn");
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        if child.try_wait().expect("try_wait").is_none() {
+            child.start_kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let _ = child.wait().await;
+    }
+    assert!(kills >= 2, "only {kills} kills landed mid-run");
+    let out = output(file_to_sekoia(dir.path(), &fake)).await;
+    assert_success(&out);
+
+    let mut ours_live = BTreeSet::new();
+    let mut ours_revoked = 0;
+    for item in fake.items() {
+        let id = item["id"].as_str().expect("id").to_string();
+        if foreign.contains(&id) {
+            assert_eq!(item["revoked"], false, "another source's {id} was revoked");
+            continue;
+        }
+        let desc = item["description"].as_str().unwrap_or("");
+        assert!(desc.contains("[iocsync"), "no marker on {item}");
+        if item["revoked"] == true {
+            ours_revoked += 1;
+            continue;
+        }
+        let value = item["x_inthreat_short_display"].as_str().expect("value");
+        assert!(
+            ours_live.insert(value.to_string()),
+            "{value} is live twice in the collection"
+        );
+    }
+    let expected = expected_values();
+    let unrevoked: Vec<&String> = ours_live.difference(&expected).collect();
+    let missing: Vec<&String> = expected.difference(&ours_live).collect();
+    assert!(
+        unrevoked.is_empty(),
+        "{} values should have been revoked but are live: {:?}",
+        unrevoked.len(),
+        unrevoked.iter().take(10).collect::<Vec<_>>()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} values missing: {:?}",
+        missing.len(),
+        missing.iter().take(10).collect::<Vec<_>>()
+    );
+    assert!(ours_revoked > 0, "the stream's deletes revoked nothing");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("nothing of ours to revoke"),
+        "a delete found nothing to revoke"
+    );
+}

@@ -146,10 +146,20 @@ async fn every_url_form_reaches_the_collection_once() {
             .await;
         assert!(is_applied(&out[0]), "{base}: {out:?}");
         let coll = format!("{prefix}/ioc-collections/{}", collection_id());
-        let paths: Vec<String> = fake.journal().into_iter().map(|r| r.path).collect();
+        let calls: Vec<(String, String)> = fake
+            .journal()
+            .into_iter()
+            .map(|r| (r.method, r.path))
+            .collect();
+        // check, the import, the search that learns the new indicator's id.
+        let indicators = format!("{coll}/indicators");
         assert_eq!(
-            paths,
-            [coll.clone(), format!("{coll}/indicators")],
+            calls,
+            [
+                ("GET".to_string(), coll.clone()),
+                ("POST".to_string(), indicators.clone()),
+                ("GET".to_string(), indicators)
+            ],
             "{base}"
         );
     }
@@ -171,8 +181,10 @@ async fn collection_id_with_or_without_prefix() {
     }
 }
 
+/// The wire format of Sekoia's documented JSON import: only `value` and `valid_from` per item,
+/// `default_fields` always (one call per distinct set), ids learned by a search per value.
 #[tokio::test]
-async fn creates_every_type_in_one_import() {
+async fn creates_every_type_with_default_fields() {
     let fake = start().await;
     let s = sink(&cfg(&fake));
     let batch = every_kind();
@@ -180,50 +192,85 @@ async fn creates_every_type_in_one_import() {
     let ids: Vec<String> = out.iter().map(id_of).collect();
     assert!(ids.iter().all(|i| i.starts_with("indicator--")), "{ids:?}");
     assert_eq!(fake.items().len(), 8);
-    assert_eq!(fake.items()[0]["id"], ids[0].as_str());
+    for (c, id) in batch.iter().zip(&ids) {
+        assert_eq!(
+            fake.live_ids(&c.ioc.value),
+            std::slice::from_ref(id),
+            "{}",
+            c.ioc.value
+        );
+    }
 
+    // The first create has its own validity end and kill chain: a call of its own.
     let posts = fake.requests("POST");
-    assert_eq!(posts.len(), 1);
-    let req = &posts[0];
+    assert_eq!(posts.len(), 2);
+    for req in &posts {
+        assert_eq!(
+            req.path,
+            format!(
+                "/v2/inthreat/ioc-collections/{}/indicators",
+                collection_id()
+            )
+        );
+        assert_eq!(
+            req.auth.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        let body = req.body.as_ref().expect("body");
+        assert_eq!(
+            body["default_fields"]["description"],
+            "OpenCTI indicator synced by iocsync [iocsync]"
+        );
+        for item in body["indicators"].as_array().expect("indicators") {
+            let keys: Vec<&String> = item.as_object().expect("item").keys().collect();
+            assert!(
+                keys.iter().all(|k| *k == "value" || *k == "valid_from"),
+                "per-item fields beyond value/valid_from: {item}"
+            );
+        }
+    }
+    let first = posts[0].body.as_ref().expect("body");
     assert_eq!(
-        req.path,
-        format!(
-            "/v2/inthreat/ioc-collections/{}/indicators",
-            collection_id()
-        )
+        first["indicators"],
+        json!([{"value": SHA256, "valid_from": "2025-01-01T00:00:00Z"}])
     );
     assert_eq!(
-        req.auth.as_deref(),
-        Some(format!("Bearer {TOKEN}").as_str())
+        first["default_fields"]["valid_until"],
+        "2099-01-01T00:00:00Z"
     );
-    let items = req.body.as_ref().expect("body")["indicators"]
+    assert_eq!(
+        first["default_fields"]["kill_chain_phases"],
+        json!([{"kill_chain_name": "mitre-attack", "phase_name": "command-and-control"}])
+    );
+    let rest = posts[1].body.as_ref().expect("body");
+    let values: Vec<&str> = rest["indicators"]
         .as_array()
         .expect("indicators")
-        .clone();
-    let values: Vec<&str> = items
         .iter()
         .map(|i| i["value"].as_str().expect("value"))
         .collect();
-    let want: Vec<&str> = batch.iter().map(|c| c.ioc.value.as_str()).collect();
+    let want: Vec<&str> = batch[1..].iter().map(|c| c.ioc.value.as_str()).collect();
     assert_eq!(values, want);
-    assert_eq!(items[0]["valid_from"], "2025-01-01T00:00:00Z");
-    assert_eq!(items[0]["valid_until"], "2099-01-01T00:00:00Z");
-    assert_eq!(
-        items[0]["kill_chain_phases"],
-        json!([{"kill_chain_name": "mitre-attack", "phase_name": "command-and-control"}])
-    );
-    assert_eq!(
-        items[0]["description"],
-        "https://cti.example/dashboard/observations/indicators/internal-indicator--a \
-         [iocsync:indicator--a]"
-    );
-    assert_eq!(
-        items[3]["description"],
-        "https://cti.example/own-link [iocsync:indicator--d]"
-    );
     // Absent validity stays absent: Sekoia applies its own default.
-    assert!(items[1].get("valid_until").is_none() && items[1].get("valid_from").is_none());
-    assert!(fake.requests("GET").is_empty(), "no lookups on create");
+    assert!(rest["default_fields"].get("valid_until").is_none());
+    assert!(rest["indicators"][0].get("valid_from").is_none());
+    // The stored indicators carry the call's description, hence our marker.
+    assert!(fake
+        .items()
+        .iter()
+        .all(|i| i["description"] == "OpenCTI indicator synced by iocsync [iocsync]"));
+
+    // One exact-value search per created value learns the ids.
+    let terms: Vec<String> = fake
+        .requests("GET")
+        .iter()
+        .map(|r| r.param("term").expect("term"))
+        .collect();
+    let mut sorted_terms = terms.clone();
+    sorted_terms.sort();
+    let mut sorted_want: Vec<String> = batch.iter().map(|c| c.ioc.value.clone()).collect();
+    sorted_want.sort();
+    assert_eq!(sorted_terms, sorted_want);
     assert!(
         iocsync::metrics::global().counter(
             "iocsync_api_calls_total",
@@ -233,6 +280,26 @@ async fn creates_every_type_in_one_import() {
                 ("status", "2xx")
             ]
         ) >= 1
+    );
+}
+
+/// Should Sekoia answer with ids after all (the rich fake), they are used and nothing is searched.
+#[tokio::test]
+async fn ids_in_a_richer_answer_need_no_lookup() {
+    let fake = start().await;
+    fake.set_rich(true);
+    let s = sink(&cfg(&fake));
+    let out = s.apply(&every_kind()).await;
+    let ids: Vec<String> = out.iter().map(id_of).collect();
+    let stored: Vec<String> = fake
+        .items()
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids, stored);
+    assert!(
+        fake.requests("GET").is_empty(),
+        "no lookups when ids came back"
     );
 }
 
@@ -266,13 +333,61 @@ async fn batches_at_most_one_hundred_per_import() {
         })
         .collect();
     assert_eq!(sizes, [100, 100, 50]);
-    let first = &fake.requests("POST")[0].body.clone().expect("body")["indicators"][0];
+    let first = fake.requests("POST")[0].body.clone().expect("body")["default_fields"].clone();
     assert_eq!(
         first["description"],
-        "OpenCTI indicator name of 198.51.0.0 [iocsync:indicator--0]"
+        "OpenCTI indicator synced by iocsync [iocsync]"
     );
-    let days = days_from_now(first["valid_until"].as_str().expect("valid_until"));
-    assert_eq!(days, 30);
+    // 30 days from now, rounded up to the next midnight UTC.
+    let until = first["valid_until"].as_str().expect("valid_until");
+    assert!(until.ends_with("T00:00:00Z"), "{until}");
+    assert!((30..=31).contains(&days_from_now(until)), "{until}");
+    assert!(fake.items().iter().all(|i| i["valid_until"]
+        .as_str()
+        .is_some_and(|u| u.starts_with(&until[..10]))));
+
+    // Validity ends on the same day share a call; another day is another call.
+    fake.clear_journal();
+    let mut batch: Vec<Change> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            create(
+                IocKind::Domain,
+                &format!("{n}.days.example"),
+                &format!("indicator--{n}"),
+            )
+        })
+        .collect();
+    batch[0].meta.valid_until = Some("2099-05-01T01:00:00Z".into());
+    batch[1].meta.valid_until = Some("2099-05-02T01:00:00Z".into());
+    batch[2].meta.valid_until = Some("2099-05-01T23:00:00Z".into());
+    assert!(s.apply(&batch).await.iter().all(is_applied));
+    let calls: Vec<(Value, Vec<Value>)> = fake
+        .requests("POST")
+        .into_iter()
+        .map(|p| {
+            let body = p.body.expect("body");
+            (
+                body["default_fields"]["valid_until"].clone(),
+                body["indicators"]
+                    .as_array()
+                    .expect("a")
+                    .iter()
+                    .map(|i| i["value"].clone())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (
+                json!("2099-05-02T00:00:00Z"),
+                vec![json!("a.days.example"), json!("c.days.example")]
+            ),
+            (json!("2099-05-03T00:00:00Z"), vec![json!("b.days.example")]),
+        ]
+    );
 
     let mut small = cfg(&fake);
     small.batch_size = 7;
@@ -349,6 +464,56 @@ async fn revokes_by_stored_id() {
     );
     assert!(is_applied(&out[1]));
     assert!(revoked(&fake, &next));
+}
+
+/// Sekoia as documented: the import answer has no ids and per-item fields are not read. The sink
+/// must still learn what it created and revoke exactly that on delete.
+#[tokio::test]
+async fn documented_api_create_then_delete_revokes_exactly_ours() {
+    let fake = start().await;
+    let s = sink(&cfg(&fake));
+    let foreign = fake.insert("both.example", "from the seed connector", false);
+    let out = s
+        .apply(&[
+            create(IocKind::Domain, "both.example", "indicator--b"),
+            create(IocKind::Ipv4, "203.0.113.20", "indicator--c"),
+            create(IocKind::Url, "http://moved.example/x", "indicator--m"),
+        ])
+        .await;
+    // The ids are learned by a search after the import, never another source's.
+    let ids: Vec<String> = out.iter().map(id_of).collect();
+    assert_eq!(fake.live_ids("both.example").len(), 2);
+    assert!(fake.live_ids("both.example").contains(&ids[0]));
+    assert_ne!(ids[0], foreign);
+    assert_eq!(fake.live_ids("203.0.113.20"), [ids[1].clone()]);
+
+    // Deletes as the pipeline sends them: with the stored id; without one (an id that was never
+    // learned), also when the value's holder changed since the create.
+    let out = s
+        .apply(&[
+            delete(
+                IocKind::Domain,
+                "both.example",
+                "indicator--b",
+                Some(&ids[0]),
+            ),
+            delete(IocKind::Ipv4, "203.0.113.20", "indicator--c", None),
+            delete(
+                IocKind::Url,
+                "http://moved.example/x",
+                "indicator--other",
+                None,
+            ),
+        ])
+        .await;
+    assert!(out.iter().all(is_applied), "{out:?}");
+    for id in &ids {
+        assert!(revoked(&fake, id), "{id} must be revoked");
+    }
+    assert!(
+        !revoked(&fake, &foreign),
+        "another source's indicator stays live"
+    );
 }
 
 #[tokio::test]
@@ -436,7 +601,9 @@ async fn lookup_pages_through_many_matches() {
         .iter()
         .map(|r| r.param("offset").expect("offset"))
         .collect();
-    assert_eq!(offsets, ["0", "100", "200"]);
+    // Pages come back shorter than asked (25 of 100): the next offset follows what was read.
+    let want: Vec<String> = (0..10).map(|p| (p * 25).to_string()).collect();
+    assert_eq!(offsets, want);
     assert!(revoked(&fake, &ours));
 }
 
@@ -453,10 +620,12 @@ async fn create_then_delete_in_one_batch_ends_revoked() {
     let id = id_of(&out[0]);
     assert!(is_applied(&out[1]));
     assert!(revoked(&fake, &id));
-    assert!(
-        fake.requests("GET").is_empty(),
-        "the id came from the same batch"
+    assert_eq!(
+        fake.requests("GET").len(),
+        1,
+        "one search learns the id after the import; the delete reuses it"
     );
+    assert_eq!(fake.requests("DELETE").len(), 1);
 }
 
 #[tokio::test]
@@ -547,19 +716,79 @@ async fn unnamed_bad_items_are_found_by_bisection() {
 }
 
 #[tokio::test]
-async fn an_overlong_description_is_cut_not_rejected() {
+async fn an_overlong_source_name_is_cut_not_rejected() {
     let fake = start().await;
-    let s = sink(&cfg(&fake));
-    let mut c = create(IocKind::Domain, "long.example", "indicator--l");
-    c.meta.source_url = Some(format!("https://cti.example/{}", "x".repeat(900)));
-    let out = s.apply(&[c]).await;
+    let mut c = cfg(&fake);
+    c.source_name = Some("x".repeat(900));
+    let s = sink(&c);
+    let out = s
+        .apply(&[create(IocKind::Domain, "long.example", "indicator--l")])
+        .await;
     let id = id_of(&out[0]);
     let desc = fake.item(&id).expect("item")["description"]
         .as_str()
         .expect("description")
         .to_string();
     assert_eq!(desc.chars().count(), 500);
-    assert!(desc.ends_with(" [iocsync:indicator--l]"));
+    assert!(desc.ends_with(" [iocsync]"));
+}
+
+/// Two iocsync processes feeding one collection, each with its own `instance`: each learns and
+/// revokes only the indicator it created, though both hold the same value.
+#[tokio::test]
+async fn instances_sharing_a_collection_never_revoke_each_other() {
+    let fake = start().await;
+    let sinks: Vec<SekoiaSink> = ["opencti-prod", "misp-prod"]
+        .iter()
+        .map(|i| {
+            let mut c = cfg(&fake);
+            c.instance = Some((*i).into());
+            sink(&c)
+        })
+        .collect();
+    assert_eq!(sinks[0].marker(), "[iocsync:opencti-prod]");
+    let mut ids = Vec::new();
+    for s in &sinks {
+        let out = s
+            .apply(&[create(IocKind::Domain, "twice.example", "indicator--t")])
+            .await;
+        ids.push(id_of(&out[0]));
+    }
+    assert_ne!(ids[0], ids[1]);
+    let desc = fake.item(&ids[1]).expect("item")["description"].clone();
+    assert_eq!(
+        desc,
+        "OpenCTI indicator synced by iocsync [iocsync:misp-prod]"
+    );
+    // The first revokes by search (no stored id): only its own goes.
+    let out = sinks[0]
+        .apply(&[delete(
+            IocKind::Domain,
+            "twice.example",
+            "indicator--t",
+            None,
+        )])
+        .await;
+    assert!(is_applied(&out[0]));
+    assert!(revoked(&fake, &ids[0]));
+    assert!(!revoked(&fake, &ids[1]));
+    // A crash leftover of the second: its create is found, its delete is not done yet.
+    let got = sinks[1]
+        .resolve(&[
+            create(IocKind::Domain, "twice.example", "indicator--t"),
+            delete(IocKind::Domain, "twice.example", "indicator--t", None),
+        ])
+        .await
+        .expect("resolve");
+    assert_eq!(
+        got,
+        [
+            Resolution::Applied {
+                remote_id: Some(ids[1].clone())
+            },
+            Resolution::NotApplied
+        ]
+    );
 }
 
 #[tokio::test]
@@ -785,6 +1014,35 @@ async fn resolve_settles_crash_leftovers() {
     );
     assert_eq!(fake.requests("DELETE").len(), 1, "resolve changes nothing");
 
+    // A value revoked then created again: the pending delete of the first generation (stored id) is
+    // done, though a newer indicator of ours holds the value; the newer one is not touched.
+    let again = id_of(
+        &s.apply(&[create(IocKind::Domain, "rev.example", "indicator--r2")])
+            .await[0],
+    );
+    let got = s
+        .resolve(&[
+            delete(
+                IocKind::Domain,
+                "rev.example",
+                "indicator--r",
+                Some(&revoked_id),
+            ),
+            create(IocKind::Domain, "rev.example", "indicator--r2"),
+        ])
+        .await
+        .expect("resolve");
+    assert_eq!(
+        got,
+        [
+            Resolution::Applied { remote_id: None },
+            Resolution::Applied {
+                remote_id: Some(again.clone())
+            }
+        ]
+    );
+    assert!(!revoked(&fake, &again));
+
     // A lookup that fails transiently leaves that change undecided rather than failing the rest.
     fake.fail_next(1, Failure::Status(502));
     assert_eq!(
@@ -1004,6 +1262,7 @@ mod fake_rules {
         .await;
         assert_eq!(st, 404, "a trailing slash is another path");
 
+        let defaults = json!({"description": "fake test [iocsync]"});
         let many: Vec<Value> = (0..101)
             .map(|i| json!({"value": format!("10.0.0.{i}")}))
             .collect();
@@ -1012,29 +1271,67 @@ mod fake_rules {
             reqwest::Method::POST,
             &imports,
             &auth,
-            Some(json!({"indicators": many})),
+            Some(json!({"indicators": many, "default_fields": defaults})),
         )
         .await;
         assert_eq!(st, 400, "more than 100 per import");
+        let (st, body) = raw(
+            &fake,
+            reqwest::Method::POST,
+            &imports,
+            &auth,
+            Some(json!({"indicators": [{"value": "ok.example"}]})),
+        )
+        .await;
+        assert_eq!(st, 400, "default_fields is required: {body}");
 
+        // Per item only the value and valid_from count: problems there name the value.
         for bad in [
             json!({"value": "not a value"}),
-            json!({"value": "a.example", "description": "d".repeat(501)}),
-            json!({"value": "a.example", "valid_until": "tomorrow"}),
-            json!({"value": "a.example", "valid_from": "2025-02-01T00:00:00Z", "valid_until": "2025-01-01T00:00:00Z"}),
-            json!({"value": "a.example", "kill_chain_phases": ["x"]}),
+            json!({"value": "a.example", "valid_from": "yesterday"}),
+            json!({"value": "a.example", "valid_from": "2100-01-01T00:00:00Z"}),
         ] {
             let (st, body) = raw(
                 &fake,
                 reqwest::Method::POST,
                 &imports,
                 &auth,
-                Some(json!({"indicators": [{"value": "ok.example"}, bad]})),
+                Some(json!({
+                    "indicators": [{"value": "ok.example"}, bad],
+                    "default_fields": {"description": "d", "valid_until": "2099-01-01T00:00:00Z"}
+                })),
             )
             .await;
             assert_eq!(st, 400, "{bad}");
             assert!(
-                body["message"].as_str().expect("message").contains('\''),
+                body["message"]
+                    .as_str()
+                    .expect("message")
+                    .contains("'a.example'")
+                    || body["message"]
+                        .as_str()
+                        .expect("message")
+                        .contains("'not a value'"),
+                "{body}"
+            );
+        }
+        // Problems in default_fields fail the call without naming an item.
+        for bad in [
+            json!({"description": "d".repeat(501)}),
+            json!({"valid_until": "tomorrow"}),
+            json!({"kill_chain_phases": ["x"]}),
+        ] {
+            let (st, body) = raw(
+                &fake,
+                reqwest::Method::POST,
+                &imports,
+                &auth,
+                Some(json!({"indicators": [{"value": "ok.example"}], "default_fields": bad})),
+            )
+            .await;
+            assert_eq!(st, 400, "{bad}");
+            assert!(
+                !body["message"].as_str().expect("message").contains('\''),
                 "{body}"
             );
         }
@@ -1054,21 +1351,48 @@ mod fake_rules {
             "the text import creates nothing synchronously"
         );
 
+        // The documented answer carries no id, and per-item fields beyond value/valid_from are
+        // ignored (an over-long per-item description is no error: it is not read).
         let (st, body) = raw(
             &fake,
             reqwest::Method::POST,
             &imports,
             &auth,
-            Some(json!({"indicators": [{"value": SHA256}]})),
+            Some(json!({
+                "indicators": [{"value": SHA256, "description": "d".repeat(501)}],
+                "default_fields": defaults
+            })),
         )
         .await;
         assert_eq!((st, body["total"].as_u64()), (200, Some(1)));
-        let id = body["items"][0]["id"].as_str().expect("id").to_string();
-        assert!(id.starts_with("indicator--") && id.len() == "indicator--".len() + 36);
         assert_eq!(
-            body["items"][0]["pattern"],
+            body["items"][0],
+            json!({"value": SHA256, "result": "created"})
+        );
+        let stored = fake.items()[0].clone();
+        assert_eq!(stored["description"], "fake test [iocsync]");
+        assert_eq!(
+            stored["pattern"],
             format!("[file:hashes.'SHA-256' = '{SHA256}']")
         );
+        let id = stored["id"].as_str().expect("id").to_string();
+        assert!(id.starts_with("indicator--") && id.len() == "indicator--".len() + 36);
+
+        // Rich mode: per-item fields win and the answer carries the stored indicator.
+        fake.set_rich(true);
+        let (st, body) = raw(
+            &fake,
+            reqwest::Method::POST,
+            &imports,
+            &auth,
+            Some(json!({"indicators": [{"value": "rich.example", "description": "own"}]})),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        assert!(body["items"][0]["id"].is_string(), "{body}");
+        assert_eq!(body["items"][0]["description"], "own");
+        fake.set_rich(false);
+
         let (st, _) = raw(
             &fake,
             reqwest::Method::DELETE,
@@ -1100,6 +1424,29 @@ mod fake_rules {
         )
         .await;
         assert_eq!(st, 404);
+    }
+
+    #[tokio::test]
+    async fn search_pages_are_shorter_than_asked() {
+        let fake = start().await;
+        for i in 0..60 {
+            fake.insert("page.example", &format!("n{i}"), false);
+        }
+        let auth = format!("Bearer {TOKEN}");
+        let url = format!(
+            "/v2/inthreat/ioc-collections/{}/indicators?term=page.example&limit=100&offset=50",
+            collection_id()
+        );
+        let (st, body) = raw(&fake, reqwest::Method::GET, &url, &auth, None).await;
+        assert_eq!((st, body["total"].as_u64()), (200, Some(60)));
+        assert_eq!(body["items"].as_array().expect("items").len(), 10);
+        let first = url.replace("offset=50", "offset=0");
+        let (_, body) = raw(&fake, reqwest::Method::GET, &first, &auth, None).await;
+        assert_eq!(
+            body["items"].as_array().expect("items").len(),
+            sekoia_fake::DEFAULT_PAGE_CAP,
+            "a short page while more follow"
+        );
     }
 
     #[tokio::test]

@@ -1,9 +1,17 @@
 //! An in-process fake of Sekoia.io's IOC collection API (protocols.md §2), for tests: both path
 //! prefixes (`/v2/inthreat` and `/api/v2/inthreat`), Bearer auth, the collection lookup, the JSON
-//! import (≤ 100, per-item validation, `indicator--<uuid>` ids), the text import (202, never used by
-//! the sink), the `term` search (substring, revoked items included, `limit`/`offset` paging), the
-//! soft-revoke DELETE, fault injection (429, 5xx, slow answers, resets) and a request journal.
-//! Deterministic: ids come from a seeded counter, faults from counters.
+//! import, the text import (202, never used by the sink), the `term` search (substring, revoked items
+//! included, `limit`/`offset` paging), the soft-revoke DELETE, fault injection (429, 5xx, slow
+//! answers, resets) and a request journal. Deterministic: ids come from a seeded counter, faults from
+//! counters.
+//!
+//! By default it does only what Sekoia documents, in the least convenient way the docs allow: the
+//! import requires `default_fields` (one description / validity end / kill chain for the whole
+//! call), reads nothing per item but `value` and `valid_from`, takes at most 100 items and answers
+//! `{"items": [{"value", "result"}], "total"}` without indicator ids; a search answers pages shorter
+//! than the `limit` asked for. [`FakeSekoia::set_rich`] switches on the richer, undocumented
+//! behaviour (per-item fields honoured, full indicators with ids in the answer, full pages) for the
+//! tests that need it.
 //!
 //! Used by test binaries through `#[path = "fakes/sekoia.rs"] mod sekoia_fake;`.
 #![allow(dead_code)]
@@ -31,6 +39,8 @@ pub const REGIONAL_PREFIX: &str = "/api/v2/inthreat";
 pub const MAX_IMPORT: usize = 100;
 /// Longest description Sekoia accepts.
 pub const MAX_DESCRIPTION: usize = 500;
+/// Most items a search page holds by default, whatever `limit` asks (a short page is not the end).
+pub const DEFAULT_PAGE_CAP: usize = 25;
 
 /// The collection id with its prefix.
 pub fn collection_id() -> String {
@@ -100,6 +110,10 @@ struct Inner {
     name_offenders: bool,
     merge_existing: bool,
     deny_writes: bool,
+    /// Honour per-item description / validity end / kill chain and answer full indicators with ids.
+    rich: bool,
+    /// Most items per search page, whatever the `limit`.
+    page_cap: usize,
     items: Vec<Stored>,
     journal: Vec<Recorded>,
     next_failures: VecDeque<Failure>,
@@ -143,6 +157,8 @@ pub async fn start_seeded(seed: u64) -> FakeSekoia {
         name_offenders: true,
         merge_existing: false,
         deny_writes: false,
+        rich: false,
+        page_cap: DEFAULT_PAGE_CAP,
         items: Vec::new(),
         journal: Vec::new(),
         next_failures: VecDeque::new(),
@@ -189,6 +205,21 @@ impl FakeSekoia {
     /// instead of creating one (Sekoia's de-duplication behaviour is unconfirmed; the default creates).
     pub fn set_merge_existing(&self, merge: bool) {
         lock(&self.state).merge_existing = merge;
+    }
+
+    /// When true, the fake goes beyond Sekoia's documentation the way an earlier version of
+    /// protocols.md described it: per-item `description`, `valid_until` and `kill_chain_phases` are
+    /// honoured (over `default_fields`, which becomes optional), the import answers full indicators
+    /// with their `id`, and search pages are as long as `limit` asks.
+    pub fn set_rich(&self, rich: bool) {
+        let mut s = lock(&self.state);
+        s.rich = rich;
+        s.page_cap = if rich { usize::MAX } else { DEFAULT_PAGE_CAP };
+    }
+
+    /// Most items per search page, whatever `limit` asks.
+    pub fn set_page_cap(&self, cap: usize) {
+        lock(&self.state).page_cap = cap.max(1);
     }
 
     /// When true, imports and revokes get 403 (a read-only key).
@@ -343,40 +374,88 @@ fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// The reason Sekoia would refuse this import item, if any.
-fn item_problem(item: &Value) -> Option<&'static str> {
-    let obj = item.as_object()?;
-    let value = obj.get("value").and_then(Value::as_str).unwrap_or("");
-    if pattern_for(value).is_none() {
-        return Some("invalid value");
+/// The reason Sekoia would refuse the call-wide part of an import (`default_fields`), if any.
+fn defaults_problem(fields: &Map<String, Value>) -> Option<&'static str> {
+    if fields
+        .get("description")
+        .is_some_and(|d| !d.is_string() && !d.is_null())
+    {
+        return Some("description must be a string");
     }
-    if obj
+    if fields
         .get("description")
         .and_then(Value::as_str)
         .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
     {
         return Some("description longer than 500 characters");
     }
-    let (Ok(from), Ok(until)) = (
-        parse_time(obj.get("valid_from")),
-        parse_time(obj.get("valid_until")),
-    ) else {
+    if parse_time(fields.get("valid_until")).is_err() {
         return Some("invalid date");
-    };
-    if let (Some(f), Some(u)) = (from, until) {
-        if u <= f {
-            return Some("valid_until must be after valid_from");
-        }
     }
-    let phases_ok = match obj.get("kill_chain_phases") {
-        None => true,
+    let phases_ok = match fields.get("kill_chain_phases") {
+        None | Some(Value::Null) => true,
         Some(Value::Array(p)) => p.iter().all(|k| {
             k.get("kill_chain_name").and_then(Value::as_str).is_some()
                 && k.get("phase_name").and_then(Value::as_str).is_some()
         }),
         Some(_) => false,
     };
-    (!phases_ok).then_some("invalid kill_chain_phases")
+    if !phases_ok {
+        return Some("invalid kill_chain_phases");
+    }
+    match fields.get("x_ic_related_threat_refs") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(r)) if r.iter().all(Value::is_string) => None,
+        Some(_) => Some("invalid x_ic_related_threat_refs"),
+    }
+}
+
+/// The reason Sekoia would refuse this import item (its fields merged over the defaults), if any.
+fn item_problem(item: &Map<String, Value>) -> Option<&'static str> {
+    let value = item.get("value").and_then(Value::as_str).unwrap_or("");
+    if pattern_for(value).is_none() {
+        return Some("invalid value");
+    }
+    if let Some(p) = defaults_problem(item) {
+        return Some(p);
+    }
+    let (Ok(from), Ok(until)) = (
+        parse_time(item.get("valid_from")),
+        parse_time(item.get("valid_until")),
+    ) else {
+        return Some("invalid date");
+    };
+    match (from, until) {
+        (Some(f), Some(u)) if u <= f => Some("valid_until must be after valid_from"),
+        _ => None,
+    }
+}
+
+/// What one import item becomes: `default_fields`, then the item's own `value` and `valid_from`,
+/// then (rich mode only) its own description, validity end and kill chain phases. Documented mode
+/// drops every other per-item field, as Sekoia's body schema has no place for them.
+fn merged_item(
+    defaults: &Map<String, Value>,
+    item: &Map<String, Value>,
+    rich: bool,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    for key in [
+        "description",
+        "valid_until",
+        "kill_chain_phases",
+        "x_ic_related_threat_refs",
+    ] {
+        if let Some(v) = item.get(key).filter(|_| rich).or_else(|| defaults.get(key)) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    for key in ["value", "valid_from"] {
+        if let Some(v) = item.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    out
 }
 
 impl Inner {
@@ -419,8 +498,12 @@ impl Inner {
         if let Ok(Some(until)) = parse_time(item.get("valid_until")) {
             json.insert("valid_until".into(), json!(iso(until)));
         }
-        for key in ["description", "kill_chain_phases"] {
-            if let Some(v) = item.get(key) {
+        for key in [
+            "description",
+            "kill_chain_phases",
+            "x_ic_related_threat_refs",
+        ] {
+            if let Some(v) = item.get(key).filter(|v| !v.is_null()) {
                 json.insert(key.into(), v.clone());
             }
         }
@@ -576,12 +659,39 @@ fn import(s: &mut Inner, body: Option<Value>) -> Response {
             "INVALID_REQUEST",
         );
     }
+    // Sekoia's schema: `required: ["indicators", "default_fields"]`.
+    let defaults = match body.as_ref().and_then(|b| b.get("default_fields")) {
+        Some(Value::Object(d)) => d.clone(),
+        None if s.rich => Map::new(),
+        _ => {
+            return error(
+                400,
+                "default_fields: this field is required and must be an object",
+                "INVALID_REQUEST",
+            )
+        }
+    };
+    if let Some(problem) = defaults_problem(&defaults) {
+        return error(
+            400,
+            &format!("default_fields: {problem}"),
+            "INVALID_REQUEST",
+        );
+    }
+    let merged: Vec<Option<Map<String, Value>>> = items
+        .iter()
+        .map(|i| i.as_object().map(|i| merged_item(&defaults, i, s.rich)))
+        .collect();
     let bad: Vec<String> = items
         .iter()
-        .filter(|i| item_problem(i).is_some() || !i.is_object())
-        .map(|i| {
-            let v = i.get("value").and_then(Value::as_str).unwrap_or("");
-            format!("'{v}' ({})", item_problem(i).unwrap_or("not an object"))
+        .zip(&merged)
+        .filter_map(|(raw, m)| {
+            let problem = match m {
+                Some(m) => item_problem(m)?,
+                None => "not an object",
+            };
+            let v = raw.get("value").and_then(Value::as_str).unwrap_or("");
+            Some(format!("'{v}' ({problem})"))
         })
         .collect();
     if !bad.is_empty() {
@@ -593,24 +703,32 @@ fn import(s: &mut Inner, body: Option<Value>) -> Response {
         return error(400, &message, "INVALID_INDICATORS");
     }
     let mut out = Vec::new();
-    for item in items {
-        let Value::Object(item) = item else {
-            continue;
-        };
+    for item in merged.into_iter().flatten() {
         let value = item
             .get("value")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        if s.merge_existing {
-            if let Some(existing) = s.items.iter().find(|st| st.value == value && !st.revoked()) {
-                out.push(Value::Object(existing.json.clone()));
-                continue;
+        let existing = s
+            .items
+            .iter()
+            .find(|st| s.merge_existing && st.value == value && !st.revoked())
+            .map(|st| st.json.clone());
+        let (json, result) = match existing {
+            Some(json) => (json, "existing"),
+            None => {
+                let stored = s.new_item(&value, &item);
+                let json = stored.json.clone();
+                s.items.push(stored);
+                (json, "created")
             }
+        };
+        if s.rich {
+            out.push(Value::Object(json));
+        } else {
+            // The documented answer: no indicator id, so the caller must search for it.
+            out.push(json!({"value": value, "result": result}));
         }
-        let stored = s.new_item(&value, &item);
-        out.push(Value::Object(stored.json.clone()));
-        s.items.push(stored);
     }
     let total = out.len();
     axum::Json(json!({"items": out, "total": total})).into_response()
@@ -640,10 +758,11 @@ fn search(s: &Inner, query: &str) -> Response {
         .iter()
         .filter(|st| st.value.to_lowercase().contains(&term))
         .collect();
+    // `limit` is an upper bound, not a promise: pages may come back shorter while more follow.
     let page: Vec<Value> = matching
         .iter()
         .skip(offset)
-        .take(limit)
+        .take(limit.min(s.page_cap))
         .map(|st| Value::Object(st.json.clone()))
         .collect();
     axum::Json(json!({"items": page, "total": matching.len()})).into_response()

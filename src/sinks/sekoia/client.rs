@@ -12,7 +12,7 @@ use super::error::{
     auth_message, collection_message, describe_body, permission_message, SekoiaError, KEY_APIKEY,
     KEY_COLLECTION, KEY_URL, SINK,
 };
-use super::types::{Collection, ImportItem, IndicatorPage, RemoteIndicator};
+use super::types::{Collection, DefaultFields, ImportItem, IndicatorPage, RemoteIndicator};
 use crate::remote::{describe_transport_error, http_client, join_url, retry_after, trim_body};
 use crate::sinks::SinkError;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
@@ -252,14 +252,19 @@ impl SekoiaClient {
         Self::decode(|| format!("GET {url}"), &bytes)
     }
 
-    /// JSON import of up to 100 items in one call; returns Sekoia's `items` (normally one per item,
-    /// in order).
-    pub async fn import(&self, items: &[ImportItem]) -> Result<Vec<RemoteIndicator>, SekoiaError> {
+    /// JSON import of up to 100 items sharing `defaults` in one call; returns Sekoia's `items`
+    /// (normally one per item, in order). As documented they are `{value, result}` without an id;
+    /// a richer answer (full indicators) is read the same way.
+    pub async fn import(
+        &self,
+        defaults: &DefaultFields,
+        items: &[ImportItem],
+    ) -> Result<Vec<RemoteIndicator>, SekoiaError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let url = self.indicators_url();
-        let body = json!({ "indicators": items });
+        let body = json!({ "indicators": items, "default_fields": defaults });
         let bytes = self
             .call(
                 Method::POST,
@@ -275,6 +280,8 @@ impl SekoiaClient {
 
     /// Every indicator (revoked ones included) whose text matches `term`, paging with
     /// `limit`/`offset` up to [`SEARCH_MAX`]. `term` is a text search: callers match values exactly.
+    /// A page may be shorter than `limit` with more to come (Sekoia does not promise full pages):
+    /// we stop when `total` is reached or, without a `total`, at an empty page.
     pub async fn search(&self, term: &str) -> Result<Vec<RemoteIndicator>, SekoiaError> {
         let url = self.indicators_url();
         let mut out: Vec<RemoteIndicator> = Vec::new();
@@ -297,10 +304,9 @@ impl SekoiaClient {
             let page: IndicatorPage = Self::decode(|| format!("GET {url}"), &bytes)?;
             let got = page.items.len();
             out.extend(page.items);
-            // Without a `total`, a short page is the last one.
             let done = match page.total {
                 Some(total) => u64::try_from(out.len()).unwrap_or(u64::MAX) >= total,
-                None => got < SEARCH_PAGE,
+                None => false,
             };
             if got == 0 || done {
                 break;

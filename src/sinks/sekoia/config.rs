@@ -19,6 +19,9 @@ pub const DEFAULT_QUOTA: u64 = 500_000;
 /// The prefix of Sekoia collection ids.
 pub const COLLECTION_PREFIX: &str = "ioc-collection--";
 
+/// Longest `instance` name (the marker must leave room in a 500-character description).
+pub const MAX_INSTANCE_CHARS: usize = 64;
+
 /// Placeholders a `link_template` may use.
 const LINK_PLACEHOLDERS: [&str; 2] = ["{id}", "{indicator_id}"];
 
@@ -44,9 +47,12 @@ pub struct SekoiaConfig {
     pub ssl_verify: bool,
     /// The source name written in descriptions; default "OpenCTI" or "MISP" after the running source.
     pub source_name: Option<String>,
-    /// Link back to the source when the indicator carries no URL of its own: `{id}` is replaced by
-    /// the source's internal id, `{indicator_id}` by the STIX / MISP id, e.g.
-    /// `https://opencti.example/dashboard/observations/indicators/{id}`.
+    /// Names this iocsync in the marker it writes in the description of every indicator it creates
+    /// (`[iocsync:<instance>]`; unset: `[iocsync]`). Give each iocsync process that feeds the same
+    /// collection its own, and never change it while indicators it created are live.
+    pub instance: Option<String>,
+    /// Accepted for older configurations, no longer used: Sekoia's JSON import has one description
+    /// per call (`default_fields`), so there is no room for a per-indicator link.
     pub link_template: Option<String>,
     /// Validity in days when the indicator has no `valid_until`; unset lets Sekoia choose.
     pub default_valid_days: Option<u32>,
@@ -64,6 +70,7 @@ impl Default for SekoiaConfig {
             timeout: Duration::from_secs(30),
             ssl_verify: true,
             source_name: None,
+            instance: None,
             link_template: None,
             default_valid_days: None,
             quota: DEFAULT_QUOTA,
@@ -178,6 +185,18 @@ impl SekoiaConfig {
         if self.timeout.is_zero() {
             err("timeout", "must be greater than zero".into());
         }
+        if let Some(i) = self.instance.as_deref().map(str::trim) {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if i.is_empty() || i.chars().count() > MAX_INSTANCE_CHARS || !i.chars().all(allowed) {
+                err(
+                    "instance",
+                    format!(
+                        "must be 1 to {MAX_INSTANCE_CHARS} letters, digits, `-`, `_` or `.` \
+                         (it goes into the marker `[iocsync:<instance>]`)"
+                    ),
+                );
+            }
+        }
         if let Some(t) = self.link_template.as_deref() {
             if !LINK_PLACEHOLDERS.iter().any(|p| t.contains(p)) {
                 err(
@@ -231,13 +250,14 @@ mod tests {
             "timeout",
             "ssl_verify",
             "source_name",
+            "instance",
             "link_template",
             "default_valid_days",
             "quota",
         ] {
             assert!(obj.contains_key(key), "missing {key}");
         }
-        assert_eq!(obj.len(), 10);
+        assert_eq!(obj.len(), 11);
         assert_eq!(obj["timeout"], "30s");
         assert_eq!(obj["batch_size"], 100);
         assert_eq!(obj["quota"], 500_000);
@@ -322,14 +342,17 @@ mod tests {
         c.link_template = Some("cti/{id}".into());
         c.default_valid_days = Some(0);
         c.apikey = Some(Secret::new("  "));
+        c.instance = Some("a]b".into());
         assert_eq!(
             keys(&c),
             [
                 "sekoia_intel.apikey",
+                "sekoia_intel.instance",
                 "sekoia_intel.link_template",
                 "sekoia_intel.default_valid_days"
             ]
         );
+        c.instance = Some("prod-eu.1".into());
         c.link_template = Some("https://cti/dashboard/observations/indicators/{id}".into());
         c.default_valid_days = Some(30);
         c.apikey = Some(Secret::new("k"));

@@ -1,18 +1,25 @@
-//! The Sekoia.io `Sink`: creates as batched JSON imports with 400 recovery (named items rejected,
-//! else bisection), revokes exactly the indicators we created (by stored id, else by a term search
-//! filtered on the exact value and our marker), keeps the live count against the quota, and settles
-//! crash leftovers by searching again.
+//! The Sekoia.io `Sink`: creates as JSON imports grouped by equal `default_fields` and batched,
+//! with 400 recovery (named items rejected, else bisection); learns each created indicator's id by
+//! a term search for its value and our marker when the import answer has none (Sekoia documents
+//! none); revokes by stored id, else by that same search; keeps the live count against the quota;
+//! and settles crash leftovers by searching again.
 
 use super::client::SekoiaClient;
 use super::config::SekoiaConfig;
 use super::error::{SekoiaError, SINK};
-use super::item::{build_item, marker, ItemDefaults};
+use super::item::{build_item, legacy_marker, marker, ItemDefaults};
 use super::quota::LiveCount;
-use super::types::{ImportItem, RemoteIndicator};
+use super::types::{DefaultFields, ImportItem, RemoteIndicator};
 use crate::ioc::IocKind;
 use crate::sinks::{op_runs, Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
+use futures_util::stream::{self, StreamExt};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Id lookups run at once after an import: enough to hide the latency of up to 100 searches, few
+/// enough not to trip Sekoia's rate limit.
+const LOOKUP_CONCURRENCY: usize = 4;
 
 /// The Sekoia.io sink: one instance feeds one IOC collection.
 #[derive(Debug)]
@@ -26,7 +33,7 @@ pub struct SekoiaSink {
 /// What became of one create during `apply`, before it is turned into an `Outcome`.
 #[derive(Debug, Clone)]
 enum ItemResult {
-    /// Imported; Sekoia's id when it is ours to revoke later.
+    /// Imported; Sekoia's id when we know it and it is ours to revoke later.
     Created(Option<String>),
     /// Refused by Sekoia's validation: dead-letter.
     Rejected(String),
@@ -34,14 +41,14 @@ enum ItemResult {
     Failed(SekoiaError),
 }
 
-/// Identity of an IOC within a batch: sink kind, lower-cased value, indicator id.
-type Key = (IocKind, String, String);
+/// Identity of an IOC within a batch: sink kind and lower-cased value. The sink holds one
+/// indicator per value (the planner ref-counts holders), whichever source indicator holds it.
+type Key = (IocKind, String);
 
 fn key_of(change: &Change) -> Key {
     (
         change.ioc.kind.sink_kind(),
         change.ioc.value.trim().to_lowercase(),
-        change.indicator_id.clone(),
     )
 }
 
@@ -77,13 +84,16 @@ fn is_named(kind: IocKind, value: &str, message: &str) -> bool {
         .any(|q| hay.contains(&format!("{q}{needle}{q}")))
 }
 
-/// Matches the import's answer to the items sent: same index when it fits (the normal case), else
-/// any unused entry with the same value. An entry whose description lacks our marker is another
-/// source's indicator Sekoia merged ours into: we report no id, so we never revoke it.
+/// Reads ids from an import answer, for answers that carry them (Sekoia does not document any: the
+/// documented `{value, result}` items give `None` everywhere, and the caller searches). Matches the
+/// items sent by index when it fits, else any unused entry with the same value. An entry whose
+/// description lacks our marker is another source's indicator Sekoia merged ours into: no id, so
+/// we never revoke it.
 fn match_created(
     changes: &[&Change],
     sent: &[ImportItem],
     got: &[RemoteIndicator],
+    mark: &str,
 ) -> Vec<Option<String>> {
     let mut used = vec![false; got.len()];
     changes
@@ -98,19 +108,10 @@ fn match_created(
                 .get(i)
                 .filter(|r| !used[i] && fits(r))
                 .map(|_| i)
-                .or_else(|| (0..got.len()).find(|&j| !used[j] && fits(&got[j])));
-            let Some(pick) = pick else {
-                tracing::warn!(
-                    sink = SINK,
-                    value = %item.value,
-                    indicator = %c.indicator_id,
-                    "sekoia returned no indicator for an imported value; a revoke will look it up"
-                );
-                return None;
-            };
+                .or_else(|| (0..got.len()).find(|&j| !used[j] && fits(&got[j])))?;
             used[pick] = true;
             let r = &got[pick];
-            if r.description.is_some() && !r.has_marker(&marker(&c.indicator_id)) {
+            if r.description.is_some() && !r.has_marker(mark) {
                 tracing::info!(
                     sink = SINK,
                     value = %item.value,
@@ -122,6 +123,24 @@ fn match_created(
             }
             r.id.clone()
         })
+        .collect()
+}
+
+/// Groups creates by equal default fields, in order of first appearance, and cuts each group into
+/// import calls of at most `batch_size` items.
+fn import_calls(fields: &[DefaultFields], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<&DefaultFields, usize> = HashMap::new();
+    for (i, f) in fields.iter().enumerate() {
+        let g = *index.entry(f).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    groups
+        .iter()
+        .flat_map(|g| g.chunks(batch_size.max(1)).map(<[usize]>::to_vec))
         .collect()
 }
 
@@ -141,6 +160,14 @@ impl SekoiaSink {
                 message,
             });
         }
+        if cfg.link_template.is_some() {
+            tracing::warn!(
+                sink = SINK,
+                key = "sekoia_intel.link_template",
+                "ignored: Sekoia's JSON import has one description per call, so iocsync no longer \
+                 writes a link per indicator"
+            );
+        }
         let source = cfg
             .source_name
             .clone()
@@ -150,8 +177,8 @@ impl SekoiaSink {
             client: SekoiaClient::new(cfg)?,
             defaults: ItemDefaults {
                 source,
-                link_template: cfg.link_template.clone(),
                 valid_days: cfg.default_valid_days,
+                marker: marker(cfg.instance.as_deref()),
             },
             batch_size: cfg.batch_size.clamp(1, super::config::MAX_BATCH_SIZE),
             live: LiveCount::new(cfg.quota),
@@ -161,6 +188,11 @@ impl SekoiaSink {
     /// The underlying client.
     pub fn client(&self) -> &SekoiaClient {
         &self.client
+    }
+
+    /// The marker this sink writes in `default_fields.description` and looks for when searching.
+    pub fn marker(&self) -> &str {
+        &self.defaults.marker
     }
 
     /// Seeds the count of IOCs live in the collection (from the pipeline's state); `apply` keeps it
@@ -180,30 +212,109 @@ impl SekoiaSink {
         self.live.near_quota()
     }
 
-    /// Imports the items in batches; a 400 is taken apart: items Sekoia names are rejected and the
-    /// rest re-sent; when it names none we bisect until single items remain. Any other failure stops
-    /// all remaining imports (Sekoia is down, limiting or refusing us).
+    /// True when `r` was created by this iocsync for this change's value: exactly the value, and
+    /// our marker (or the per-indicator marker of earlier versions, for this change's indicator).
+    fn is_ours(&self, c: &Change, r: &RemoteIndicator) -> bool {
+        r.has_value(c.ioc.kind, c.ioc.value.trim())
+            && (r.has_marker(&self.defaults.marker)
+                || r.has_marker(&legacy_marker(&c.indicator_id)))
+    }
+
+    /// Our live indicators for this change's value: non-revoked, exactly its value, with our
+    /// marker. Another source's indicator of the same value is never among them.
+    async fn find_ours(&self, c: &Change) -> Result<Vec<RemoteIndicator>, SekoiaError> {
+        Ok(self
+            .client
+            .search(c.ioc.value.trim())
+            .await?
+            .into_iter()
+            .filter(|r| !r.revoked && r.id.is_some() && self.is_ours(c, r))
+            .collect())
+    }
+
+    /// The id of our live indicator for a value just imported, by a term search; `None` when it
+    /// finds none of ours (Sekoia kept another source's indicator, which is not ours to revoke).
+    async fn learn_id(&self, c: &Change) -> Result<Option<String>, SekoiaError> {
+        let ours = self.find_ours(c).await?;
+        if ours.is_empty() {
+            tracing::info!(
+                sink = SINK,
+                value = %c.ioc.value,
+                indicator = %c.indicator_id,
+                "no indicator of ours holds this value after the import; Sekoia kept another \
+                 source's, which is not ours to revoke"
+            );
+        } else if ours.len() > 1 {
+            tracing::warn!(
+                sink = SINK,
+                value = %c.ioc.value,
+                count = ours.len(),
+                "several live indicators of ours hold this value; storing the first"
+            );
+        }
+        Ok(ours.into_iter().find_map(|r| r.id))
+    }
+
+    /// Fills in the ids an import answer did not give, one search per item, a few at a time. The
+    /// creates are done whatever happens here: after a failed search (Sekoia down or limiting us)
+    /// the rest are not asked, and their revokes will search instead.
+    async fn learn_ids(&self, changes: &[&Change], ids: &mut [Option<String>]) {
+        let stop = AtomicBool::new(false);
+        let stop = &stop;
+        let wanted: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].is_none()).collect();
+        let found: Vec<(usize, Option<String>)> = stream::iter(wanted)
+            .map(|i| async move {
+                if stop.load(Ordering::Relaxed) {
+                    return (i, None);
+                }
+                match self.learn_id(changes[i]).await {
+                    Ok(id) => (i, id),
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        tracing::warn!(
+                            sink = SINK,
+                            value = %changes[i].ioc.value,
+                            indicator = %changes[i].indicator_id,
+                            error = %e,
+                            "sekoia id lookup after import failed; a revoke will look it up"
+                        );
+                        (i, None)
+                    }
+                }
+            })
+            .buffered(LOOKUP_CONCURRENCY)
+            .collect()
+            .await;
+        for (i, id) in found {
+            ids[i] = id;
+        }
+    }
+
+    /// Imports the items, one call per group of equal default fields (at most `batch_size` items);
+    /// a 400 is taken apart: items Sekoia names are rejected and the rest re-sent; when it names
+    /// none we bisect until single items remain. Any other failure stops all remaining imports
+    /// (Sekoia is down, limiting or refusing us).
     async fn import_all(
         &self,
         changes: &[&Change],
         items: &[ImportItem],
+        fields: &[DefaultFields],
         results: &mut [Option<ItemResult>],
     ) {
-        let mut work: Vec<Vec<usize>> = (0..items.len())
-            .collect::<Vec<_>>()
-            .chunks(self.batch_size)
-            .rev()
-            .map(<[usize]>::to_vec)
-            .collect();
+        // Every index of a work unit has equal default fields: a split keeps it so.
+        let mut work: Vec<Vec<usize>> = import_calls(fields, self.batch_size);
+        work.reverse();
         while let Some(group) = work.pop() {
-            if group.is_empty() {
+            let Some(&first) = group.first() else {
                 continue;
-            }
+            };
             let batch: Vec<ImportItem> = group.iter().map(|&i| items[i].clone()).collect();
-            match self.client.import(&batch).await {
+            match self.client.import(&fields[first], &batch).await {
                 Ok(got) => {
                     let sent: Vec<&Change> = group.iter().map(|&i| changes[i]).collect();
-                    for (&i, id) in group.iter().zip(match_created(&sent, &batch, &got)) {
+                    let mut ids = match_created(&sent, &batch, &got, &self.defaults.marker);
+                    self.learn_ids(&sent, &mut ids).await;
+                    for (&i, id) in group.iter().zip(ids) {
                         results[i] = Some(ItemResult::Created(id));
                     }
                 }
@@ -229,7 +340,7 @@ impl SekoiaSink {
                     if rest.len() < group.len() {
                         work.push(rest);
                     } else if group.len() == 1 {
-                        results[group[0]] = Some(ItemResult::Rejected(format!(
+                        results[first] = Some(ItemResult::Rejected(format!(
                             "Sekoia.io rejected the IOC (HTTP {status}): {message}"
                         )));
                     } else {
@@ -265,12 +376,13 @@ impl SekoiaSink {
             .iter()
             .filter(|c| c.op == ChangeOp::Create)
             .collect();
-        let items: Vec<ImportItem> = creates
+        let (items, fields): (Vec<ImportItem>, Vec<DefaultFields>) = creates
             .iter()
             .map(|c| build_item(c, &self.defaults, now))
-            .collect();
+            .unzip();
         let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
-        self.import_all(&creates, &items, &mut results).await;
+        self.import_all(&creates, &items, &fields, &mut results)
+            .await;
 
         let mut results = results.into_iter();
         let mut created = 0;
@@ -306,21 +418,6 @@ impl SekoiaSink {
             .collect();
         self.live.adjust(created, 0);
         out
-    }
-
-    /// Our live indicators for this change: non-revoked, exactly its value, with our marker for its
-    /// source indicator. Another source's indicator of the same value is never among them.
-    async fn find_ours(&self, c: &Change) -> Result<Vec<RemoteIndicator>, SekoiaError> {
-        let mark = marker(&c.indicator_id);
-        let value = c.ioc.value.trim();
-        Ok(self
-            .client
-            .search(value)
-            .await?
-            .into_iter()
-            .filter(|r| !r.revoked && r.id.is_some())
-            .filter(|r| r.has_value(c.ioc.kind, value) && r.has_marker(&mark))
-            .collect())
     }
 
     /// Revokes one indicator; an unknown id means it is already gone, which is what we want.
@@ -397,6 +494,9 @@ impl SekoiaSink {
         out
     }
 
+    /// Settles one change left pending: a create is applied when a live indicator of ours holds
+    /// its value (its id is stored, so no second import and no orphan); a delete is applied when
+    /// its indicator (the stored id, else any of ours for the value) is no longer live.
     async fn resolve_one(&self, c: &Change) -> Result<Resolution, SekoiaError> {
         Ok(match c.op {
             ChangeOp::Update => Resolution::Applied {
@@ -410,11 +510,15 @@ impl SekoiaSink {
             },
             ChangeOp::Delete => {
                 let found = self.client.search(c.ioc.value.trim()).await?;
-                let mark = marker(&c.indicator_id);
-                let live = found.iter().filter(|r| !r.revoked).any(|r| {
-                    (c.remote_id.is_some() && r.id == c.remote_id)
-                        || (r.has_value(c.ioc.kind, &c.ioc.value) && r.has_marker(&mark))
-                });
+                // With the stored id only that indicator counts: the marker is per instance, so
+                // a later generation of the same value (created after this delete) is ours too.
+                let live = found
+                    .iter()
+                    .filter(|r| !r.revoked)
+                    .any(|r| match &c.remote_id {
+                        Some(id) => r.id.as_ref() == Some(id),
+                        None => self.is_ours(c, r),
+                    });
                 if live {
                     Resolution::NotApplied
                 } else {
@@ -517,9 +621,14 @@ mod tests {
         ImportItem {
             value: value.into(),
             valid_from: None,
-            valid_until: None,
+        }
+    }
+
+    fn fields(valid_until: Option<&str>) -> DefaultFields {
+        DefaultFields {
+            description: "d [iocsync]".into(),
+            valid_until: valid_until.map(str::to_string),
             kill_chain_phases: Vec::new(),
-            description: String::new(),
         }
     }
 
@@ -552,18 +661,47 @@ mod tests {
         let sent = [item("a.example"), item("b.example"), item("c.example")];
         let got = [
             // Out of order, and c merged into another source's indicator.
-            remote("indicator--b", "b.example", Some("x [iocsync:i--b]")),
+            remote("indicator--b", "b.example", Some("x [iocsync]")),
             remote("indicator--a", "A.example", None),
             remote("indicator--c", "c.example", Some("from someone else")),
         ];
         assert_eq!(
-            match_created(&changes, &sent, &got),
+            match_created(&changes, &sent, &got, "[iocsync]"),
             [
                 Some("indicator--a".to_string()),
                 Some("indicator--b".to_string()),
                 None
             ]
         );
-        assert_eq!(match_created(&changes, &sent, &[]), [None, None, None]);
+        assert_eq!(
+            match_created(&changes, &sent, &[], "[iocsync]"),
+            [None, None, None]
+        );
+        // The documented answer: values and results, no ids.
+        let documented: Vec<RemoteIndicator> = ["a.example", "b.example", "c.example"]
+            .iter()
+            .map(|v| RemoteIndicator {
+                value: Some((*v).into()),
+                ..Default::default()
+            })
+            .collect();
+        assert_eq!(
+            match_created(&changes, &sent, &documented, "[iocsync]"),
+            [None, None, None]
+        );
+    }
+
+    #[test]
+    fn calls_group_equal_default_fields_in_order() {
+        let f = [
+            fields(Some("2025-01-02T00:00:00Z")),
+            fields(None),
+            fields(Some("2025-01-02T00:00:00Z")),
+            fields(None),
+            fields(Some("2025-01-02T00:00:00Z")),
+        ];
+        assert_eq!(import_calls(&f, 100), [vec![0, 2, 4], vec![1, 3]]);
+        assert_eq!(import_calls(&f, 2), [vec![0, 2], vec![4], vec![1, 3]]);
+        assert!(import_calls(&[], 100).is_empty());
     }
 }

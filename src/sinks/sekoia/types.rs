@@ -1,12 +1,13 @@
-//! Wire types of Sekoia's IOC collection API: the item of a JSON import, an indicator as Sekoia
-//! returns it (a STIX indicator with `revoked`), the `{"items", "total"}` page and the collection.
+//! Wire types of Sekoia's IOC collection API: the item and the `default_fields` of a JSON import,
+//! an indicator as Sekoia returns it (a STIX indicator with `revoked`; an import answer item is
+//! only `{value, result}`), the `{"items", "total"}` page and the collection.
 
 use crate::ioc::IocKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A STIX kill chain phase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KillChainPhase {
     /// E.g. `mitre-attack`.
     pub kill_chain_name: String,
@@ -26,8 +27,9 @@ impl KillChainPhase {
     }
 }
 
-/// One entry of a JSON import's `indicators`. No type is sent: Sekoia detects it per value (as the
-/// text import's `one_per_line` does), which is what lets one call carry mixed types.
+/// One entry of a JSON import's `indicators`: the documented schema allows only the value and the
+/// start of validity per item. No type is sent: Sekoia detects it per value (as the text import's
+/// `one_per_line` does), which is what lets one call carry mixed types.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImportItem {
     /// The IOC value.
@@ -35,14 +37,21 @@ pub struct ImportItem {
     /// RFC 3339 start of validity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_from: Option<String>,
-    /// RFC 3339 end of validity.
+}
+
+/// A JSON import's `default_fields` (required by Sekoia's schema): one set for the whole call, so
+/// creates are grouped by equal default fields. `x_ic_related_threat_refs` is not sent: iocsync
+/// carries no threat references.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct DefaultFields {
+    /// The source and our marker (≤ 500 characters).
+    pub description: String,
+    /// RFC 3339 end of validity, rounded up to a day.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<String>,
-    /// Kill chain phases.
+    /// Kill chain phases, sorted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kill_chain_phases: Vec<KillChainPhase>,
-    /// The link back to the source and our marker (≤ 500 characters).
-    pub description: String,
 }
 
 /// An indicator as Sekoia returns it. Every field is optional: Sekoia adds fields over time, and
