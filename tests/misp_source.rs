@@ -202,9 +202,11 @@ async fn incremental_runs_follow_changes_flips_and_soft_deletes() {
         deleted, 3,
         "old IP, flipped domain, soft-deleted URL: {stats:?}"
     );
-    // The second poll asked from the first run's start.
+    // The first run read up to its newest attribute (older than its start); the second poll asked
+    // from one second before that.
+    assert_eq!(first_mark.watermark, Some(t), "{first_mark:?}");
     let second = fake.searches().last().cloned().expect("a search");
-    assert_eq!(second["timestamp"].as_i64(), Some(first_mark.last_run));
+    assert_eq!(second["timestamp"].as_i64(), Some(t - 1));
     assert_eq!(second["deleted"], serde_json::json!([0, 1]));
     assert!(
         second.get("to_ids").is_none(),
@@ -368,10 +370,11 @@ async fn paging_reads_every_page_and_bodies_carry_the_filters() {
     assert_eq!(live(dir.path()).len(), 5);
 
     let searches = fake.searches();
-    let pages: Vec<i64> = searches.iter().filter_map(|b| b["page"].as_i64()).collect();
-    assert_eq!(pages, [1, 2, 3]);
+    // The third page (one row) is short, but only an empty page ends the paging.
+    assert_eq!(pages_of(&searches), [1, 2, 3, 4]);
     let b = &searches[0];
     assert_eq!(b["returnFormat"], "json");
+    assert_eq!(b["order"], "Attribute.id ASC");
     assert_eq!(b["limit"], 2);
     assert_eq!(b["includeEventUuid"], 1);
     assert_eq!(b["enforceWarninglist"], 1);
@@ -654,8 +657,15 @@ async fn a_failed_resync_page_removes_nothing_and_the_resync_is_retried() {
     })));
     fake.advance_clock(5);
     let stats = run_ok(&cfg).await;
-    assert_eq!(stats.received, 0, "nothing removed, nothing re-added: {stats:?}");
-    assert_eq!(live(dir.path()).len(), 6, "a failed listing removes nothing");
+    assert_eq!(
+        stats.received, 0,
+        "nothing removed, nothing re-added: {stats:?}"
+    );
+    assert_eq!(
+        live(dir.path()).len(),
+        6,
+        "a failed listing removes nothing"
+    );
     let second = mark(dir.path()).expect("mark");
     assert!(second.last_run > first.last_run, "{second:?}");
     assert_eq!(
@@ -683,7 +693,11 @@ async fn edits_during_a_poll_under_faults_reach_the_sink_on_the_next_poll() {
     cfg.misp.request_attempts = 10;
     fake.fail_scattered(Some((
         3,
-        &[Failure::Status(503), Failure::RateLimit(None), Failure::Reset],
+        &[
+            Failure::Status(503),
+            Failure::RateLimit(None),
+            Failure::Reset,
+        ],
     )));
     let e = fake.add_event("Campaign", 1, &[]);
     let a: Vec<String> = (1..=8)

@@ -47,6 +47,9 @@ pub enum Failure {
     Reset,
 }
 
+/// Picks the `restSearch` bodies to fail, and the status they get.
+pub type SearchFault = Box<dyn Fn(&Value) -> Option<u16> + Send>;
+
 /// An edit run inside a `restSearch`, after the page was selected and before it is answered.
 pub type PageHook = Box<dyn FnOnce(&MispHandle) + Send>;
 
@@ -118,7 +121,7 @@ struct Inner {
     next_failures: VecDeque<u16>,
     failing_pages_from: Option<(u64, u16)>,
     /// Fails the `restSearch` bodies this picks (a status) — e.g. only the resync's listing.
-    failing_searches: Option<Box<dyn Fn(&Value) -> Option<u16> + Send>>,
+    failing_searches: Option<SearchFault>,
     /// Every request whose pseudo-random draw (seeded by its number) hits 1 in `k` fails.
     scattered: Option<(u64, Vec<Failure>)>,
     requests: u64,
@@ -274,7 +277,7 @@ impl MispHandle {
     }
 
     /// Fails the `restSearch` requests whose body `pick` answers a status for; `None` stops it.
-    pub fn fail_searches(&self, pick: Option<Box<dyn Fn(&Value) -> Option<u16> + Send>>) {
+    pub fn fail_searches(&self, pick: Option<SearchFault>) {
         lock(&self.state).failing_searches = pick;
     }
 
