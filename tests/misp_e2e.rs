@@ -265,7 +265,11 @@ async fn edits_during_a_poll_under_faults_on_both_sides_reach_sentinelone() {
     misp.set_clock(t0);
     misp.fail_scattered(Some((
         4,
-        &[Failure::Status(503), Failure::RateLimit(None), Failure::Reset],
+        &[
+            Failure::Status(503),
+            Failure::RateLimit(None),
+            Failure::Reset,
+        ],
     )));
     s1.fail_scattered(5, sentinelone_fake::Failure::Reset);
     let e = misp.add_event("Wave", 1, &[]);
