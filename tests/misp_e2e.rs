@@ -1,7 +1,8 @@
 //! End to end, black box: the `iocsync` binary configured by environment only, the fake MISP as the
 //! source and the fake SentinelOne as the sink. `run --once` polls, pushes, and on the next run
 //! follows `to_ids` flips and soft deletions with deletes in S1; `runs`, `misp feeds` and `check`
-//! answer; a SIGKILL in the middle of a run followed by a rerun loses nothing and duplicates nothing.
+//! answer; a SIGKILL in the middle of a run followed by a rerun loses nothing and duplicates nothing;
+//! edits made while a poll is answered, with faults on both sides, reach S1 at the next poll.
 
 mod common;
 #[path = "fakes/misp.rs"]
@@ -253,4 +254,78 @@ async fn sigkill_mid_run_then_rerun_loses_nothing_and_duplicates_nothing() {
     let duplicates: Vec<_> = live.iter().filter(|(_, n)| **n > 1).collect();
     assert!(duplicates.is_empty(), "duplicates in S1: {duplicates:?}");
     assert_eq!(live.into_keys().collect::<BTreeSet<_>>(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_during_a_poll_under_faults_on_both_sides_reach_sentinelone() {
+    use misp_fake::Failure;
+    let misp = FakeMisp::start().await;
+    let s1 = sentinelone_fake::start().await;
+    let t0 = now();
+    misp.set_clock(t0);
+    misp.fail_scattered(Some((
+        4,
+        &[
+            Failure::Status(503),
+            Failure::RateLimit(None),
+            Failure::Reset,
+        ],
+    )));
+    s1.fail_scattered(5, sentinelone_fake::Failure::Reset);
+    let e = misp.add_event("Wave", 1, &[]);
+    let a: Vec<String> = (1..=12)
+        .map(|i| misp.add_at(e, "ip-dst", &format!("198.51.100.{i}"), true, t0 - 60))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let round = |dir: &Path| {
+        let mut cmd = command(dir, &misp, &s1, &["run", "--once"]);
+        cmd.env("MISP_PAGE_SIZE", "4")
+            .env("MISP_REQUEST_ATTEMPTS", "10")
+            .env("IOCSYNC_PIPELINE_RETRY_ATTEMPTS", "20")
+            .env("IOCSYNC_PIPELINE_RETRY_MIN", "10ms")
+            .env("IOCSYNC_PIPELINE_RETRY_MAX", "50ms");
+        cmd
+    };
+    ok(round(dir.path())).await;
+    assert_eq!(s1_live(&s1).len(), 12);
+
+    // Edits in the seconds before the next poll, then more while its first page is answered (the
+    // answer leaving a second later, as a slow page does).
+    misp.advance_clock(3);
+    misp.modify(&a[1], |x| x.value = "203.0.113.2".into());
+    misp.advance_clock(1);
+    misp.modify(&a[4], |x| x.to_ids = false);
+    misp.advance_clock(1);
+    misp.add(e, "domain", "fresh.example", true);
+    misp.advance_clock(1);
+    misp.modify(&a[2], |x| x.value = "203.0.113.3".into());
+    misp.advance_clock(4);
+    misp.during_page(1, {
+        let a = a.clone();
+        move |m| {
+            m.modify(&a[1], |x| x.to_ids = false);
+            m.soft_delete(&a[0], true);
+            m.modify(&a[6], |x| x.value = "203.0.113.7".into());
+            m.soft_delete(&a[9], false);
+            m.advance_clock(1);
+        }
+    });
+    ok(round(dir.path())).await;
+    assert!(misp.hooks_done());
+    misp.advance_clock(5);
+    ok(round(dir.path())).await;
+
+    let mut expected = vec![
+        ("IPV4", "203.0.113.3".to_string()),
+        ("IPV4", "203.0.113.7".to_string()),
+        ("DNS", "fresh.example".to_string()),
+    ];
+    for i in [4, 6, 8, 9, 11, 12] {
+        expected.push(("IPV4", format!("198.51.100.{i}")));
+    }
+    let expected: BTreeMap<(String, String), usize> = expected
+        .into_iter()
+        .map(|(t, v)| ((t.to_string(), v), 1))
+        .collect();
+    assert_eq!(s1_live(&s1), expected);
 }

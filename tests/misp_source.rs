@@ -202,9 +202,11 @@ async fn incremental_runs_follow_changes_flips_and_soft_deletes() {
         deleted, 3,
         "old IP, flipped domain, soft-deleted URL: {stats:?}"
     );
-    // The second poll asked from the first run's start.
+    // The first run read up to its newest attribute (older than its start); the second poll asked
+    // from one second before that.
+    assert_eq!(first_mark.watermark, Some(t), "{first_mark:?}");
     let second = fake.searches().last().cloned().expect("a search");
-    assert_eq!(second["timestamp"].as_i64(), Some(first_mark.last_run));
+    assert_eq!(second["timestamp"].as_i64(), Some(t - 1));
     assert_eq!(second["deleted"], serde_json::json!([0, 1]));
     assert!(
         second.get("to_ids").is_none(),
@@ -368,10 +370,11 @@ async fn paging_reads_every_page_and_bodies_carry_the_filters() {
     assert_eq!(live(dir.path()).len(), 5);
 
     let searches = fake.searches();
-    let pages: Vec<i64> = searches.iter().filter_map(|b| b["page"].as_i64()).collect();
-    assert_eq!(pages, [1, 2, 3]);
+    // The third page (one row) is short, but only an empty page ends the paging.
+    assert_eq!(pages_of(&searches), [1, 2, 3, 4]);
     let b = &searches[0];
     assert_eq!(b["returnFormat"], "json");
+    assert_eq!(b["order"], "Attribute.id ASC");
     assert_eq!(b["limit"], 2);
     assert_eq!(b["includeEventUuid"], 1);
     assert_eq!(b["enforceWarninglist"], 1);
@@ -547,4 +550,222 @@ async fn daemon_polls_on_its_interval_and_stops_on_shutdown() {
         .expect("stops after shutdown")
         .expect("no panic");
     assert!(result.is_ok(), "{result:?}");
+}
+
+/// A config whose fake MISP runs on its own frozen clock (no sleeping: tests move the clock).
+fn clocked(fake: &FakeMisp, dir: &Path) -> (Config, i64) {
+    let t0 = now();
+    fake.set_clock(t0);
+    (config(fake, dir), t0)
+}
+
+fn pages_of(searches: &[serde_json::Value]) -> Vec<i64> {
+    searches.iter().filter_map(|b| b["page"].as_i64()).collect()
+}
+
+#[tokio::test]
+async fn a_short_page_in_the_middle_of_an_incremental_poll_does_not_end_it() {
+    let fake = FakeMisp::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cfg, t0) = clocked(&fake, dir.path());
+    cfg.misp.page_size = 2;
+    let e = fake.add_event("Feed", 1, &[]);
+    fake.add_at(e, "ip-dst", "10.0.0.1", true, t0 - 60);
+    run_ok(&cfg).await;
+
+    // Five changes after the first run; the second is on the warninglist, which MISP applies after
+    // the LIMIT: page 1 comes back with one row although two more pages follow.
+    fake.advance_clock(10);
+    fake.add(e, "domain", "a.example", true);
+    fake.add(e, "ip-dst", "8.8.8.8", true);
+    fake.add_warninglist_value("8.8.8.8");
+    for d in ["b.example", "c.example", "d.example"] {
+        fake.add(e, "domain", d, true);
+    }
+    fake.clear_journal();
+    let stats = run_ok(&cfg).await;
+    assert_eq!(
+        live(dir.path()),
+        set(&[
+            ("ipv4", "10.0.0.1"),
+            ("domain", "a.example"),
+            ("domain", "b.example"),
+            ("domain", "c.example"),
+            ("domain", "d.example"),
+        ])
+    );
+    assert_eq!(stats.received, 4, "{stats:?}");
+    let searches = fake.searches();
+    // Short pages (1 row, then 2, then 1) do not end the poll: only the empty fourth page does.
+    assert_eq!(pages_of(&searches), [1, 2, 3, 4]);
+    for b in &searches {
+        assert_eq!(b["order"], "Attribute.id ASC", "{b}");
+    }
+}
+
+#[tokio::test]
+async fn a_resync_reads_past_short_pages_and_removes_only_what_misp_dropped() {
+    let fake = FakeMisp::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cfg, t0) = clocked(&fake, dir.path());
+    cfg.misp.page_size = 2;
+    cfg.misp.resync_interval = Duration::from_secs(1);
+    let e = fake.add_event("Feed", 1, &[]);
+    fake.add_at(e, "ip-dst", "10.0.0.1", true, t0 - 60);
+    fake.add_at(e, "ip-dst", "8.8.8.8", true, t0 - 60);
+    let mut last = String::new();
+    for i in 2..=6 {
+        last = fake.add_at(e, "ip-dst", &format!("10.0.0.{i}"), true, t0 - 60);
+    }
+    run_ok(&cfg).await;
+    assert_eq!(live(dir.path()).len(), 7);
+
+    // 8.8.8.8 lands on a warninglist (so the listing's first page is short) and the last
+    // attribute is hard-deleted: the resync must remove exactly those two.
+    fake.add_warninglist_value("8.8.8.8");
+    fake.hard_delete(&last);
+    fake.advance_clock(5);
+    let stats = run_ok(&cfg).await;
+    let expected: Vec<(String, String)> = (1..=5)
+        .map(|i| ("ipv4".to_string(), format!("10.0.0.{i}")))
+        .collect();
+    assert_eq!(live(dir.path()), expected.into_iter().collect());
+    let deleted: u64 = stats.sinks["jsonl"].deleted.values().sum();
+    assert_eq!(deleted, 2, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_failed_resync_page_removes_nothing_and_the_resync_is_retried() {
+    let fake = FakeMisp::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cfg, t0) = clocked(&fake, dir.path());
+    cfg.misp.page_size = 2;
+    cfg.misp.request_attempts = 2;
+    cfg.misp.resync_interval = Duration::from_secs(1);
+    let e = fake.add_event("Feed", 1, &[]);
+    let gone = fake.add_at(e, "domain", "gone.example", true, t0 - 60);
+    for i in 1..=5 {
+        fake.add_at(e, "domain", &format!("d{i}.example"), true, t0 - 60);
+    }
+    run_ok(&cfg).await;
+    let first = mark(dir.path()).expect("mark");
+    fake.hard_delete(&gone);
+
+    // The resync's listing (deleted = 0) fails from its second page on; the incremental poll works.
+    fake.fail_searches(Some(Box::new(|body: &serde_json::Value| {
+        (body["deleted"] == 0 && body["page"].as_i64() >= Some(2)).then_some(503)
+    })));
+    fake.advance_clock(5);
+    let stats = run_ok(&cfg).await;
+    assert_eq!(
+        stats.received, 0,
+        "nothing removed, nothing re-added: {stats:?}"
+    );
+    assert_eq!(
+        live(dir.path()).len(),
+        6,
+        "a failed listing removes nothing"
+    );
+    let second = mark(dir.path()).expect("mark");
+    assert!(second.last_run > first.last_run, "{second:?}");
+    assert_eq!(
+        second.last_resync, first.last_resync,
+        "the failed resync is still due"
+    );
+
+    fake.fail_searches(None);
+    fake.advance_clock(5);
+    let stats = run_ok(&cfg).await;
+    assert_eq!(stats.received, 1, "{stats:?}");
+    assert!(!live(dir.path()).contains(&("domain".to_string(), "gone.example".to_string())));
+    assert_eq!(live(dir.path()).len(), 5);
+    let third = mark(dir.path()).expect("mark");
+    assert_eq!(third.last_resync, Some(third.last_run));
+}
+
+#[tokio::test]
+async fn edits_during_a_poll_under_faults_reach_the_sink_on_the_next_poll() {
+    use misp_fake::Failure;
+    let fake = FakeMisp::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cfg, t0) = clocked(&fake, dir.path());
+    cfg.misp.page_size = 3;
+    cfg.misp.request_attempts = 10;
+    fake.fail_scattered(Some((
+        3,
+        &[
+            Failure::Status(503),
+            Failure::RateLimit(None),
+            Failure::Reset,
+        ],
+    )));
+    let e = fake.add_event("Campaign", 1, &[]);
+    let a: Vec<String> = (1..=8)
+        .map(|i| fake.add_at(e, "ip-dst", &format!("10.0.1.{i}"), true, t0 - 60))
+        .collect();
+    run_ok(&cfg).await;
+    assert_eq!(live(dir.path()).len(), 8);
+
+    // Round 2: edits in the seconds before the poll, then more while its first page is answered.
+    fake.advance_clock(3);
+    fake.modify(&a[1], |x| x.value = "10.0.2.2".into());
+    fake.advance_clock(1);
+    fake.modify(&a[4], |x| x.to_ids = false);
+    fake.advance_clock(1);
+    fake.add(e, "domain", "new1.example", true);
+    fake.advance_clock(1);
+    fake.modify(&a[2], |x| x.value = "10.0.2.3".into());
+    fake.advance_clock(4);
+    fake.during_page(1, {
+        let a = a.clone();
+        move |m| {
+            // Read on page 1 a moment ago; edited again in the same second.
+            m.modify(&a[1], |x| x.to_ids = false);
+            m.soft_delete(&a[0], true);
+            m.modify(&a[6], |x| x.value = "10.0.2.7".into());
+        }
+    });
+    run_ok(&cfg).await;
+    assert!(fake.hooks_done());
+
+    // Round 3: the next poll must see every edit, whichever pages were retried.
+    fake.advance_clock(5);
+    run_ok(&cfg).await;
+    let round3 = set(&[
+        ("ipv4", "10.0.2.3"),
+        ("ipv4", "10.0.1.4"),
+        ("ipv4", "10.0.1.6"),
+        ("ipv4", "10.0.2.7"),
+        ("ipv4", "10.0.1.8"),
+        ("domain", "new1.example"),
+    ]);
+    assert_eq!(live(dir.path()), round3);
+
+    // Round 4: an attribute changed just before the poll and again, in the same second, while the
+    // (slow) page that carried it was being answered: the answer is dated one second later.
+    fake.advance_clock(5);
+    fake.modify(&a[3], |x| x.value = "10.0.2.4".into());
+    fake.during_page(1, {
+        let a3 = a[3].clone();
+        move |m| {
+            m.modify(&a3, |x| x.to_ids = false);
+            m.advance_clock(1);
+        }
+    });
+    run_ok(&cfg).await;
+    assert!(fake.hooks_done());
+    fake.advance_clock(5);
+    run_ok(&cfg).await;
+    let round4 = set(&[
+        ("ipv4", "10.0.2.3"),
+        ("ipv4", "10.0.1.6"),
+        ("ipv4", "10.0.2.7"),
+        ("ipv4", "10.0.1.8"),
+        ("domain", "new1.example"),
+    ]);
+    assert_eq!(live(dir.path()), round4);
+    // And the poll after that has nothing new to read.
+    fake.advance_clock(5);
+    let stats = run_ok(&cfg).await;
+    assert_eq!(stats.received, 0, "{stats:?}");
 }

@@ -1,6 +1,7 @@
-//! The MISP REST client: `POST attributes/restSearch` (one page per call), `GET feeds`,
-//! `GET servers/getVersion`; raw-key auth, transient failures retried with backoff (honouring
-//! `Retry-After`), errors that keep the endpoint and status.
+//! The MISP REST client: `POST attributes/restSearch` (one page per call, with the page's
+//! `X-Skipped-Elements-Count` when the server sends it), `GET feeds`, `GET servers/getVersion`;
+//! raw-key auth, transient failures retried with backoff (honouring `Retry-After`), errors that keep
+//! the endpoint and status.
 
 use super::config::MispConfig;
 use super::wire::{attributes_of, Feed};
@@ -85,6 +86,25 @@ pub struct ServerInfo {
     pub now: Option<DateTime<Utc>>,
 }
 
+/// One `attributes/restSearch` page as answered.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    /// The raw attribute objects, after the server's warninglist/allowlist filtering.
+    pub attributes: Vec<Value>,
+    /// `X-Skipped-Elements-Count`: rows of this page the server filtered out after the SQL
+    /// `LIMIT`, when it says so. A page can be short, even empty, while more pages follow.
+    pub skipped: Option<u64>,
+}
+
+/// What one successful call brought back besides its body.
+struct Reply {
+    body: Value,
+    /// The `Date` header.
+    date: Option<DateTime<Utc>>,
+    /// The `X-Skipped-Elements-Count` header.
+    skipped: Option<u64>,
+}
+
 /// A client of one MISP server.
 #[derive(Clone)]
 pub struct MispClient {
@@ -120,7 +140,7 @@ impl MispClient {
 
     /// `GET servers/getVersion`: proves reachability and the key, and reads the server's clock.
     pub async fn version(&self) -> Result<ServerInfo, MispError> {
-        let (body, date) = self
+        let Reply { body, date, .. } = self
             .call("servers/getVersion", reqwest::Method::GET, None)
             .await?;
         let version = body
@@ -136,7 +156,7 @@ impl MispClient {
 
     /// `GET feeds`: every feed configured on the server.
     pub async fn feeds(&self) -> Result<Vec<Feed>, MispError> {
-        let (body, _) = self.call("feeds", reqwest::Method::GET, None).await?;
+        let body = self.call("feeds", reqwest::Method::GET, None).await?.body;
         let list = body.as_array().ok_or_else(|| MispError::Decode {
             endpoint: "feeds".into(),
             message: format!(
@@ -147,18 +167,21 @@ impl MispClient {
         Ok(list.iter().filter_map(Feed::from_value).collect())
     }
 
-    /// One `attributes/restSearch` page: the raw attribute objects, and the server's clock when it
-    /// answered (`Date`), when sent.
-    pub async fn search(
-        &self,
-        body: &Value,
-    ) -> Result<(Vec<Value>, Option<DateTime<Utc>>), MispError> {
+    /// One `attributes/restSearch` page.
+    pub async fn search(&self, body: &Value) -> Result<SearchPage, MispError> {
         let endpoint = "attributes/restSearch";
-        let (answer, date) = self
+        let Reply {
+            body: answer,
+            skipped,
+            ..
+        } = self
             .call(endpoint, reqwest::Method::POST, Some(body))
             .await?;
         match attributes_of(&answer) {
-            Some(list) => Ok((list.to_vec(), date)),
+            Some(list) => Ok(SearchPage {
+                attributes: list.to_vec(),
+                skipped,
+            }),
             None => Err(MispError::Decode {
                 endpoint: endpoint.into(),
                 message: format!(
@@ -175,7 +198,7 @@ impl MispClient {
         path: &'static str,
         method: reqwest::Method,
         body: Option<&Value>,
-    ) -> Result<(Value, Option<DateTime<Utc>>), MispError> {
+    ) -> Result<Reply, MispError> {
         let mut attempt = 1;
         loop {
             match self.call_once(path, method.clone(), body).await {
@@ -200,7 +223,7 @@ impl MispClient {
         path: &'static str,
         method: reqwest::Method,
         body: Option<&Value>,
-    ) -> Result<(Value, Option<DateTime<Utc>>), MispError> {
+    ) -> Result<Reply, MispError> {
         let mut req = self
             .http
             .request(method, join_url(&self.base, path))
@@ -227,6 +250,11 @@ impl MispClient {
             .and_then(|d| d.to_str().ok())
             .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
             .map(|d| d.with_timezone(&Utc));
+        let skipped = resp
+            .headers()
+            .get("x-skipped-elements-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let wait = retry_after(resp.headers());
         let text = resp.text().await.map_err(|e| MispError::Transport {
             endpoint: path.into(),
@@ -261,6 +289,10 @@ impl MispClient {
             endpoint: path.into(),
             message: format!("{e}: {}", trim_body(&text)),
         })?;
-        Ok((value, date))
+        Ok(Reply {
+            body: value,
+            date,
+            skipped,
+        })
     }
 }

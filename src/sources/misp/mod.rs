@@ -18,7 +18,7 @@ pub mod schedule;
 pub mod source;
 pub mod wire;
 
-pub use client::{MispClient, MispError};
+pub use client::{MispClient, MispError, SearchPage};
 pub use config::MispConfig;
 pub use feeds::{FeedCounts, FeedIndex, FEED_COUNTS_KEY};
 pub use schedule::{Mark, Schedule};

@@ -5,8 +5,9 @@
 //! chrono values (time zones, DST gaps and folds) rather than with a clock.
 //!
 //! The [`Mark`] is the checkpoint position of the MISP source: the start time of the last run whose
-//! changes every sink acknowledged (`last_run_time`), when the last full resync ran, and the oldest
-//! modification time iocsync ever asked for (the floor a resync may re-add from).
+//! changes every sink acknowledged (`last_run_time`), the attribute-timestamp watermark the next
+//! poll reads from, when the last full resync ran, and the oldest modification time iocsync ever
+//! asked for (the floor a resync may re-add from).
 
 use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -116,15 +117,22 @@ fn add_days(day: NaiveDate, n: u32) -> NaiveDate {
         .unwrap_or(NaiveDate::MAX)
 }
 
-/// The MISP source's checkpoint position: `"<last_run>[;resync=<t>][;floor=<t>]"` (unix seconds).
+/// The MISP source's checkpoint position:
+/// `"<last_run>[;resync=<t>][;floor=<t>][;wm=<t>]"` (unix seconds).
 ///
-/// `last_run` is the start of the last run every sink acknowledged: the next run asks for
-/// attributes changed at or after it. The pipeline writes the position only after every change of
-/// the run is applied, so a failed or interrupted run leaves the old mark and is polled again.
+/// `last_run` is the start of the last run every sink acknowledged (the schedule's reference).
+/// `watermark` is how far that run's reading reached in attribute time: the newest timestamp it
+/// read, never past its start. The next poll asks from one second before it (MISP timestamps are
+/// whole seconds; the overlap is de-duplicated). The pipeline writes the position only after every
+/// change of the run is applied, so a failed or interrupted run leaves the old mark and is polled
+/// again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
     /// Start of the last acknowledged run (server time, unix seconds).
     pub last_run: i64,
+    /// The newest attribute timestamp read and applied, capped at the run's start; `None` in marks
+    /// written before it existed, which then read from `last_run`.
+    pub watermark: Option<i64>,
     /// Start of the last run that included a full resync.
     pub last_resync: Option<i64>,
     /// The `timestamp` the very first run asked from: nothing older was ever pushed.
@@ -138,6 +146,7 @@ impl Mark {
         let last_run = parts.next()?.trim().parse().ok()?;
         let mut mark = Mark {
             last_run,
+            watermark: None,
             last_resync: None,
             floor: None,
         };
@@ -145,6 +154,7 @@ impl Mark {
             match part.trim().split_once('=') {
                 Some(("resync", v)) => mark.last_resync = v.trim().parse().ok(),
                 Some(("floor", v)) => mark.floor = v.trim().parse().ok(),
+                Some(("wm", v)) => mark.watermark = v.trim().parse().ok(),
                 // Unknown parts come from a newer iocsync: ignore them rather than lose the mark.
                 _ => {}
             }
@@ -161,7 +171,15 @@ impl Mark {
         if let Some(f) = self.floor {
             out.push_str(&format!(";floor={f}"));
         }
+        if let Some(w) = self.watermark {
+            out.push_str(&format!(";wm={w}"));
+        }
         out
+    }
+
+    /// The attribute time the next poll has read up to (old marks: their run start).
+    pub fn read_up_to(&self) -> i64 {
+        self.watermark.unwrap_or(self.last_run)
     }
 
     /// `last_run` as a time.
@@ -325,19 +343,28 @@ mod tests {
     fn marks_round_trip_and_tolerate_plain_seconds() {
         let m = Mark {
             last_run: 1_700_000_000,
+            watermark: Some(1_699_999_990),
             last_resync: Some(1_699_990_000),
             floor: Some(1_699_000_000),
         };
-        assert_eq!(m.encode(), "1700000000;resync=1699990000;floor=1699000000");
-        assert_eq!(Mark::parse(&m.encode()), Some(m));
         assert_eq!(
-            Mark::parse("1700000000"),
-            Some(Mark {
+            m.encode(),
+            "1700000000;resync=1699990000;floor=1699000000;wm=1699999990"
+        );
+        assert_eq!(Mark::parse(&m.encode()), Some(m));
+        assert_eq!(m.read_up_to(), 1_699_999_990);
+        // A mark from before the watermark reads from its run's start.
+        let old = Mark::parse("1700000000").expect("plain mark");
+        assert_eq!(
+            old,
+            Mark {
                 last_run: 1_700_000_000,
+                watermark: None,
                 last_resync: None,
                 floor: None
-            })
+            }
         );
+        assert_eq!(old.read_up_to(), 1_700_000_000);
         assert_eq!(
             Mark::parse("1700000000;future=1").map(|m| m.last_run),
             Some(1_700_000_000)

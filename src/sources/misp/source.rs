@@ -1,8 +1,11 @@
-//! [`MispSource`]: the scheduled poll loop. One run = one incremental `restSearch` from the last
-//! acknowledged run's start (paged, boundary re-delivery dropped on uuid + timestamp), plus — every
-//! `misp.resync_interval` — a full listing that removes from the sinks what MISP no longer has and
-//! re-adds what an incremental poll missed. Every run ends with a `RunEnd` event whose position is
-//! the run's [`Mark`]; the pipeline makes it the checkpoint only once every sink acknowledged the run.
+//! [`MispSource`]: the scheduled poll loop. One run = one incremental `restSearch` from one second
+//! before the last acknowledged run's watermark (the newest attribute timestamp it read, never past
+//! its start), paged in attribute-id order until an empty page, with the overlap's re-deliveries
+//! dropped on uuid + timestamp + content; plus — every `misp.resync_interval` — a full listing
+//! that removes from the sinks what MISP no longer has and re-adds what an incremental poll missed,
+//! removing only once every page of the listing was read. Every run ends with a `RunEnd` event
+//! whose position is the run's [`Mark`]; the pipeline makes it the checkpoint only once every sink
+//! acknowledged the run.
 
 use super::client::{MispClient, MispError};
 use super::config::MispConfig;
@@ -27,6 +30,16 @@ use tracing::{debug, error, info, warn};
 
 /// The state kv key of the last run's boundary memo (see [`Memo`]).
 const MEMO_KEY: &str = "misp.boundary";
+
+/// How far before the watermark a poll asks from. MISP timestamps are whole seconds: an attribute
+/// changed in the watermark's second after that second was read has the same timestamp, so the
+/// window must include that second again (and the one before, for a server `Date` that runs a
+/// second ahead of its attribute clock).
+const OVERLAP_SECS: i64 = 1;
+
+/// The order every `restSearch` asks for. Without one the query is unordered: between two page
+/// reads an edited attribute can move, and `limit`/`page` then overlap or skip.
+const ORDER: &str = "Attribute.id ASC";
 
 /// Polls a MISP server on a schedule.
 pub struct MispSource {
@@ -79,13 +92,28 @@ impl RunError {
     }
 }
 
-/// The attributes a run sent whose timestamp is at or after the run's start: exactly those the next
-/// poll (`timestamp >= start`) returns again. Stored after each run; used only when the checkpoint
-/// shows that run was acknowledged, so nothing unapplied is ever dropped.
+/// The attribute versions a run read whose timestamp is at or after the next poll's `since`:
+/// exactly those the next poll returns again. A version is its timestamp plus a digest of the
+/// attribute as answered, since two edits in the same second share a timestamp. Stored after each
+/// run; used only by the poll that asks from `since`, i.e. when the checkpoint shows that run was
+/// acknowledged, so nothing unapplied is ever dropped.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Memo {
-    run_start: i64,
-    seen: HashMap<String, i64>,
+    since: i64,
+    seen: HashMap<String, Version>,
+}
+
+/// One attribute version: (timestamp, digest of its JSON).
+type Version = (i64, u64);
+
+/// FNV-1a over the attribute's JSON: stable across builds (the memo outlives the process), cheap,
+/// and keys are sorted by serde_json, so the same answer always gives the same digest.
+fn digest(raw: &Value) -> u64 {
+    raw.to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
 /// What one run leaves for the next, in this process.
@@ -164,6 +192,7 @@ impl MispSource {
         if self.cfg.published_only {
             body.insert("published".into(), json!(1));
         }
+        body.insert("order".into(), json!(ORDER));
         body.insert("limit".into(), json!(self.cfg.page_size));
         body
     }
@@ -246,9 +275,14 @@ impl MispSource {
         // Attribute timestamps are the server's: time the run on its clock when it tells us.
         let run_start = server.now.unwrap_or(local_now).timestamp();
         let lookback = self.cfg.initial_lookback.as_secs() as i64;
-        let since = mem
-            .mark
-            .map_or(run_start.saturating_sub(lookback), |m| m.last_run);
+        // How far in attribute time the acknowledged reading reached, and the window from there.
+        let (read_up_to, since) = match mem.mark {
+            Some(m) => (m.read_up_to(), m.read_up_to().saturating_sub(OVERLAP_SECS)),
+            None => {
+                let start = run_start.saturating_sub(lookback);
+                (start, start)
+            }
+        };
         let floor = match mem.mark {
             Some(m) => m.floor,
             None => Some(since),
@@ -256,7 +290,7 @@ impl MispSource {
         let resync = self.resync_due(mem.mark.as_ref(), run_start);
         let state = self.state(mem).await?;
         // The memo of the previous run counts only if that run was acknowledged.
-        let memo = if mem.memo.run_start == since {
+        let memo = if mem.memo.since == since {
             mem.memo.seen.clone()
         } else {
             HashMap::new()
@@ -274,10 +308,13 @@ impl MispSource {
         };
         let mut tally = Tally::default();
         let mut sent: HashSet<String> = HashSet::new();
-        let mut seen_now: HashMap<String, i64> = HashMap::new();
+        // Every version read in this run (pages can overlap when attributes join the window
+        // between two page reads), and the newest timestamp among them.
+        let mut read: HashMap<String, Version> = HashMap::new();
+        let mut newest = read_up_to;
 
         let body = self.incremental_body(since);
-        self.pages(ctx, body, |attr, read_at| {
+        self.pages(ctx, body, |raw, attr| {
             let attr = match attr {
                 Ok(a) => a,
                 Err(reason) => {
@@ -289,10 +326,14 @@ impl MispSource {
                     });
                 }
             };
-            if memo.get(&attr.uuid) == Some(&attr.timestamp) {
+            let version = (attr.timestamp, digest(raw));
+            newest = newest.max(attr.timestamp);
+            if memo.get(&attr.uuid) == Some(&version) || read.get(&attr.uuid) == Some(&version) {
+                read.insert(attr.uuid.clone(), version);
                 tally.deduped += 1;
                 return None;
             }
+            read.insert(attr.uuid.clone(), version);
             tally.received += 1;
             let feed = feeds.link(&attr);
             let disabled = feed.is_some_and(|f| feeds.is_disabled(f));
@@ -301,12 +342,6 @@ impl MispSource {
                 feed,
                 state.skip == Some(crate::skip::SkipReason::IgnoredDisabledFeed),
             );
-            // The next poll returns this version again when it changed at or after our start. An
-            // attribute changed in the very second we read it may change again within that second
-            // under the same timestamp: remember only versions strictly older than the read.
-            if attr.timestamp >= run_start && attr.timestamp < read_at {
-                seen_now.insert(attr.uuid.clone(), attr.timestamp);
-            }
             if resync {
                 sent.insert(attr.uuid.clone());
             }
@@ -314,14 +349,29 @@ impl MispSource {
         })
         .await?;
 
-        if resync {
-            self.resync(ctx, &state, &feeds, floor, &sent, &mut tally)
-                .await?;
-        }
+        // A listing that fails part-way proves nothing about what MISP lacks: it removes nothing,
+        // and the resync stays due for the next run, whose incremental part goes on meanwhile.
+        let resynced = resync
+            && match self
+                .resync(ctx, &state, &feeds, floor, &sent, &mut tally)
+                .await
+            {
+                Ok(()) => true,
+                Err(RunError::Stopped) => return Err(RunError::Stopped),
+                Err(e) => {
+                    warn!(error = %e, "MISP resync aborted: nothing removed; it is retried at the next run");
+                    false
+                }
+            };
 
+        // Everything changed before the run started was on some page read after that start, so the
+        // reading reached at least min(newest read, start); past the start it cannot vouch for
+        // attributes on pages read before they changed.
+        let watermark = newest.min(run_start);
         let mark = Mark {
             last_run: run_start,
-            last_resync: if resync || mem.mark.is_none() {
+            watermark: Some(watermark),
+            last_resync: if resynced || mem.mark.is_none() {
                 Some(run_start)
             } else {
                 mem.mark.and_then(|m| m.last_resync)
@@ -337,9 +387,13 @@ impl MispSource {
             },
         )
         .await?;
+        let next_since = watermark.saturating_sub(OVERLAP_SECS);
         let memo = Memo {
-            run_start,
-            seen: seen_now,
+            since: next_since,
+            seen: read
+                .into_iter()
+                .filter(|(_, (ts, _))| *ts >= next_since)
+                .collect(),
         };
         self.save_run_notes(&state, &counts, &memo).await;
         info!(
@@ -356,46 +410,55 @@ impl MispSource {
         Ok(())
     }
 
-    /// Pages through `restSearch` with `body`, handing each attribute (with the second the page was
-    /// read in, server time when known) to `handle` and sending what it returns. Stops after a page
-    /// shorter than `limit`.
+    /// Pages through `restSearch` with `body`, handing each attribute (raw and read) to `handle`
+    /// and sending what it returns. MISP filters warninglists and allowlists after the SQL `LIMIT`,
+    /// so a short page does not mean the last one: paging ends at an empty page, unless the server
+    /// says (`X-Skipped-Elements-Count`) that it emptied that page by filtering.
     async fn pages(
         &self,
         ctx: &SourceContext,
         mut body: serde_json::Map<String, Value>,
-        mut handle: impl FnMut(Result<Attribute, String>, i64) -> Option<SourceEvent>,
+        mut handle: impl FnMut(&Value, Result<Attribute, String>) -> Option<SourceEvent>,
     ) -> Result<(), RunError> {
         let limit = self.cfg.page_size.max(1);
-        let mut previous_first: Option<String> = None;
+        let mut previous: Vec<String> = Vec::new();
         let mut page: u64 = 1;
         loop {
             body.insert("page".into(), json!(page));
             let request = Value::Object(body.clone());
-            let (attrs, date) = tokio::select! {
+            let answer = tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => return Err(RunError::Stopped),
                 r = self.client.search(&request) => r?,
             };
-            // Without a server clock, one second of margin for our own.
-            let read_at = date.map_or_else(|| Utc::now().timestamp() - 1, |d| d.timestamp());
-            let first = attrs.first().and_then(|a| text(a.get("uuid")));
-            if page > 1 && first.is_some() && first == previous_first {
+            let uuids: Vec<String> = answer
+                .attributes
+                .iter()
+                .filter_map(|a| text(a.get("uuid")))
+                .collect();
+            // A server that ignores `page` answers the same page for ever. (With one row per page
+            // an attribute joining the window can legitimately repeat the previous row.)
+            if page > 1 && limit > 1 && !uuids.is_empty() && uuids == previous {
                 return Err(RunError::Paging {
                     page,
                     previous: page - 1,
                 });
             }
-            debug!(page, count = attrs.len(), "restSearch page");
-            let full = attrs.len() >= limit;
-            for raw in &attrs {
-                if let Some(event) = handle(Attribute::from_value(raw), read_at) {
+            debug!(
+                page,
+                count = answer.attributes.len(),
+                skipped = answer.skipped,
+                "restSearch page"
+            );
+            for raw in &answer.attributes {
+                if let Some(event) = handle(raw, Attribute::from_value(raw)) {
                     emit(ctx, event).await?;
                 }
             }
-            if !full {
+            if answer.attributes.is_empty() && answer.skipped.unwrap_or(0) == 0 {
                 return Ok(());
             }
-            previous_first = first;
+            previous = uuids;
             page += 1;
         }
     }
@@ -428,7 +491,7 @@ impl MispSource {
         let mut present: HashSet<uuid::Uuid> = HashSet::new();
         let mut added = 0u64;
         let body = self.resync_body(floor);
-        self.pages(ctx, body, |attr, _| {
+        self.pages(ctx, body, |_, attr| {
             let attr = attr.ok()?;
             let feed = feeds.link(&attr);
             let disabled = feed.is_some_and(|f| feeds.is_disabled(f));
