@@ -282,8 +282,10 @@ async fn poisoned_frames_cost_one_skipped_event_each_and_never_stall_the_stream(
     }
     assert!(malformed_ids.len() >= 30, "{}", malformed_ids.len());
     fake.set_events(poisoned);
-    // Reconnects land before, inside and after poisoned frames.
+    // Reconnects land before, inside and after poisoned frames, and the body arrives in chunks
+    // that cut frames anywhere (a disconnect loses the cut frame; it is sent again).
     fake.drop_every(Some(37));
+    fake.chunk_bytes(Some(4093));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = opencti_run(dir.path(), &fake.url, TOKEN);
     cmd.env("OPENCTI_MAX_EVENT_BYTES", "1500000").arg("--once");

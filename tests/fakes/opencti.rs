@@ -106,6 +106,8 @@ struct Data {
     gql: Vec<GqlCall>,
     heartbeat: Duration,
     drop_every: Option<usize>,
+    /// Body chunks of exactly this many bytes, cutting frames anywhere (`None`: one frame a chunk).
+    chunk_bytes: Option<usize>,
     stalled: bool,
     stall_next_after: Option<usize>,
     deny_stream: bool,
@@ -160,6 +162,7 @@ impl FakeOpenCti {
                 gql: Vec::new(),
                 heartbeat: Duration::from_secs(1),
                 drop_every: None,
+                chunk_bytes: None,
                 stalled: false,
                 stall_next_after: None,
                 deny_stream: false,
@@ -224,6 +227,14 @@ impl FakeOpenCti {
     /// Close each connection after it sent `n` events (`None`: never).
     pub fn drop_every(&self, n: Option<usize>) {
         self.with(|d| d.drop_every = n);
+    }
+
+    /// Writes the stream in body chunks of exactly `n` bytes, as a busy server's socket delivers
+    /// it: many frames per chunk and frames cut anywhere, even inside a UTF-8 sequence or a CRLF.
+    /// The tail is sent when nothing more is queued; a dropped connection loses its unsent tail
+    /// (the client sees a frame cut in the middle).
+    pub fn chunk_bytes(&self, n: Option<usize>) {
+        self.with(|d| d.chunk_bytes = n.filter(|n| *n > 0));
     }
 
     /// While set, every connection sends nothing at all (no events, no heartbeats).
@@ -620,6 +631,40 @@ fn frame(id: Option<&str>, topic: &str, data: &str) -> Bytes {
     Bytes::from(s)
 }
 
+/// The stream body: one chunk per frame, or fixed-size chunks cut anywhere.
+struct ChunkedWriter<'a> {
+    tx: &'a mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    chunk: Option<usize>,
+}
+
+impl ChunkedWriter<'_> {
+    /// False when the client is gone.
+    async fn write(&mut self, frame: Bytes) -> bool {
+        let Some(n) = self.chunk else {
+            return self.tx.send(frame).await.is_ok();
+        };
+        self.buf.extend_from_slice(&frame);
+        while self.buf.len() >= n {
+            let rest = self.buf.split_off(n);
+            let full = std::mem::replace(&mut self.buf, rest);
+            if self.tx.send(Bytes::from(full)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the partial tail (nothing more is queued).
+    async fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        let tail = std::mem::take(&mut self.buf);
+        self.tx.send(Bytes::from(tail)).await.is_ok()
+    }
+}
+
 fn id_text((ms, seq): (u64, u64)) -> String {
     format!("{ms}-{seq}")
 }
@@ -652,6 +697,12 @@ async fn connection_task(
     let mut cursor = plan.cursor;
     let mut pending: std::collections::VecDeque<FakeEvent> = plan.initial.into();
     let mut sent = 0usize;
+    let chunk_bytes = inner.lock().chunk_bytes;
+    let mut out = ChunkedWriter {
+        tx: &tx,
+        buf: Vec::new(),
+        chunk: chunk_bytes,
+    };
     let mut next_beat = tokio::time::Instant::now() + inner.lock().heartbeat;
     loop {
         let (stalled, live, heartbeat, drop_every) = {
@@ -690,11 +741,14 @@ async fn connection_task(
                     .raw
                     .clone()
                     .unwrap_or_else(|| frame(Some(&e.id), &e.topic, &e.data));
-                if tx.send(bytes).await.is_err() {
+                if !out.write(bytes).await {
                     return;
                 }
                 sent += 1;
                 if drop_every.is_some_and(|n| n > 0 && sent % n == 0) {
+                    return;
+                }
+                if pending.is_empty() && !out.flush().await {
                     return;
                 }
                 continue;
@@ -707,10 +761,10 @@ async fn connection_task(
                         .unwrap_or_default()
                         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                     let data = Value::String(date).to_string();
-                    if tx
-                        .send(frame(Some(&id_text(c)), "heartbeat", &data))
+                    if !out
+                        .write(frame(Some(&id_text(c)), "heartbeat", &data))
                         .await
-                        .is_err()
+                        || !out.flush().await
                     {
                         return;
                     }
