@@ -161,27 +161,11 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
 fn write_json_str_body(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
-    // `bytes[start..i]` is the run of verbatim bytes not yet copied: runs are copied whole.
+    // `bytes[start..at]` is a run of verbatim bytes: runs are copied whole.
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        // Eight bytes at a time while none needs escaping (the common case: no byte does).
-        if let Some(word) = bytes
-            .get(i..i + 8)
-            .and_then(|w| <[u8; 8]>::try_from(w).ok())
-        {
-            if !word_needs_escape(u64::from_le_bytes(word)) {
-                i += 8;
-                continue;
-            }
-        }
-        let b = bytes[i];
-        // Multi-byte UTF-8 sequences have no byte below 0x80, so checking bytes is enough.
-        if !needs_escape(b) {
-            i += 1;
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
+    while let Some(at) = next_escape(bytes, start) {
+        out.extend_from_slice(&bytes[start..at]);
+        let b = bytes[at];
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -199,10 +183,30 @@ fn write_json_str_body(out: &mut Vec<u8>, s: &str) {
                 HEX[usize::from(b & 0xf)],
             ]),
         }
-        i += 1;
-        start = i;
+        start = at + 1;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// The index of the first byte at or after `from` that [`needs_escape`]. Multi-byte UTF-8
+/// sequences have no byte below 0x80, so looking at bytes is enough.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    let rest = bytes.get(from..)?;
+    let mut words = rest.chunks_exact(8);
+    // Eight bytes at a time up to the word that holds one (the common case: none does).
+    let mut skipped = 0;
+    for word in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        if word_needs_escape(u64::from_le_bytes(w)) {
+            break;
+        }
+        skipped += 8;
+    }
+    rest[skipped..]
+        .iter()
+        .position(|&b| needs_escape(b))
+        .map(|i| from + skipped + i)
 }
 
 /// Whether JSON needs the byte escaped.
