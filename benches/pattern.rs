@@ -1,8 +1,9 @@
 //! Criterion benchmarks of the STIX pattern parser: typical single-comparison patterns (hash,
-//! IPv4, URL, domain), a compound one, a long one, and parse + classify for one IOC.
+//! IPv4, URL, domain), a compound one, a long one, parse + classify for one IOC, and one line of
+//! `iocsync parse` output (parse, classify, JSON into a reused buffer).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use iocsync::pattern::{classify, classify_str, parse};
+use iocsync::pattern::{classify, classify_str, parse, write_report};
 use std::hint::black_box;
 
 const SHA256: &str =
@@ -63,5 +64,21 @@ fn bigger(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single, bigger);
+fn report_line(c: &mut Criterion) {
+    let mut group = c.benchmark_group("report_line");
+    group.throughput(Throughput::Elements(1));
+    let mut out = Vec::with_capacity(4096);
+    for (name, pattern) in [("sha256", SHA256), ("ipv4", IPV4), ("url", URL)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                write_report(&mut out, black_box(pattern));
+                out.len()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, single, bigger, report_line);
 criterion_main!(benches);

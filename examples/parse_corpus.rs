@@ -2,11 +2,15 @@
 //!
 //! ```text
 //! cargo run --release --example parse_corpus -- generate <count> <seed> > corpus.txt
+//! cargo run --release --example parse_corpus -- generate-single <count> <seed> > singles.txt
 //! cargo run --release --example parse_corpus -- validate corpus.txt verdicts.txt
 //! cargo run --release --example parse_corpus -- typical
 //! ```
 //! `generate` prints `count` varied, realistic patterns (mostly single IOCs, then compound and
 //! qualified ones, other object types, long ones, and about 7 % invalid ones), one per line.
+//! `generate-single` prints only single-comparison patterns on the supported IOC paths (every hash
+//! spelling, IPv4 with some CIDRs, IPv6, domain, hostname, URL): the bulk of a real feed, and the
+//! corpus of `bench/parse-end-to-end.sh`.
 //! `validate` parses every line, writes `1`/`0` per line to the verdict file, and prints the
 //! throughput of `parse` alone and of `parse` + `classify` (repeating the corpus until at least one
 //! second has passed, so the figure is stable).
@@ -37,13 +41,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             print!("{out}");
             Ok(())
         }
+        ["generate-single", count, seed] => {
+            let mut rng = StdRng::seed_from_u64(seed.parse()?);
+            let mut out = String::new();
+            for _ in 0..count.parse::<usize>()? {
+                out.push('[');
+                out.push_str(&single_comparison(&mut rng));
+                out.push_str("]\n");
+            }
+            print!("{out}");
+            Ok(())
+        }
         ["validate", corpus, verdicts] => validate(corpus, verdicts),
         ["typical"] => {
             typical();
             Ok(())
         }
         _ => {
-            Err("usage: parse_corpus generate <count> <seed> | validate <corpus> <verdicts>".into())
+            Err("usage: parse_corpus generate|generate-single <count> <seed> | validate <corpus> <verdicts> | typical".into())
         }
     }
 }

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use iocsync::app::{self, AppError, RunOptions};
 use iocsync::config::Config;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
@@ -167,28 +167,22 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
     })
 }
 
+/// `iocsync parse`: one JSON line per argument, or per stdin line (none given, or `-`); the
+/// library streams it (`iocsync::pattern::write_reports`).
 fn parse_command(patterns: &[String]) -> Result<(), AppError> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut emit = |pattern: &str| -> Result<(), AppError> {
-        let report = iocsync::pattern::report(pattern);
-        let line = serde_json::to_string(&report).map_err(|e| AppError::Other(e.to_string()))?;
-        writeln!(out, "{line}").map_err(|e| AppError::Other(format!("failed to write output: {e}")))
-    };
-    if patterns.is_empty() || patterns == ["-"] {
-        for line in std::io::stdin().lock().lines() {
-            let line = line.map_err(|e| AppError::Other(format!("failed to read stdin: {e}")))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            emit(&line)?;
-        }
+    // The lock is taken once; the library writes whole blocks of lines and flushes each.
+    let stdout = std::io::stdout().lock();
+    let written = if patterns.is_empty() || patterns == ["-"] {
+        // `Stdin`, not its lock: the library reads on its own thread (one lock per 64 KiB read).
+        let stdin =
+            std::io::BufReader::with_capacity(iocsync::pattern::BLOCK_BYTES, std::io::stdin());
+        iocsync::pattern::write_reports(stdin, stdout, iocsync::pattern::default_threads())
     } else {
-        for p in patterns {
-            emit(p)?;
-        }
-    }
-    Ok(())
+        iocsync::pattern::write_arg_reports(patterns, stdout)
+    };
+    written
+        .map(|_| ())
+        .map_err(|e| AppError::Other(e.to_string()))
 }
 
 fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {

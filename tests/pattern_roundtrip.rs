@@ -158,10 +158,10 @@ fn cmp_operand(op: BoolOp, e: ComparisonExpr) -> ComparisonExpr {
 
 fn comparison_expr() -> impl Strategy<Value = ComparisonExpr> {
     let leaf = test().prop_map(|test| {
-        cmp(ComparisonKind::Test(Comparison {
+        cmp(ComparisonKind::Test(Box::new(Comparison {
             test,
             span: Span::default(),
-        }))
+        })))
     });
     leaf.prop_recursive(4, 24, 4, |inner| {
         prop_oneof![

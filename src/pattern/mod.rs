@@ -7,13 +7,15 @@
 //!   linear time, and rejects parentheses and qualifiers nested deeper than [`MAX_NESTING`].
 //! - `Display` on the tree prints a canonical pattern that parses back to an equal tree.
 //! - [`classify`] / [`classify_expanded`] turn a pattern into IOCs or a [`SkipReason`];
-//!   [`report`] is one line of `iocsync parse`.
+//!   [`report`] is one line of `iocsync parse`, and [`write_reports`] streams the command's
+//!   output (one JSON line per input line) from a reader to a writer.
 //!
 //! The grammar functions are nom parsers (`fn(&str) -> IResult<&str, T, PErr>`, every error a
 //! `nom::Err::Failure`, i.e. cut): the grammar is LL(1), so each choice is dispatched on the next
 //! byte or keyword instead of trying `alt` branches, which keeps parsing linear and lets every
 //! error name the token that was expected. Files: `lex` (tokens), `parser` (grammar), `ast`,
-//! `print` (canonical `Display`), `semantic` (hash check), `classify`, `error`.
+//! `print` (canonical `Display`), `semantic` (hash check), `classify`, `error`, `report`
+//! (`iocsync parse` output).
 //!
 //! Known, deliberate differences from `stix2-patterns` (2.1.2):
 //! - it rejects any pattern that does not start with `[` after `(`/whitespace, so a leading
@@ -31,6 +33,7 @@ mod error;
 mod lex;
 mod parser;
 mod print;
+mod report;
 mod semantic;
 
 pub use ast::{
@@ -41,10 +44,13 @@ pub use ast::{
 pub use classify::{classify, classify_expanded, supported_kind};
 pub use error::ParseError;
 pub use parser::{parse, MAX_NESTING};
+pub use report::{
+    default_threads, report, write_arg_reports, write_report, write_report_bytes, write_reports,
+    ParseReport, StreamError, BLOCK_BYTES, EMPTY_PATTERN,
+};
 
 use crate::ioc::Ioc;
 use crate::skip::SkipReason;
-use serde::Serialize;
 
 /// Parses and classifies in one step. A parse error is [`SkipReason::Invalid`]. Without `expand`
 /// the result holds exactly one IOC; with it, see [`classify_expanded`].
@@ -54,39 +60,5 @@ pub fn classify_str(input: &str, expand: bool) -> Result<Vec<Ioc>, SkipReason> {
         classify_expanded(&pattern)
     } else {
         classify(&pattern).map(|ioc| vec![ioc])
-    }
-}
-
-/// One line of `iocsync parse` output (interface.md); every key is always serialised.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ParseReport {
-    /// The input, as given.
-    pub pattern: String,
-    /// Whether the input is a syntactically and semantically valid STIX 2.1 pattern.
-    pub valid: bool,
-    /// The parse error with its byte offset, when not valid.
-    pub error: Option<String>,
-    /// The IOC, when the pattern is a single `=` comparison on a supported path with a good value.
-    pub ioc: Option<Ioc>,
-    /// Why there is no IOC (`invalid` when not valid).
-    pub skip: Option<SkipReason>,
-}
-
-/// Parses and classifies one pattern for `iocsync parse` (no expansion: one IOC at most).
-pub fn report(input: &str) -> ParseReport {
-    let (valid, error, outcome) = match parse(input) {
-        Ok(pattern) => (true, None, classify(&pattern)),
-        Err(e) => (false, Some(e.to_string()), Err(SkipReason::Invalid)),
-    };
-    let (ioc, skip) = match outcome {
-        Ok(ioc) => (Some(ioc), None),
-        Err(reason) => (None, Some(reason)),
-    };
-    ParseReport {
-        pattern: input.to_owned(),
-        valid,
-        error,
-        ioc,
-        skip,
     }
 }

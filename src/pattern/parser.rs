@@ -356,7 +356,7 @@ fn cmp_primary(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr> {
     Ok((
         rest,
         ComparisonExpr {
-            kind: ComparisonKind::Test(Comparison { test, span }),
+            kind: ComparisonKind::Test(Box::new(Comparison { test, span })),
             span,
         },
     ))
