@@ -382,6 +382,42 @@ async fn expired_indicators_are_skipped_and_removed_when_they_expire() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_gives_up_on_an_unreachable_platform_or_a_dead_stream() {
+    // Nothing listens: the handshake never succeeds.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = opencti_run(dir.path(), &closed, TOKEN);
+    cmd.env("OPENCTI_ONCE_ATTEMPTS", "3").arg("--once");
+    let out = output_within(cmd, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("gave up after 3 failed attempts"),
+        "{stderr}"
+    );
+
+    // The platform answers but its stream never sends a position: the watchdog fires each time.
+    let fake = fake_with_fixture().await;
+    fake.set_stalled(true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = opencti_run(dir.path(), &fake.url, TOKEN);
+    cmd.env("OPENCTI_ONCE_ATTEMPTS", "3")
+        .env("OPENCTI_STREAM_TIMEOUT", "300ms")
+        .arg("--once");
+    let out = output_within(cmd, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("gave up after 3 failed attempts"),
+        "{stderr}"
+    );
+    assert_eq!(fake.stream_requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_exits_3_with_a_clear_message() {
     let fake = fake_with_fixture().await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -43,6 +43,9 @@ pub struct OpenCtiConfig {
     /// Timeout of one GraphQL request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// `run --once` gives up after this many consecutive failed attempts to reach the platform or
+    /// its stream (a cron job must not hang on an unreachable OpenCTI); the daemon never gives up.
+    pub once_attempts: u32,
     /// Largest stream event accepted, in bytes: a larger one is skipped as `malformed_event`
     /// (its position still advances) without being buffered whole.
     pub max_event_bytes: usize,
@@ -61,6 +64,7 @@ impl Default for OpenCtiConfig {
             ping_interval: Duration::from_secs(40),
             progress_interval: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            once_attempts: 8,
             max_event_bytes: crate::sources::sse::DEFAULT_MAX_EVENT_BYTES,
         }
     }
@@ -283,6 +287,9 @@ impl OpenCtiConfig {
             if d.is_zero() {
                 out.push((key, "must be greater than zero".to_string()));
             }
+        }
+        if self.once_attempts == 0 {
+            out.push(("opencti.once_attempts", "must be at least 1".to_string()));
         }
         if self.max_event_bytes < 1024 {
             out.push((

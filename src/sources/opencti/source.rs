@@ -51,6 +51,7 @@ struct Settings {
     progress_interval: Duration,
     request_timeout: Duration,
     max_event_bytes: usize,
+    once_attempts: u32,
 }
 
 impl Settings {
@@ -134,6 +135,7 @@ impl OpenCtiSource {
             progress_interval: opencti.progress_interval,
             request_timeout: opencti.request_timeout,
             max_event_bytes: opencti.max_event_bytes,
+            once_attempts: opencti.once_attempts,
         };
         log_ignored(opencti, connector);
         let build_err = |e: reqwest::Error| SourceError::Other {
@@ -203,18 +205,25 @@ impl OpenCtiSource {
         }
     }
 
-    /// Runs the handshake, retrying transient failures until shutdown (`Ok(None)`).
+    /// Runs the handshake, retrying transient failures until shutdown (`Ok(None)`) — or, with
+    /// `--once`, until `opencti.once_attempts` attempts failed.
     async fn prepare(
         &self,
         shutdown: &CancellationToken,
+        once: bool,
     ) -> Result<Option<Option<String>>, SourceError> {
         let mut backoff = Backoff::new(self.s.reconnect_min, self.s.reconnect_max);
+        let mut failures = 0u32;
         loop {
             let err = match self.handshake().await {
                 Ok(state) => return Ok(Some(state)),
                 Err(HandshakeError::Fatal(e)) => return Err(e),
                 Err(HandshakeError::Transient(e)) => e,
             };
+            failures += 1;
+            if once && failures >= self.s.once_attempts {
+                return Err(gave_up(failures, &err.to_string()));
+            }
             let delay = backoff.next_delay(false);
             warn!(cause = %err, retry_in = ?delay, "OpenCTI is not reachable yet");
             tokio::select! {
@@ -254,6 +263,8 @@ impl OpenCtiSource {
         let mut backoff = Backoff::new(self.s.reconnect_min, self.s.reconnect_max);
         let mut tracker = Tracker::new(self.s.progress_interval);
         let mut attempt: u64 = 0;
+        // Attempts in a row that delivered nothing: `--once` gives up after `once_attempts`.
+        let mut failures = 0u32;
         loop {
             attempt += 1;
             let req = self.stream_request(&resume, &recover);
@@ -269,13 +280,18 @@ impl OpenCtiSource {
                 ConnectionEnd::Lost { why, delivered } => {
                     if delivered {
                         backoff.reset();
+                        failures = 0;
                     }
+                    failures += 1;
                     Some(why)
                 }
             };
             if let Some(why) = lost {
                 if why.persistent && ctx.once {
                     return Err(stream_error(&req, &why));
+                }
+                if ctx.once && failures >= self.s.once_attempts {
+                    return Err(gave_up(failures, &format!("{}: {}", req.url(), why.cause)));
                 }
                 let delay = backoff.next_delay(why.persistent);
                 if why.persistent {
@@ -491,6 +507,17 @@ fn stream_error(req: &StreamRequest, why: &Disconnect) -> SourceError {
     }
 }
 
+/// `--once` stops retrying: a cron job gets an answer instead of hanging.
+fn gave_up(attempts: u32, last: &str) -> SourceError {
+    SourceError::Other {
+        source_name: SOURCE_NAME,
+        message: format!(
+            "gave up after {attempts} failed attempts in a row (`run --once`, \
+             opencti.once_attempts): {last}"
+        ),
+    }
+}
+
 fn reset_event() -> SourceEvent {
     SourceEvent {
         position: None,
@@ -690,7 +717,7 @@ impl Source for OpenCtiSource {
 
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         metrics::global().set("iocsync_source_connected", &[], 0.0);
-        let Some(platform) = self.prepare(&ctx.shutdown).await? else {
+        let Some(platform) = self.prepare(&ctx.shutdown, ctx.once).await? else {
             return Ok(());
         };
         let platform_state = ConnectorState::parse(platform.as_deref());
