@@ -22,12 +22,15 @@
 //! - [`secret`] — the newtype that keeps tokens out of logs.
 //! - [`metrics`] — the Prometheus registry every component counts into.
 //! - [`http`] — the `/metrics`, `/healthz` and `/readyz` server (`connector.expose_metrics`).
+//! - [`fuzz`] — the properties every decoder of outside bytes must keep, shared by the cargo-fuzz
+//!   targets and the bounded property tests in CI.
 
 pub mod app;
 pub mod classify;
 pub mod cli_misp;
 pub mod cli_s1;
 pub mod config;
+pub mod fuzz;
 pub mod http;
 pub mod ioc;
 mod lenient;
