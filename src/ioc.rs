@@ -173,6 +173,7 @@ where
         Some((address, prefix)) => (address, Some(prefix)),
         None => (raw, None),
     };
+    let address_text = address;
     let address: A = address.parse().map_err(|_| SkipReason::InvalidValue)?;
     if let Some(prefix) = prefix {
         // Digits only: `u8::from_str` would also take `+32`.
@@ -184,6 +185,11 @@ where
             Ok(p) if p < full_prefix => return Err(SkipReason::CidrRange),
             _ => return Err(SkipReason::InvalidValue),
         }
+    }
+    if full_prefix == 32 {
+        // std's IPv4 parser accepts only the canonical dotted quad (no leading zeros, signs or
+        // spaces), so the text already is its display form: skip formatting it again.
+        return Ok(address_text.to_owned());
     }
     Ok(address.to_string())
 }
@@ -235,6 +241,7 @@ fn normalise_url(raw: &str) -> Result<String, SkipReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ok(kind: IocKind, raw: &str) -> String {
         Ioc::new(kind, raw).expect("valid").value
@@ -361,5 +368,25 @@ mod tests {
             Ioc::detect(EMPTY_FILE_HASHES[2].1),
             Err(SkipReason::EmptyFileHash)
         );
+    }
+
+    proptest! {
+        /// Keeping the parsed text is only right if every text std accepts is canonical.
+        #[test]
+        fn an_accepted_ipv4_text_is_its_display_form(
+            octets in proptest::collection::vec(0u16..300, 4),
+            zeros in proptest::collection::vec(0usize..3, 4),
+        ) {
+            let text: Vec<String> = octets
+                .iter()
+                .zip(&zeros)
+                .map(|(o, z)| format!("{}{o}", "0".repeat(*z)))
+                .collect();
+            let text = text.join(".");
+            if let Ok(ioc) = Ioc::new(IocKind::Ipv4, &text) {
+                let parsed: std::net::Ipv4Addr = ioc.value.parse().expect("valid");
+                prop_assert_eq!(ioc.value, parsed.to_string());
+            }
+        }
     }
 }
