@@ -366,8 +366,20 @@ impl OpenCtiSource {
         let mut frames: VecDeque<Frame> = VecDeque::new();
         let mut deadline = Instant::now() + timeout;
         let mut delivered = false;
+        // How the body ended, when a `--once` look-ahead saw it end before its frames were handled.
+        let mut ended: Option<String> = None;
         loop {
             let Some(frame) = frames.pop_front() else {
+                if let Some(why) = ended.take() {
+                    return ConnectionEnd::Lost {
+                        why: Disconnect {
+                            cause: why,
+                            persistent: false,
+                            status: None,
+                        },
+                        delivered,
+                    };
+                }
                 let next = tokio::select! {
                     biased;
                     _ = ctx.shutdown.cancelled() => return ConnectionEnd::Finished,
@@ -434,9 +446,14 @@ impl OpenCtiSource {
             *resume = position;
             if ctx.once {
                 if frames.is_empty() {
-                    if let Some(Some(Ok(chunk))) = body.next().now_or_never() {
-                        decoder.feed(&chunk, &mut decoded);
-                        frames.extend(decoded.drain(..));
+                    match body.next().now_or_never() {
+                        Some(Some(Ok(chunk))) => {
+                            decoder.feed(&chunk, &mut decoded);
+                            frames.extend(decoded.drain(..));
+                        }
+                        Some(None) => ended = Some("the server closed the stream".to_string()),
+                        Some(Some(Err(e))) => ended = Some(describe_transport_error(&e)),
+                        None => {}
                     }
                 }
                 if tracker.caught_up(resume, heartbeat, frames.is_empty()) {
