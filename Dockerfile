@@ -37,7 +37,9 @@ RUN apt-get update \
     && mkdir -p /data \
     && chown 10001:10001 /data
 COPY --from=build /out/iocsync /usr/local/bin/iocsync
-ENV IOCSYNC_STATE_DIR=/data
+# The metrics endpoint binds loopback by default; in a container only every interface is reachable
+# through a port mapping, which then decides who can scrape it.
+ENV IOCSYNC_STATE_DIR=/data IOCSYNC_HTTP_BIND=0.0.0.0
 WORKDIR /data
 VOLUME ["/data"]
 USER 10001:10001

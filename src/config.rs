@@ -161,14 +161,16 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address to bind; the port is `connector.metrics_port`.
+    /// Address to bind; the port is `connector.metrics_port`. Loopback by default: the endpoint has
+    /// no authentication, so reaching it from other hosts is an explicit choice (the Docker image
+    /// sets `0.0.0.0`, where the port mapping decides who reaches it).
     pub bind: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            bind: "0.0.0.0".into(),
+            bind: "127.0.0.1".into(),
         }
     }
 }
@@ -725,6 +727,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_metrics_endpoint_binds_loopback_by_default() {
+        let cfg = Config::load(None, env(&[])).expect("load");
+        assert_eq!(cfg.http.bind, "127.0.0.1");
+        let cfg = Config::load(None, env(&[("IOCSYNC_HTTP_BIND", "0.0.0.0")])).expect("load");
+        assert_eq!(cfg.http.bind, "0.0.0.0");
     }
 
     #[test]

@@ -319,11 +319,19 @@ fn image() -> Image {
             || setup.contains(&format!("chown iocsync:iocsync {volume}")),
         "the volume belongs to the runtime user"
     );
-    let env = one(last, "ENV");
+    let env: BTreeMap<&str, &str> = one(last, "ENV")
+        .split_whitespace()
+        .map(|kv| kv.split_once('=').expect("ENV KEY=value …"))
+        .collect();
     let state_dir = env
-        .strip_prefix("IOCSYNC_STATE_DIR=")
+        .get("IOCSYNC_STATE_DIR")
         .expect("ENV IOCSYNC_STATE_DIR=…")
         .to_string();
+    assert_eq!(
+        env.get("IOCSYNC_HTTP_BIND"),
+        Some(&"0.0.0.0"),
+        "the default bind is loopback, which a port mapping cannot reach: the image sets every interface"
+    );
     assert_eq!(&state_dir, volume, "the state lives on the volume");
     let port: u16 = one(last, "EXPOSE").parse().expect("EXPOSE port");
     assert_eq!(
@@ -414,6 +422,11 @@ fn dockerfile_and_compose_agree_on_binary_user_volume_and_port() {
             "service {name} shares a state volume"
         );
 
+        assert_eq!(
+            env.get("IOCSYNC_HTTP_BIND").map(String::as_str),
+            Some("0.0.0.0"),
+            "service {name}: the port mapping needs the endpoint on every interface"
+        );
         let metrics_port: u16 = env
             .get("CONNECTOR_METRICS_PORT")
             .map_or(image.port, |p| p.parse().expect("port"));
