@@ -116,6 +116,8 @@ fn main() {
     let cli = Cli::parse();
     let code = match real_main(cli) {
         Ok(()) => 0,
+        // The reader of our output went away (`| head`): what it wanted it has; nothing to report.
+        Err(AppError::OutputClosed) => 0,
         Err(e) => {
             eprintln!("error: {e}");
             e.exit_code()
@@ -148,16 +150,17 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
                 let token = CancellationToken::new();
                 app::spawn_signal_handler(token.clone());
                 let stats = app::run(&cfg, RunOptions { once }, token).await?;
-                println!("{}", stats.render().trim_end());
+                let mut out = std::io::stdout();
+                writeln!(out, "{}", stats.render().trim_end()).map_err(app::output_error)?;
                 if demo {
                     let dir = app::demo_dir();
-                    println!("demo outputs: {0}/iocs.jsonl (JSONL sink), {0}/intel.dat (Zeek intel file)", dir.display());
+                    writeln!(out, "demo outputs: {0}/iocs.jsonl (JSONL sink), {0}/intel.dat (Zeek intel file)", dir.display()).map_err(app::output_error)?;
                 }
                 Ok(())
             }
             Command::Check => app::check(&cfg, &mut std::io::stdout()).await,
-            Command::State { action } => state_command(&cfg, action),
-            Command::Runs { json } => runs_command(&cfg, json),
+            Command::State { action } => state_command(&cfg, action, &mut std::io::stdout().lock()),
+            Command::Runs { json } => runs_command(&cfg, json, &mut std::io::stdout().lock()),
             Command::S1 { command } => iocsync::cli_s1::run(&cfg, command).await,
             Command::Misp { action } => {
                 iocsync::cli_misp::run(&cfg, action, &mut std::io::stdout()).await
@@ -173,7 +176,7 @@ fn parse_command(patterns: &[String]) -> Result<(), AppError> {
     let mut emit = |pattern: &str| -> Result<(), AppError> {
         let report = iocsync::pattern::report(pattern);
         let line = serde_json::to_string(&report).map_err(|e| AppError::Other(e.to_string()))?;
-        writeln!(out, "{line}").map_err(|e| AppError::Other(format!("failed to write output: {e}")))
+        writeln!(out, "{line}").map_err(app::output_error)
     };
     if patterns.is_empty() || patterns == ["-"] {
         for line in std::io::stdin().lock().lines() {
@@ -188,10 +191,11 @@ fn parse_command(patterns: &[String]) -> Result<(), AppError> {
             emit(p)?;
         }
     }
-    Ok(())
+    // A flush error at drop would be lost: flush here so a closed pipe ends the command like any write.
+    out.flush().map_err(app::output_error)
 }
 
-fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
+fn state_command(cfg: &Config, action: StateAction, out: &mut impl Write) -> Result<(), AppError> {
     match action {
         StateAction::Show { json } => {
             let o = match app::read_state(cfg)? {
@@ -210,27 +214,38 @@ fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
                 },
             };
             if json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     serde_json::to_string_pretty(&o).map_err(|e| AppError::Other(e.to_string()))?
-                );
+                )
+                .map_err(app::output_error)?;
                 return Ok(());
             }
-            println!("state: {}", o.path);
+            writeln!(out, "state: {}", o.path).map_err(app::output_error)?;
             if o.checkpoints.is_empty() {
-                println!("checkpoint: none (the next run starts from the beginning)");
+                writeln!(
+                    out,
+                    "checkpoint: none (the next run starts from the beginning)"
+                )
+                .map_err(app::output_error)?;
             }
             for (source, position, updated) in &o.checkpoints {
                 let when = chrono::DateTime::from_timestamp_millis(*updated)
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_default();
-                println!("checkpoint {source}: {position} (written {when})");
+                writeln!(out, "checkpoint {source}: {position} (written {when})")
+                    .map_err(app::output_error)?;
             }
-            println!("indicators with IOCs: {}", o.indicators);
+            writeln!(out, "indicators with IOCs: {}", o.indicators).map_err(app::output_error)?;
             for (sink, live, pending, rejected) in &o.sinks {
-                println!("sink {sink}: {live} live, {pending} pending, {rejected} rejected");
+                writeln!(
+                    out,
+                    "sink {sink}: {live} live, {pending} pending, {rejected} rejected"
+                )
+                .map_err(app::output_error)?;
             }
-            println!("pending intents: {}", o.pending_intents);
+            writeln!(out, "pending intents: {}", o.pending_intents).map_err(app::output_error)?;
             Ok(())
         }
         StateAction::Reset { yes } => {
@@ -245,38 +260,43 @@ fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
                     .read_line(&mut answer)
                     .map_err(|e| AppError::Other(format!("failed to read the answer: {e}")))?;
                 if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    println!("state left as it was");
+                    writeln!(out, "state left as it was").map_err(app::output_error)?;
                     return Ok(());
                 }
             }
             state.reset()?;
-            println!("state cleared: the next run starts from the beginning");
+            writeln!(out, "state cleared: the next run starts from the beginning")
+                .map_err(app::output_error)?;
             Ok(())
         }
     }
 }
 
-fn runs_command(cfg: &Config, json: bool) -> Result<(), AppError> {
+fn runs_command(cfg: &Config, json: bool, out: &mut impl Write) -> Result<(), AppError> {
     let runs = match app::read_state(cfg)? {
         Some(state) => state.runs()?,
         None => Vec::new(),
     };
     if json {
         let list: Vec<_> = runs.iter().map(|r| &r.stats).collect();
-        println!(
+        writeln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&list).map_err(|e| AppError::Other(e.to_string()))?
-        );
+        )
+        .map_err(app::output_error)?;
         return Ok(());
     }
     if runs.is_empty() {
-        println!("no runs recorded yet");
+        writeln!(out, "no runs recorded yet").map_err(app::output_error)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{:<20} {:>8} {:>7} {:>9} {:>7} {:>6} {:>6}  skipped by reason",
         "started", "source", "secs", "received", "pushed", "dead", "errors"
-    );
+    )
+    .map_err(app::output_error)?;
     for r in runs {
         let s: iocsync::pipeline::RunStats =
             serde_json::from_value(r.stats.clone()).unwrap_or_default();
@@ -293,7 +313,8 @@ fn runs_command(cfg: &Config, json: bool) -> Result<(), AppError> {
         let started = chrono::DateTime::from_timestamp_millis(r.started_ms)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
-        println!(
+        writeln!(
+            out,
             "{:<20} {:>8} {:>7.1} {:>9} {:>7} {:>6} {:>6}  {}",
             started,
             r.source,
@@ -303,7 +324,8 @@ fn runs_command(cfg: &Config, json: bool) -> Result<(), AppError> {
             s.dead_lettered,
             s.errors.len(),
             skipped.join(" ")
-        );
+        )
+        .map_err(app::output_error)?;
     }
     Ok(())
 }
