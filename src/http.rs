@@ -127,6 +127,65 @@ impl Default for Limits {
     }
 }
 
+/// Why `iocsync health` found the daemon not ready.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// `http.bind` cannot be resolved.
+    #[error(transparent)]
+    Address(#[from] HttpError),
+    /// Nothing answered (the daemon is down, or listens elsewhere).
+    #[error("no answer from {url}: {source}")]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The daemon answered, not ready.
+    #[error("{url} answered HTTP {status}: {body}")]
+    NotReady {
+        /// The URL asked.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The `/readyz` report.
+        body: String,
+    },
+}
+
+/// `iocsync health` (a container `HEALTHCHECK` without curl): asks the daemon's `/readyz` on the
+/// configured `http.bind` and port, on loopback when the bind is every interface. The report on
+/// success.
+pub async fn probe_ready(bind: &str, port: u16, timeout: Duration) -> Result<String, HealthError> {
+    let mut addr = resolve(bind, port).await?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        });
+    }
+    let url = format!("http://{addr}/readyz");
+    let unreachable = |source| HealthError::Unreachable {
+        url: url.clone(),
+        source,
+    };
+    // No proxy: a container's HTTP_PROXY must not carry a loopback request away.
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .map_err(unreachable)?;
+    let resp = client.get(&url).send().await.map_err(unreachable)?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.map_err(unreachable)?;
+    if status == 200 {
+        Ok(body)
+    } else {
+        Err(HealthError::NotReady { url, status, body })
+    }
+}
+
 /// Shared by the handlers.
 struct Shared {
     readiness: Readiness,

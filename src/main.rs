@@ -34,6 +34,9 @@ enum Command {
     },
     /// Validate the configuration and probe every configured endpoint.
     Check,
+    /// Ask the running daemon's /readyz (on http.bind and connector.metrics_port): exit 0 ready,
+    /// 1 otherwise (a container HEALTHCHECK).
+    Health,
     /// Parse STIX patterns (arguments, or one per line on stdin) and print one JSON object per line.
     Parse {
         /// Patterns; none or `-` reads stdin.
@@ -114,6 +117,9 @@ fn init_logging(level: Option<String>, json: bool) {
 
 fn main() {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Health) {
+        std::process::exit(health(&cli));
+    }
     let code = match real_main(cli) {
         Ok(()) => 0,
         // The reader of our output went away (`| head`): what it wanted it has; nothing to report.
@@ -124,6 +130,39 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `iocsync health`: 0 ready, 1 for anything else (Docker reserves 2 in a HEALTHCHECK).
+fn health(cli: &Cli) -> i32 {
+    let answer = load_config(cli).and_then(|cfg| {
+        if !cfg.connector.expose_metrics {
+            return Err(AppError::Other(
+                "the metrics endpoint is off: set CONNECTOR_EXPOSE_METRICS=true to serve /readyz"
+                    .into(),
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AppError::Other(format!("failed to start the async runtime: {e}")))?;
+        runtime
+            .block_on(iocsync::http::probe_ready(
+                &cfg.http.bind,
+                cfg.connector.metrics_port,
+                std::time::Duration::from_secs(5),
+            ))
+            .map_err(|e| AppError::Other(format!("not ready: {e}")))
+    });
+    match answer {
+        Ok(report) => {
+            let _ = writeln!(std::io::stdout(), "ready: {}", report.trim_end());
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            1
+        }
+    }
 }
 
 fn real_main(cli: Cli) -> Result<(), AppError> {
@@ -165,7 +204,7 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             Command::Misp { action } => {
                 iocsync::cli_misp::run(&cfg, action, &mut std::io::stdout()).await
             }
-            Command::Parse { .. } => Ok(()),
+            Command::Parse { .. } | Command::Health => Ok(()),
         }
     })
 }

@@ -1028,3 +1028,76 @@ fn run_demo_replaces_only_a_directory_it_created() {
     }
     assert!(demo.join(".iocsync-demo").is_file(), "the marker is left");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Packaging: `iocsync health` and secrets from files.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_0_only_when_readyz_on_the_configured_address_answers_200() {
+    use iocsync::http::{Readiness, Server};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let health = |port: u16, bind: &str, expose: &str| {
+        let mut cmd = iocsync(dir.path());
+        cmd.arg("health")
+            .env("CONNECTOR_EXPOSE_METRICS", expose)
+            .env("CONNECTOR_METRICS_PORT", port.to_string())
+            .env("IOCSYNC_HTTP_BIND", bind);
+        cmd
+    };
+    let readiness = |connection: bool| Readiness {
+        source: "opencti",
+        source_reports_connection: connection,
+        sinks: vec![],
+    };
+    // Ready (no connection to hold); the image binds every interface, health asks loopback.
+    let ready = Server::start("127.0.0.1", 0, readiness(false), None)
+        .await
+        .expect("start");
+    let out = output(health(ready.local_addr().port(), "0.0.0.0", "true")).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("\"ready\":true"), "{stdout}");
+
+    // Not ready: this process never reports the OpenCTI connection.
+    let unready = Server::start("127.0.0.1", 0, readiness(true), None)
+        .await
+        .expect("start");
+    let out = output(health(unready.local_addr().port(), "127.0.0.1", "true")).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("503"), "{stderr}");
+
+    // Nothing listening, the endpoint off, a bad configuration: 1, never Docker's reserved 2.
+    for (port, expose, why) in [
+        (free_port().to_string(), "true", "no answer"),
+        ("9095".to_string(), "false", "CONNECTOR_EXPOSE_METRICS"),
+        ("not-a-port".to_string(), "true", "CONNECTOR_METRICS_PORT"),
+    ] {
+        let mut cmd = health(0, "127.0.0.1", expose);
+        cmd.env("CONNECTOR_METRICS_PORT", &port);
+        let out = output(cmd).await;
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{why}: {stdout}{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
+    }
+    ready.stop().await;
+    unready.stop().await;
+}
+
+#[test]
+fn an_unreadable_secret_file_is_a_configuration_error_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = iocsync(dir.path())
+        .arg("check")
+        .env("OPENCTI_URL", "http://127.0.0.1:1")
+        .env("OPENCTI_TOKEN_FILE", dir.path().join("absent"))
+        .env("IOCSYNC_JSONL_PATH", dir.path().join("out.jsonl"))
+        .output()
+        .expect("spawn");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("OPENCTI_TOKEN_FILE") && stderr.contains("opencti.token"),
+        "{stderr}"
+    );
+}
