@@ -45,6 +45,10 @@ VOLUME ["/data"]
 USER 10001:10001
 # /metrics, /healthz and /readyz when CONNECTOR_EXPOSE_METRICS=true (CONNECTOR_METRICS_PORT).
 EXPOSE 9095
+# `iocsync health` asks /readyz on the configured address (no curl in the image): unhealthy while the
+# OpenCTI stream is down or a sink refuses the credential. It needs CONNECTOR_EXPOSE_METRICS=true, as
+# docker-compose.yml sets; without it the check reports the endpoint off.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["iocsync", "health"]
 # SIGTERM (docker stop) drains in-flight batches and writes the checkpoint before exiting.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["iocsync"]
