@@ -37,12 +37,18 @@ RUN apt-get update \
     && mkdir -p /data \
     && chown 10001:10001 /data
 COPY --from=build /out/iocsync /usr/local/bin/iocsync
-ENV IOCSYNC_STATE_DIR=/data
+# The metrics endpoint binds loopback by default; in a container only every interface is reachable
+# through a port mapping, which then decides who can scrape it.
+ENV IOCSYNC_STATE_DIR=/data IOCSYNC_HTTP_BIND=0.0.0.0
 WORKDIR /data
 VOLUME ["/data"]
 USER 10001:10001
 # /metrics, /healthz and /readyz when CONNECTOR_EXPOSE_METRICS=true (CONNECTOR_METRICS_PORT).
 EXPOSE 9095
+# `iocsync health` asks /readyz on the configured address (no curl in the image): unhealthy while the
+# OpenCTI stream is down or a sink refuses the credential. It needs CONNECTOR_EXPOSE_METRICS=true, as
+# docker-compose.yml sets; without it the check reports the endpoint off.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["iocsync", "health"]
 # SIGTERM (docker stop) drains in-flight batches and writes the checkpoint before exiting.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["iocsync"]

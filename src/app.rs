@@ -31,6 +31,9 @@ pub enum AppError {
     /// Exit 1.
     #[error("{0}")]
     Other(String),
+    /// Exit 0, silently: the reader of our output closed it (`iocsync state show | head`).
+    #[error("the output was closed by its reader")]
+    OutputClosed,
 }
 
 impl AppError {
@@ -40,11 +43,22 @@ impl AppError {
             AppError::Config(_) => 2,
             AppError::Auth(_) => 3,
             AppError::Other(_) => 1,
+            AppError::OutputClosed => 0,
         }
     }
 
     fn problems(problems: Vec<Problem>) -> Self {
         AppError::Config(ConfigError::Invalid(problems))
+    }
+}
+
+/// A failed write of a command's output. A closed pipe (`| head`) becomes [`AppError::OutputClosed`]:
+/// the reader has what it wanted, so the command stops quietly instead of reporting an error.
+pub fn output_error(e: std::io::Error) -> AppError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        AppError::OutputClosed
+    } else {
+        AppError::Other(format!("failed to write output: {e}"))
     }
 }
 
@@ -514,7 +528,11 @@ pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), Ap
                 .map_err(|e| CheckFailure::from_sink(name, e)),
         );
     }
-    let total = 1 + sinks.len();
+    note(
+        "state dir (IOCSYNC_STATE_DIR)".into(),
+        probe_state_dir(&cfg.state.dir),
+    );
+    let total = 2 + sinks.len();
     let Some(worst) = failures.iter().map(|f| f.code).max() else {
         return Ok(());
     };
@@ -538,6 +556,60 @@ pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), Ap
         ),
         _ => AppError::Other(summary),
     })
+}
+
+/// `check`'s state probe: the directory (or, while a first run has not created it, its nearest
+/// existing ancestor) accepts a new file. Nothing is left behind and a missing directory is not
+/// created, so `check` changes nothing.
+fn probe_state_dir(dir: &Path) -> Result<String, CheckFailure> {
+    let fail = |message: String| CheckFailure {
+        message,
+        key: Some("state.dir"),
+        code: 1,
+    };
+    let existing = dir
+        .ancestors()
+        .find(|p| p.as_os_str().is_empty() || p.exists())
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."));
+    if !existing.is_dir() {
+        return Err(fail(format!(
+            "`{}` cannot be created: `{}` is not a directory",
+            dir.display(),
+            existing.display()
+        )));
+    }
+    let probe = existing.join(format!(".iocsync-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(file) => {
+            drop(file);
+            // Best effort: a leftover empty probe file is harmless.
+            let _ = std::fs::remove_file(&probe);
+            Ok(if existing == dir {
+                format!("`{}` is writable", dir.display())
+            } else {
+                format!(
+                    "`{}` does not exist yet; `{}` is writable, the first run creates it",
+                    dir.display(),
+                    existing.display()
+                )
+            })
+        }
+        Err(e) => Err(fail(format!(
+            "cannot write in `{}`: {e}",
+            existing.display()
+        ))),
+    }
 }
 
 /// One failed probe of `iocsync check`.
@@ -643,16 +715,34 @@ pub fn demo_dir() -> PathBuf {
 /// The shipped sample stream (a generated OpenCTI live-stream capture).
 pub const DEMO_STREAM: &str = include_str!("../fixtures/opencti/stream.sse");
 
+/// The file `run --demo` leaves in the directory it creates: only a directory holding it is deleted
+/// by the next demo run, so a user's own `./iocsync-demo` is never removed.
+pub const DEMO_MARKER: &str = ".iocsync-demo";
+
 /// Builds the demo configuration: the embedded capture into JSONL and Zeek files under `dir`,
-/// starting from a clean state each time.
+/// starting from a clean state each time. An existing `dir` is replaced only when an earlier demo
+/// run created it ([`DEMO_MARKER`]); any other is refused.
 pub fn demo_config(dir: &Path) -> Result<Config, AppError> {
     let io = |what: &str, e: std::io::Error| {
         AppError::Other(format!("demo: failed to {what} `{}`: {e}", dir.display()))
     };
     if dir.exists() {
+        if !dir.join(DEMO_MARKER).is_file() {
+            return Err(AppError::Other(format!(
+                "demo: `{}` already exists and was not created by `iocsync run --demo` (it has no \
+                 {DEMO_MARKER} file); it is left untouched: move it away or run the demo from \
+                 another directory",
+                dir.display()
+            )));
+        }
         std::fs::remove_dir_all(dir).map_err(|e| io("clean", e))?;
     }
     std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
+    std::fs::write(
+        dir.join(DEMO_MARKER),
+        "created by `iocsync run --demo`, which deletes and recreates this directory\n",
+    )
+    .map_err(|e| io("mark", e))?;
     let stream = dir.join("stream.sse");
     std::fs::write(&stream, DEMO_STREAM).map_err(|e| io("write the sample stream into", e))?;
     let defaults = Config::default();

@@ -106,7 +106,7 @@ pub async fn feeds_report(cfg: &Config) -> Result<FeedsReport, AppError> {
 
 /// Runs a `misp` subcommand, writing to `out`.
 pub async fn run(cfg: &Config, cmd: MispCommand, out: &mut impl Write) -> Result<(), AppError> {
-    let io = |e: std::io::Error| AppError::Other(format!("failed to write output: {e}"));
+    let io = crate::app::output_error;
     match cmd {
         MispCommand::Feeds { json } => {
             let report = feeds_report(cfg).await?;

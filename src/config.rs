@@ -31,6 +31,36 @@ const REMOTE_SECTIONS: &[(&str, &str)] = &[
 /// iocsync's own sections: env `IOCSYNC_SECTION_KEY`.
 const OWN_SECTIONS: &[&str] = &["state", "file", "jsonl", "zeek", "pipeline", "log", "http"];
 
+/// The keys that hold a secret ([`crate::secret::Secret`]). Each can also be read from a file named by
+/// its variable with `_FILE` appended (`OPENCTI_TOKEN_FILE`): Docker and Kubernetes secrets, systemd
+/// `LoadCredential=`.
+pub const SECRET_KEYS: &[&str] = &[
+    "opencti.token",
+    "misp.key",
+    "sentinelone_intel.api_key",
+    "sekoia_intel.apikey",
+];
+
+/// The secret key a `<NAME>_FILE` variable stands for (`OPENCTI_TOKEN_FILE` → `opencti.token`).
+pub fn secret_file_key(name: &str) -> Option<String> {
+    let base = name.strip_suffix("_FILE")?;
+    env_key(base).filter(|k| SECRET_KEYS.contains(&k.as_str()))
+}
+
+/// A secret's file: its content without one trailing newline (what `echo` and editors add). The
+/// message of an error never holds any of the content.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    let mut text = String::from_utf8(bytes).map_err(|_| format!("`{path}` is not UTF-8 text"))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
 /// Env names read elsewhere (the CLI) that the config must not treat as unknown.
 const HANDLED_ELSEWHERE: &[&str] = &["IOCSYNC_CONFIG", "IOCSYNC_LOG"];
 
@@ -161,14 +191,16 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Address to bind; the port is `connector.metrics_port`.
+    /// Address to bind; the port is `connector.metrics_port`. Loopback by default: the endpoint has
+    /// no authentication, so reaching it from other hosts is an explicit choice (the Docker image
+    /// sets `0.0.0.0`, where the port mapping decides who reaches it).
     pub bind: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            bind: "0.0.0.0".into(),
+            bind: "127.0.0.1".into(),
         }
     }
 }
@@ -342,10 +374,30 @@ impl Config {
         let known = known_keys();
         let mut vars = Vec::new();
         let mut problems = Vec::new();
-        for (name, value) in env {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (name, value) in &env {
             if HANDLED_ELSEWHERE.contains(&name.as_str()) {
                 continue;
             }
+            if let Some(key) = secret_file_key(name) {
+                let base = &name[..name.len() - "_FILE".len()];
+                if env.iter().any(|(n, _)| n == base) {
+                    problems.push(Problem {
+                        key,
+                        message: format!("both {base} and {name} are set: keep one"),
+                    });
+                    continue;
+                }
+                match read_secret_file(value) {
+                    Ok(secret) => vars.push((name.clone(), key, secret)),
+                    Err(message) => problems.push(Problem {
+                        key,
+                        message: format!("{name}: {message}"),
+                    }),
+                }
+                continue;
+            }
+            let (name, value) = (name.clone(), value.clone());
             match env_key(&name) {
                 Some(key) if known.contains(&key) => vars.push((name, key, value)),
                 Some(_) | None if name.starts_with("IOCSYNC_") => problems.push(Problem {
@@ -725,6 +777,81 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_secret_can_come_from_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str, content: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).expect("write");
+            path.display().to_string()
+        };
+        let cfg = Config::load(
+            None,
+            vec![
+                ("OPENCTI_TOKEN_FILE".into(), file("o", b"otok\n")),
+                ("MISP_KEY_FILE".into(), file("m", b"mkey\r\n")),
+                ("SENTINELONE_INTEL_API_KEY_FILE".into(), file("s", b"stok")),
+                ("SEKOIA_INTEL_APIKEY_FILE".into(), file("k", b"ktok\n\n")),
+            ],
+        )
+        .expect("load");
+        let exposed =
+            |s: &Option<crate::secret::Secret>| s.as_ref().map(|s| s.expose().to_string());
+        assert_eq!(exposed(&cfg.opencti.token).as_deref(), Some("otok"));
+        assert_eq!(exposed(&cfg.misp.key).as_deref(), Some("mkey"));
+        assert_eq!(
+            exposed(&cfg.sentinelone_intel.api_key).as_deref(),
+            Some("stok")
+        );
+        assert_eq!(
+            exposed(&cfg.sekoia_intel.apikey).as_deref(),
+            Some("ktok\n"),
+            "only one trailing newline is trimmed"
+        );
+        for key in SECRET_KEYS {
+            let name = format!("{}_FILE", env_name(key).expect("env name"));
+            assert_eq!(secret_file_key(&name).as_deref(), Some(*key));
+        }
+        assert_eq!(secret_file_key("CONNECTOR_ID_FILE"), None, "not a secret");
+    }
+
+    #[test]
+    fn a_secret_file_conflict_or_read_failure_names_the_key_and_never_the_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, b"sup3r-s3cret\xff\n").expect("write");
+        let path = path.display().to_string();
+        let err = Config::load(
+            None,
+            env(&[("OPENCTI_TOKEN", "inline"), ("OPENCTI_TOKEN_FILE", &path)]),
+        )
+        .expect_err("both set");
+        let text = err.to_string();
+        assert!(
+            text.contains("OPENCTI_TOKEN ") && text.contains("OPENCTI_TOKEN_FILE"),
+            "{text}"
+        );
+
+        let missing = dir.path().join("absent").display().to_string();
+        for (name, file) in [
+            ("MISP_KEY_FILE", missing.as_str()),
+            ("MISP_KEY_FILE", &path),
+        ] {
+            let err = Config::load(None, env(&[(name, file)])).expect_err("unreadable");
+            let text = err.to_string();
+            assert!(text.contains("misp.key") && text.contains(name), "{text}");
+            assert!(!text.contains("sup3r"), "the content leaked: {text}");
+        }
+    }
+
+    #[test]
+    fn the_metrics_endpoint_binds_loopback_by_default() {
+        let cfg = Config::load(None, env(&[])).expect("load");
+        assert_eq!(cfg.http.bind, "127.0.0.1");
+        let cfg = Config::load(None, env(&[("IOCSYNC_HTTP_BIND", "0.0.0.0")])).expect("load");
+        assert_eq!(cfg.http.bind, "0.0.0.0");
     }
 
     #[test]

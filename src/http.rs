@@ -5,7 +5,14 @@
 //! The server only reads: every number comes from the [`crate::metrics`] registry the pipeline,
 //! sources and sinks count into. Values that only make sense at scrape time are set then: build info,
 //! uptime, and the live IOC count of each sink (read from the state database through a connection of
-//! the server's own, so a scrape never waits for the pipeline's).
+//! the server's own, so a scrape never waits for the pipeline's, and cached for
+//! [`Limits::count_cache`] so a flood of scrapes costs one `COUNT(*)` per sink per period).
+//!
+//! The listener is bounded ([`Limits`]): a client has [`Limits::header_read_timeout`] to send a
+//! request's headers (also while a kept-alive connection sits idle), and at most
+//! [`Limits::max_connections`] connections are served at once; further ones wait in the kernel's
+//! accept queue and cost the process no file descriptor, so a slow-loris client cannot starve the
+//! daemon's own outgoing calls.
 
 use crate::metrics::{self, Metrics};
 use crate::state::State;
@@ -18,10 +25,12 @@ use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The Prometheus text exposition format's content type.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -94,6 +103,89 @@ pub enum HttpError {
     },
 }
 
+/// The bounds of the listener (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers, counted from the connection's
+    /// first read or the end of the previous answer; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How long the per-sink live counts of a scrape are reused.
+    pub count_cache: Duration,
+}
+
+impl Default for Limits {
+    /// A Prometheus scrape sends its headers at once and a handful of scrapers is the norm: 5 s and
+    /// 32 connections leave room for both while bounding what a hostile client can hold.
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 32,
+            count_cache: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why `iocsync health` found the daemon not ready.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// `http.bind` cannot be resolved.
+    #[error(transparent)]
+    Address(#[from] HttpError),
+    /// Nothing answered (the daemon is down, or listens elsewhere).
+    #[error("no answer from {url}: {source}")]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The daemon answered, not ready.
+    #[error("{url} answered HTTP {status}: {body}")]
+    NotReady {
+        /// The URL asked.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The `/readyz` report.
+        body: String,
+    },
+}
+
+/// `iocsync health` (a container `HEALTHCHECK` without curl): asks the daemon's `/readyz` on the
+/// configured `http.bind` and port, on loopback when the bind is every interface. The report on
+/// success.
+pub async fn probe_ready(bind: &str, port: u16, timeout: Duration) -> Result<String, HealthError> {
+    let mut addr = resolve(bind, port).await?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        });
+    }
+    let url = format!("http://{addr}/readyz");
+    let unreachable = |source| HealthError::Unreachable {
+        url: url.clone(),
+        source,
+    };
+    // No proxy: a container's HTTP_PROXY must not carry a loopback request away.
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .map_err(unreachable)?;
+    let resp = client.get(&url).send().await.map_err(unreachable)?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.map_err(unreachable)?;
+    if status == 200 {
+        Ok(body)
+    } else {
+        Err(HealthError::NotReady { url, status, body })
+    }
+}
+
 /// Shared by the handlers.
 struct Shared {
     readiness: Readiness,
@@ -102,6 +194,9 @@ struct Shared {
     state_dir: Option<PathBuf>,
     /// The server's own read connection, opened at the first scrape.
     db: Mutex<Option<State>>,
+    /// When the live counts were last read, and how long they stay fresh.
+    counted: Mutex<Option<Instant>>,
+    count_cache: Duration,
 }
 
 /// A running server; dropping it stops it.
@@ -112,13 +207,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `bind:port` and serves until stopped or dropped. `state_dir` enables the per-sink live
-    /// counts.
+    /// Binds `bind:port` and serves until stopped or dropped, with the default [`Limits`].
+    /// `state_dir` enables the per-sink live counts.
     pub async fn start(
         bind: &str,
         port: u16,
         readiness: Readiness,
         state_dir: Option<PathBuf>,
+    ) -> Result<Server, HttpError> {
+        Self::start_with(bind, port, readiness, state_dir, Limits::default()).await
+    }
+
+    /// [`Server::start`] with explicit limits.
+    pub async fn start_with(
+        bind: &str,
+        port: u16,
+        readiness: Readiness,
+        state_dir: Option<PathBuf>,
+        limits: Limits,
     ) -> Result<Server, HttpError> {
         let addr = resolve(bind, port).await?;
         let listener = TcpListener::bind(addr)
@@ -141,18 +247,12 @@ impl Server {
             started: Instant::now(),
             state_dir,
             db: Mutex::new(None),
+            counted: Mutex::new(None),
+            count_cache: limits.count_cache,
         });
         let stop = CancellationToken::new();
         let app = router(shared);
-        let until = stop.clone().cancelled_owned();
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(until)
-                .await
-            {
-                tracing::warn!(cause = %e, "metrics server stopped");
-            }
-        });
+        let task = tokio::spawn(serve(listener, app, limits, stop.clone()));
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
         Ok(Server {
             addr,
@@ -166,7 +266,7 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting, lets in-flight answers finish, and waits for the server task.
+    /// Stops accepting, lets in-flight answers finish (at most 1 s each), and waits for the server task.
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
@@ -179,6 +279,69 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// How long a stop waits for a connection to finish its answer.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// The accept loop: one task per connection, at most `limits.max_connections` at once. On stop it
+/// stops accepting, asks every connection to finish its answer in flight, and waits for them.
+async fn serve(listener: TcpListener, app: Router, limits: Limits, stop: CancellationToken) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = TaskTracker::new();
+    loop {
+        // The permit is taken before `accept`: at the cap, new connections stay in the kernel's queue.
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and the like: wait instead of spinning; the queue keeps the client.
+                    tracing::warn!(cause = %e, "metrics server cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        let conn =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    // An answer in flight takes milliseconds; a client still sending its headers
+                    // would otherwise hold the stop for the whole header timeout.
+                    match tokio::time::timeout(STOP_GRACE, conn).await {
+                        Ok(result) => result,
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                // A client that timed out or went away: its business, not an operator's.
+                tracing::debug!(cause = %e, "metrics connection ended");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
 }
 
 /// `http.bind` + port → a socket address. Accepts an IP (IPv6 with or without brackets) or a host
@@ -250,6 +413,14 @@ fn refresh_live_counts(shared: &Shared) -> Result<(), crate::state::StateError> 
     let Some(dir) = &shared.state_dir else {
         return Ok(());
     };
+    {
+        let mut counted = shared.counted.lock().unwrap_or_else(|e| e.into_inner());
+        if counted.is_some_and(|at| at.elapsed() < shared.count_cache) {
+            return Ok(());
+        }
+        // Claimed before counting: concurrent scrapes reuse the previous values instead of queueing.
+        *counted = Some(Instant::now());
+    }
     let mut db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
     if db.is_none() {
         *db = State::open_read_only(dir)?;
@@ -422,6 +593,159 @@ mod tests {
         assert!(reqwest::get(format!("http://{addr}/healthz"))
             .await
             .is_err());
+    }
+
+    /// Waits (at most 30 s, a bound for a broken server rather than a performance claim) until the
+    /// peer answers or closes; the bytes read.
+    async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        read.ok().map(|()| got)
+    }
+
+    async fn partial_request(addr: SocketAddr) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        s
+    }
+
+    #[tokio::test]
+    async fn a_slow_loris_client_is_disconnected_after_the_header_timeout() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let server = Server::start_with("127.0.0.1", 0, readiness(false), None, limits)
+            .await
+            .expect("start");
+        let started = Instant::now();
+        let mut loris = partial_request(server.local_addr()).await;
+        let got = read_until_closed(&mut loris)
+            .await
+            .expect("the half-sent request is closed, not held open");
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            got.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "closed without serving the request: {text}"
+        );
+        assert!(started.elapsed() >= limits.header_read_timeout);
+
+        // An idle connection (nothing sent at all) is closed the same way.
+        let mut idle = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .expect("connect");
+        assert!(read_until_closed(&mut idle).await.is_some());
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_to_be_accepted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 2,
+            ..Limits::default()
+        };
+        let server = Server::start_with("127.0.0.1", 0, readiness(false), None, limits)
+            .await
+            .expect("start");
+        let addr = server.local_addr();
+        let first = partial_request(addr).await;
+        let _second = partial_request(addr).await;
+        let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        third
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+        assert!(
+            early.is_err(),
+            "a third connection is served while two hold the cap of 2: {early:?}"
+        );
+        // A slot frees up: the waiting connection is accepted and answered.
+        drop(first);
+        let got = read_until_closed(&mut third).await.expect("answered");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn live_counts_are_cached_between_scrapes() {
+        use crate::ioc::{Ioc, IocKind};
+        use crate::state::{EntryStatus, SinkEntry};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("state");
+        let sinks = Readiness {
+            source: "file",
+            source_reports_connection: false,
+            sinks: vec!["http_cache_sink"],
+        };
+        let cached = Limits {
+            count_cache: Duration::from_secs(3600),
+            ..Limits::default()
+        };
+        let server = Server::start_with(
+            "127.0.0.1",
+            0,
+            sinks.clone(),
+            Some(dir.path().to_path_buf()),
+            cached,
+        )
+        .await
+        .expect("start");
+        let series = "iocsync_sink_live_iocs{sink=\"http_cache_sink\"}";
+        let body = get(server.local_addr(), "/metrics").await.2;
+        assert!(body.contains(&format!("{series} 0")), "{body}");
+
+        let tx = state.tx().expect("tx");
+        tx.put_sink_entry(
+            "http_cache_sink",
+            &SinkEntry {
+                ioc: Ioc {
+                    kind: IocKind::Ipv4,
+                    value: "192.0.2.1".into(),
+                },
+                indicator_id: "indicator--1".into(),
+                remote_id: None,
+                status: EntryStatus::Live,
+                meta: Default::default(),
+            },
+        )
+        .expect("put");
+        tx.commit().expect("commit");
+
+        let body = get(server.local_addr(), "/metrics").await.2;
+        assert!(
+            body.contains(&format!("{series} 0")),
+            "the count is reused within count_cache: {body}"
+        );
+        let fresh = Limits {
+            count_cache: Duration::ZERO,
+            ..Limits::default()
+        };
+        let uncached =
+            Server::start_with("127.0.0.1", 0, sinks, Some(dir.path().to_path_buf()), fresh)
+                .await
+                .expect("start");
+        let body = get(uncached.local_addr(), "/metrics").await.2;
+        assert!(body.contains(&format!("{series} 1")), "{body}");
+        server.stop().await;
+        uncached.stop().await;
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use iocsync::app::{self, AppError, RunOptions};
 use iocsync::config::Config;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +34,9 @@ enum Command {
     },
     /// Validate the configuration and probe every configured endpoint.
     Check,
+    /// Ask the running daemon's /readyz (on http.bind and connector.metrics_port): exit 0 ready,
+    /// 1 otherwise (a container HEALTHCHECK).
+    Health,
     /// Parse STIX patterns (arguments, or one per line on stdin) and print one JSON object per line.
     Parse {
         /// Patterns; none or `-` reads stdin.
@@ -114,14 +117,52 @@ fn init_logging(level: Option<String>, json: bool) {
 
 fn main() {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Health) {
+        std::process::exit(health(&cli));
+    }
     let code = match real_main(cli) {
         Ok(()) => 0,
+        // The reader of our output went away (`| head`): what it wanted it has; nothing to report.
+        Err(AppError::OutputClosed) => 0,
         Err(e) => {
             eprintln!("error: {e}");
             e.exit_code()
         }
     };
     std::process::exit(code);
+}
+
+/// `iocsync health`: 0 ready, 1 for anything else (Docker reserves 2 in a HEALTHCHECK).
+fn health(cli: &Cli) -> i32 {
+    let answer = load_config(cli).and_then(|cfg| {
+        if !cfg.connector.expose_metrics {
+            return Err(AppError::Other(
+                "the metrics endpoint is off: set CONNECTOR_EXPOSE_METRICS=true to serve /readyz"
+                    .into(),
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AppError::Other(format!("failed to start the async runtime: {e}")))?;
+        runtime
+            .block_on(iocsync::http::probe_ready(
+                &cfg.http.bind,
+                cfg.connector.metrics_port,
+                std::time::Duration::from_secs(5),
+            ))
+            .map_err(|e| AppError::Other(format!("not ready: {e}")))
+    });
+    match answer {
+        Ok(report) => {
+            let _ = writeln!(std::io::stdout(), "ready: {}", report.trim_end());
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            1
+        }
+    }
 }
 
 fn real_main(cli: Cli) -> Result<(), AppError> {
@@ -148,21 +189,22 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
                 let token = CancellationToken::new();
                 app::spawn_signal_handler(token.clone());
                 let stats = app::run(&cfg, RunOptions { once }, token).await?;
-                println!("{}", stats.render().trim_end());
+                let mut out = std::io::stdout();
+                writeln!(out, "{}", stats.render().trim_end()).map_err(app::output_error)?;
                 if demo {
                     let dir = app::demo_dir();
-                    println!("demo outputs: {0}/iocs.jsonl (JSONL sink), {0}/intel.dat (Zeek intel file)", dir.display());
+                    writeln!(out, "demo outputs: {0}/iocs.jsonl (JSONL sink), {0}/intel.dat (Zeek intel file)", dir.display()).map_err(app::output_error)?;
                 }
                 Ok(())
             }
             Command::Check => app::check(&cfg, &mut std::io::stdout()).await,
-            Command::State { action } => state_command(&cfg, action),
-            Command::Runs { json } => runs_command(&cfg, json),
+            Command::State { action } => state_command(&cfg, action, &mut std::io::stdout().lock()),
+            Command::Runs { json } => runs_command(&cfg, json, &mut std::io::stdout().lock()),
             Command::S1 { command } => iocsync::cli_s1::run(&cfg, command).await,
             Command::Misp { action } => {
                 iocsync::cli_misp::run(&cfg, action, &mut std::io::stdout()).await
             }
-            Command::Parse { .. } => Ok(()),
+            Command::Parse { .. } | Command::Health => Ok(()),
         }
     })
 }
@@ -180,12 +222,14 @@ fn parse_command(patterns: &[String]) -> Result<(), AppError> {
     } else {
         iocsync::pattern::write_arg_reports(patterns, stdout)
     };
-    written
-        .map(|_| ())
-        .map_err(|e| AppError::Other(e.to_string()))
+    match written {
+        Ok(_) => Ok(()),
+        Err(iocsync::pattern::StreamError::Write(e)) => Err(app::output_error(e)),
+        Err(e) => Err(AppError::Other(e.to_string())),
+    }
 }
 
-fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
+fn state_command(cfg: &Config, action: StateAction, out: &mut impl Write) -> Result<(), AppError> {
     match action {
         StateAction::Show { json } => {
             let o = match app::read_state(cfg)? {
@@ -204,27 +248,38 @@ fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
                 },
             };
             if json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     serde_json::to_string_pretty(&o).map_err(|e| AppError::Other(e.to_string()))?
-                );
+                )
+                .map_err(app::output_error)?;
                 return Ok(());
             }
-            println!("state: {}", o.path);
+            writeln!(out, "state: {}", o.path).map_err(app::output_error)?;
             if o.checkpoints.is_empty() {
-                println!("checkpoint: none (the next run starts from the beginning)");
+                writeln!(
+                    out,
+                    "checkpoint: none (the next run starts from the beginning)"
+                )
+                .map_err(app::output_error)?;
             }
             for (source, position, updated) in &o.checkpoints {
                 let when = chrono::DateTime::from_timestamp_millis(*updated)
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_default();
-                println!("checkpoint {source}: {position} (written {when})");
+                writeln!(out, "checkpoint {source}: {position} (written {when})")
+                    .map_err(app::output_error)?;
             }
-            println!("indicators with IOCs: {}", o.indicators);
+            writeln!(out, "indicators with IOCs: {}", o.indicators).map_err(app::output_error)?;
             for (sink, live, pending, rejected) in &o.sinks {
-                println!("sink {sink}: {live} live, {pending} pending, {rejected} rejected");
+                writeln!(
+                    out,
+                    "sink {sink}: {live} live, {pending} pending, {rejected} rejected"
+                )
+                .map_err(app::output_error)?;
             }
-            println!("pending intents: {}", o.pending_intents);
+            writeln!(out, "pending intents: {}", o.pending_intents).map_err(app::output_error)?;
             Ok(())
         }
         StateAction::Reset { yes } => {
@@ -239,38 +294,43 @@ fn state_command(cfg: &Config, action: StateAction) -> Result<(), AppError> {
                     .read_line(&mut answer)
                     .map_err(|e| AppError::Other(format!("failed to read the answer: {e}")))?;
                 if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    println!("state left as it was");
+                    writeln!(out, "state left as it was").map_err(app::output_error)?;
                     return Ok(());
                 }
             }
             state.reset()?;
-            println!("state cleared: the next run starts from the beginning");
+            writeln!(out, "state cleared: the next run starts from the beginning")
+                .map_err(app::output_error)?;
             Ok(())
         }
     }
 }
 
-fn runs_command(cfg: &Config, json: bool) -> Result<(), AppError> {
+fn runs_command(cfg: &Config, json: bool, out: &mut impl Write) -> Result<(), AppError> {
     let runs = match app::read_state(cfg)? {
         Some(state) => state.runs()?,
         None => Vec::new(),
     };
     if json {
         let list: Vec<_> = runs.iter().map(|r| &r.stats).collect();
-        println!(
+        writeln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&list).map_err(|e| AppError::Other(e.to_string()))?
-        );
+        )
+        .map_err(app::output_error)?;
         return Ok(());
     }
     if runs.is_empty() {
-        println!("no runs recorded yet");
+        writeln!(out, "no runs recorded yet").map_err(app::output_error)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{:<20} {:>8} {:>7} {:>9} {:>7} {:>6} {:>6}  skipped by reason",
         "started", "source", "secs", "received", "pushed", "dead", "errors"
-    );
+    )
+    .map_err(app::output_error)?;
     for r in runs {
         let s: iocsync::pipeline::RunStats =
             serde_json::from_value(r.stats.clone()).unwrap_or_default();
@@ -287,7 +347,8 @@ fn runs_command(cfg: &Config, json: bool) -> Result<(), AppError> {
         let started = chrono::DateTime::from_timestamp_millis(r.started_ms)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
-        println!(
+        writeln!(
+            out,
             "{:<20} {:>8} {:>7.1} {:>9} {:>7} {:>6} {:>6}  {}",
             started,
             r.source,
@@ -297,7 +358,8 @@ fn runs_command(cfg: &Config, json: bool) -> Result<(), AppError> {
             s.dead_lettered,
             s.errors.len(),
             skipped.join(" ")
-        );
+        )
+        .map_err(app::output_error)?;
     }
     Ok(())
 }

@@ -114,7 +114,12 @@ async fn check_all_good_exits_0_with_one_line_per_endpoint() {
     let fakes = check_fakes().await;
     let (code, out) = check(&fakes, |_| {}).await;
     assert_eq!(code, Some(0), "{out}");
-    for label in ["source opencti", "sink sentinelone", "sink sekoia"] {
+    for label in [
+        "source opencti",
+        "sink sentinelone",
+        "sink sekoia",
+        "state dir (IOCSYNC_STATE_DIR)",
+    ] {
         assert!(line(&out, label).starts_with('✓'), "{out}");
     }
     assert!(!out.contains(OPENCTI_TOKEN), "a token leaked: {out}");
@@ -225,6 +230,24 @@ async fn check_unreachable_endpoints_exit_1_and_name_the_url_key() {
     })
     .await;
     assert_eq!(code, Some(3), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_an_unwritable_state_dir_fails_and_names_iocsync_state_dir() {
+    let fakes = check_fakes().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A path under a regular file: unwritable whatever the user (tests may run as root).
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").expect("write");
+    let (code, out) = check(&fakes, |cmd| {
+        cmd.env("IOCSYNC_STATE_DIR", file.join("state"));
+    })
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    let state = line(&out, "state dir");
+    assert!(state.starts_with('✗'), "{out}");
+    assert!(state.contains("IOCSYNC_STATE_DIR"), "{out}");
+    assert!(line(&out, "source opencti").starts_with('✓'), "{out}");
 }
 
 #[test]
@@ -933,4 +956,148 @@ fn json_logs_one_object_per_line_with_the_run_summary() {
         assert!(summary["received"].as_u64().unwrap_or(0) > 40, "{summary}");
         assert!(lines.iter().all(|l| l.get("timestamp").is_some()));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations edges: closed pipes and the demo directory.
+
+/// A stdout whose reader is already gone: every write fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    drop(reader);
+    Stdio::from(std::os::fd::OwnedFd::from(writer))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_printing_command_exits_quietly_when_its_reader_goes_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A demo run leaves a state with checkpoints, counts and a run to print.
+    run_ok(iocsync(dir.path()).args(["run", "--demo"]));
+    let state = dir.path().join("iocsync-demo").join("state");
+    let s1 = sentinelone_fake::start().await;
+    let commands: &[&[&str]] = &[
+        &["state", "show"],
+        &["state", "show", "--json"],
+        &["runs"],
+        &["runs", "--json"],
+        &["parse", "[ipv4-addr:value = '1.2.3.4']"],
+        &["run", "--demo"],
+        &["s1", "list"],
+    ];
+    for args in commands {
+        let mut cmd = iocsync(dir.path());
+        cmd.args(*args)
+            .env("IOCSYNC_STATE_DIR", &state)
+            .stdout(closed_pipe());
+        s1_env(&mut cmd, s1.url(), sentinelone_fake::TOKEN);
+        let out = output(cmd).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "iocsync {args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "iocsync {args:?} is quiet about the closed pipe: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn run_demo_replaces_only_a_directory_it_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = dir.path().join("iocsync-demo");
+    std::fs::create_dir(&demo).expect("mkdir");
+    std::fs::write(demo.join("notes.txt"), "mine").expect("write");
+    let out = iocsync(dir.path())
+        .args(["run", "--demo"])
+        .output()
+        .expect("spawn");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("iocsync-demo") && stderr.contains("not created by"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(demo.join("notes.txt")).expect("still there"),
+        "mine"
+    );
+
+    std::fs::remove_dir_all(&demo).expect("rm");
+    for _ in 0..2 {
+        let out = run_ok(iocsync(dir.path()).args(["run", "--demo"]));
+        assert!(text(&out).0.contains("demo outputs"), "{}", text(&out).0);
+    }
+    assert!(demo.join(".iocsync-demo").is_file(), "the marker is left");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packaging: `iocsync health` and secrets from files.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_0_only_when_readyz_on_the_configured_address_answers_200() {
+    use iocsync::http::{Readiness, Server};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let health = |port: u16, bind: &str, expose: &str| {
+        let mut cmd = iocsync(dir.path());
+        cmd.arg("health")
+            .env("CONNECTOR_EXPOSE_METRICS", expose)
+            .env("CONNECTOR_METRICS_PORT", port.to_string())
+            .env("IOCSYNC_HTTP_BIND", bind);
+        cmd
+    };
+    let readiness = |connection: bool| Readiness {
+        source: "opencti",
+        source_reports_connection: connection,
+        sinks: vec![],
+    };
+    // Ready (no connection to hold); the image binds every interface, health asks loopback.
+    let ready = Server::start("127.0.0.1", 0, readiness(false), None)
+        .await
+        .expect("start");
+    let out = output(health(ready.local_addr().port(), "0.0.0.0", "true")).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("\"ready\":true"), "{stdout}");
+
+    // Not ready: this process never reports the OpenCTI connection.
+    let unready = Server::start("127.0.0.1", 0, readiness(true), None)
+        .await
+        .expect("start");
+    let out = output(health(unready.local_addr().port(), "127.0.0.1", "true")).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("503"), "{stderr}");
+
+    // Nothing listening, the endpoint off, a bad configuration: 1, never Docker's reserved 2.
+    for (port, expose, why) in [
+        (free_port().to_string(), "true", "no answer"),
+        ("9095".to_string(), "false", "CONNECTOR_EXPOSE_METRICS"),
+        ("not-a-port".to_string(), "true", "CONNECTOR_METRICS_PORT"),
+    ] {
+        let mut cmd = health(0, "127.0.0.1", expose);
+        cmd.env("CONNECTOR_METRICS_PORT", &port);
+        let out = output(cmd).await;
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{why}: {stdout}{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
+    }
+    ready.stop().await;
+    unready.stop().await;
+}
+
+#[test]
+fn an_unreadable_secret_file_is_a_configuration_error_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = iocsync(dir.path())
+        .arg("check")
+        .env("OPENCTI_URL", "http://127.0.0.1:1")
+        .env("OPENCTI_TOKEN_FILE", dir.path().join("absent"))
+        .env("IOCSYNC_JSONL_PATH", dir.path().join("out.jsonl"))
+        .output()
+        .expect("spawn");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("OPENCTI_TOKEN_FILE") && stderr.contains("opencti.token"),
+        "{stderr}"
+    );
 }

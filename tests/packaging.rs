@@ -1,7 +1,9 @@
 //! Checks of the deployment files Docker and systemd read, which no test here can run: every variable
 //! docker-compose.yml, deploy/example.env and the unit set is a documented config key and loads; the
 //! Dockerfile's binary path, user, volume and port agree with the compose file; the .dockerignore
-//! keeps what the build needs; the systemd template unit has its hardening and restart policy.
+//! keeps what the build needs; the image's HEALTHCHECK is `iocsync health`; the compose services are
+//! hardened (read-only, tmpfs /tmp, no capabilities, no-new-privileges, limits); the systemd template
+//! unit has its hardening, limits, credentials and restart policy.
 
 use iocsync::config::{env_key, Config, SourceKind};
 use serde_json::Value;
@@ -271,6 +273,16 @@ fn image() -> Image {
     );
 
     let entrypoint = exec_form(one(last, "ENTRYPOINT"));
+    let health_binary = exec_form(
+        one(last, "HEALTHCHECK")
+            .split_once("CMD ")
+            .map_or("[]", |(_, c)| c),
+    );
+    assert_eq!(
+        health_binary.first(),
+        entrypoint.first(),
+        "HEALTHCHECK runs the same binary"
+    );
     assert_eq!(exec_form(one(last, "CMD")), ["run"]);
     let copy = last
         .iter()
@@ -319,11 +331,19 @@ fn image() -> Image {
             || setup.contains(&format!("chown iocsync:iocsync {volume}")),
         "the volume belongs to the runtime user"
     );
-    let env = one(last, "ENV");
+    let env: BTreeMap<&str, &str> = one(last, "ENV")
+        .split_whitespace()
+        .map(|kv| kv.split_once('=').expect("ENV KEY=value …"))
+        .collect();
     let state_dir = env
-        .strip_prefix("IOCSYNC_STATE_DIR=")
+        .get("IOCSYNC_STATE_DIR")
         .expect("ENV IOCSYNC_STATE_DIR=…")
         .to_string();
+    assert_eq!(
+        env.get("IOCSYNC_HTTP_BIND"),
+        Some(&"0.0.0.0"),
+        "the default bind is loopback, which a port mapping cannot reach: the image sets every interface"
+    );
     assert_eq!(&state_dir, volume, "the state lives on the volume");
     let port: u16 = one(last, "EXPOSE").parse().expect("EXPOSE port");
     assert_eq!(
@@ -331,6 +351,19 @@ fn image() -> Image {
         Config::default().connector.metrics_port,
         "EXPOSE the default metrics port"
     );
+    let healthcheck = one(last, "HEALTHCHECK");
+    let (options, command) = healthcheck
+        .split_once("CMD ")
+        .expect("HEALTHCHECK [options] CMD [...]");
+    let command = exec_form(command);
+    assert_eq!(
+        command.get(1).map(String::as_str),
+        Some("health"),
+        "the health check is `iocsync health` (no curl in the image): {command:?}"
+    );
+    for option in ["--interval=", "--timeout=", "--start-period="] {
+        assert!(options.contains(option), "HEALTHCHECK {option}: {options}");
+    }
     for label in [
         "org.opencontainers.image.title",
         "org.opencontainers.image.version",
@@ -414,6 +447,11 @@ fn dockerfile_and_compose_agree_on_binary_user_volume_and_port() {
             "service {name} shares a state volume"
         );
 
+        assert_eq!(
+            env.get("IOCSYNC_HTTP_BIND").map(String::as_str),
+            Some("0.0.0.0"),
+            "service {name}: the port mapping needs the endpoint on every interface"
+        );
         let metrics_port: u16 = env
             .get("CONNECTOR_METRICS_PORT")
             .map_or(image.port, |p| p.parse().expect("port"));
@@ -427,6 +465,42 @@ fn dockerfile_and_compose_agree_on_binary_user_volume_and_port() {
                 "host port reused: {port}"
             );
         }
+        assert_eq!(
+            service["read_only"],
+            Value::Bool(true),
+            "service {name}: read-only root file system"
+        );
+        assert!(
+            service["tmpfs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| scalar(t).split(':').next() == Some("/tmp")),
+            "service {name}: a tmpfs for the temporary directory"
+        );
+        assert_eq!(
+            service["cap_drop"],
+            serde_json::json!(["ALL"]),
+            "service {name}: every capability dropped"
+        );
+        assert!(
+            service["security_opt"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| scalar(o) == "no-new-privileges:true"),
+            "service {name}: no-new-privileges"
+        );
+        let limits = &service["deploy"]["resources"]["limits"];
+        assert!(
+            !scalar(&limits["memory"]).is_empty() && !scalar(&limits["cpus"]).is_empty(),
+            "service {name}: memory and CPU limits"
+        );
+        assert_eq!(
+            env.get("CONNECTOR_EXPOSE_METRICS").map(String::as_str),
+            Some("true"),
+            "service {name}: the image's HEALTHCHECK asks /readyz"
+        );
         let grace = scalar(&service["stop_grace_period"]);
         let grace = humantime_serde::re::humantime::parse_duration(&grace).unwrap_or_default();
         assert!(
@@ -551,6 +625,9 @@ fn systemd_template_unit_has_its_keys() {
         "the state dir is the StateDirectory"
     );
     for (key, want) in [
+        ("SystemCallFilter", "@system-service"),
+        ("ProtectProc", "invisible"),
+        ("ProcSubset", "pid"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "yes"),
@@ -560,6 +637,27 @@ fn systemd_template_unit_has_its_keys() {
         assert_eq!(single("Service", key), want, "{key}");
     }
     assert!(!single("Service", "RestartSec").is_empty());
+    let nofile: u64 = single("Service", "LimitNOFILE")
+        .parse()
+        .expect("LimitNOFILE number");
+    assert!(
+        nofile >= 256,
+        "room for the listener's 32 connections and more"
+    );
+    assert!(!single("Service", "MemoryMax").is_empty());
+    let credentials = single("Service", "LoadCredential");
+    let (id, source) = credentials.split_once(':').expect("ID:PATH");
+    assert!(!id.is_empty() && source.contains("%i"), "{credentials}");
+    let text = read("deploy/iocsync@.service");
+    let instance_dir = source.replace("%i", "s1");
+    assert!(
+        text.contains(&format!("install -d -m 0700 {instance_dir}")),
+        "the install steps create {instance_dir}: systemd refuses to start without it"
+    );
+    assert!(
+        text.contains(&format!("/run/credentials/iocsync@s1.service/{id}_")),
+        "the unit's comment shows where a credential appears"
+    );
     assert!(
         single("Service", "RestartPreventExitStatus")
             .split_whitespace()

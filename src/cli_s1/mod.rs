@@ -186,9 +186,9 @@ pub struct Io<'a> {
     pub input: &'a mut dyn BufRead,
 }
 
-/// An output failure (a closed pipe) as a command error.
+/// An output failure as a command error (a closed pipe ends the command quietly).
 pub(crate) fn io_err(e: std::io::Error) -> AppError {
-    AppError::Other(format!("failed to write output: {e}"))
+    crate::app::output_error(e)
 }
 
 /// An S1 failure as a command error: 401/403 exit 3, a refused unsafe call exit 2, others exit 1.
