@@ -18,6 +18,9 @@ use memchr::memchr2;
 /// what would hurt the daemon's memory.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
+/// The UTF-8 byte order mark, skipped at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -75,8 +78,10 @@ pub struct SseDecoder {
     discarding_comment: bool,
     /// The previous chunk ended with `\r`: a leading `\n` belongs to that line end.
     after_cr: bool,
-    /// Nothing consumed yet: a UTF-8 byte order mark may come first.
+    /// Nothing decided yet: a UTF-8 byte order mark may come first.
     at_start: bool,
+    /// The first bytes, while they may still be a byte order mark.
+    head: Vec<u8>,
     id: Option<String>,
     event: Option<String>,
     data: Vec<u8>,
@@ -105,6 +110,7 @@ impl SseDecoder {
             discarding_comment: false,
             after_cr: false,
             at_start: true,
+            head: Vec::new(),
             id: None,
             event: None,
             data: Vec::new(),
@@ -116,15 +122,28 @@ impl SseDecoder {
 
     /// Decodes `chunk`, appending every event it completes to `out`.
     pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<Frame>) {
-        if self.at_start && !chunk.is_empty() {
-            // A BOM may only be skipped whole; a chunk split inside it is rare enough to accept
-            // the stray bytes as the start of an unknown field.
-            if let Some(rest) = chunk.strip_prefix(b"\xEF\xBB\xBF") {
-                self.consumed += 3;
-                chunk = rest;
+        if self.at_start {
+            // The first three bytes decide whether a byte order mark is there to skip; they may
+            // arrive in separate chunks.
+            let take = (BOM.len() - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.head.len() < BOM.len() && BOM.starts_with(&self.head) {
+                return;
             }
             self.at_start = false;
+            let head = std::mem::take(&mut self.head);
+            if head == BOM {
+                self.consumed += BOM.len() as u64;
+            } else {
+                self.feed_text(&head, out);
+            }
         }
+        self.feed_text(chunk, out);
+    }
+
+    /// Decodes bytes after the (optional) byte order mark.
+    fn feed_text(&mut self, mut chunk: &[u8], out: &mut Vec<Frame>) {
         if self.after_cr && !chunk.is_empty() {
             self.after_cr = false;
             if chunk[0] == b'\n' {
@@ -185,6 +204,12 @@ impl SseDecoder {
     /// server sends it again after the reconnect): don't call this there.
     pub fn finish(&mut self) -> Option<Frame> {
         let mut out = Vec::new();
+        if self.at_start {
+            // Fewer than three bytes, all a prefix of the byte order mark: they are text.
+            self.at_start = false;
+            let head = std::mem::take(&mut self.head);
+            self.feed_text(&head, &mut out);
+        }
         if !self.discarding_line && !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
             self.line(&line, &mut out);
@@ -337,6 +362,23 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_split_across_chunks_is_still_skipped() {
+        let text = b"\xEF\xBB\xBFdata: x\n\n";
+        let whole = decode_chunks(&[text], 1024);
+        assert_eq!(bytes(&whole[0]), b"x");
+        assert_eq!(whole[0].end_offset, text.len() as u64);
+        let split = decode_chunks(&[&text[..1], &text[1..2], &text[2..]], 1024);
+        assert_eq!(split, whole);
+        // Not a BOM after all: the held bytes are text (here the start of an unknown field).
+        let not_bom = b"\xEF\xBBdata: y\n\ndata: z\n\n";
+        let frames = decode_chunks(&[&not_bom[..1], &not_bom[1..]], 1024);
+        assert_eq!(frames, decode_chunks(&[not_bom], 1024));
+        assert_eq!(frames.len(), 1);
+        assert_eq!(bytes(&frames[0]), b"z");
+        assert!(decode_chunks(&[b"\xEF\xBB"], 1024).is_empty());
+    }
+
+    #[test]
     fn event_without_data_is_not_dispatched_and_a_truncated_tail_is() {
         let frames = decode(b"id: 5-0\nevent: ping\n\nid: 6-0\nevent: create\ndata: {}");
         assert_eq!(frames.len(), 1);
@@ -410,7 +452,8 @@ mod tests {
                     Just(b"id: 1-0\n".to_vec()), Just(b"event: create\n".to_vec()),
                     Just(b"data: {\"a\":1}\n".to_vec()), Just(b"\n".to_vec()), Just(b"\r\n".to_vec()),
                     Just(b"\r".to_vec()), Just(b": comment\n".to_vec()), Just(b"data\n".to_vec()),
-                    Just(vec![0xff, 0xc3]), Just(vec![b'x'; 700]),
+                    Just(vec![0xff, 0xc3]), Just(vec![b'x'; 700]), Just(BOM.to_vec()),
+                    Just(vec![0xEF, 0xBB]),
                 ],
                 0..40,
             ),
