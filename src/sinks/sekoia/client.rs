@@ -90,15 +90,8 @@ impl SekoiaClient {
             )
         })?;
         auth.set_sensitive(true);
-        let http = http_client(cfg.ssl_verify, cfg.timeout).map_err(|e| {
-            config_err(
-                "sekoia_intel.ssl_verify",
-                format!(
-                    "cannot build the HTTP client: {}",
-                    describe_transport_error(&e)
-                ),
-            )
-        })?;
+        let http =
+            http_client(&cfg.tls(), cfg.timeout).map_err(|e| config_err(e.key(), e.to_string()))?;
         Ok(SekoiaClient {
             http,
             collections,

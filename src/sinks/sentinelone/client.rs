@@ -127,15 +127,8 @@ impl SentinelOneClient {
                 "no scope: set account_id, site_id or group_id",
             ));
         }
-        let http = http_client(cfg.ssl_verify, cfg.timeout).map_err(|e| {
-            config_err(
-                "sentinelone_intel.ssl_verify",
-                format!(
-                    "cannot build the HTTP client: {}",
-                    describe_transport_error(&e)
-                ),
-            )
-        })?;
+        let http =
+            http_client(&cfg.tls(), cfg.timeout).map_err(|e| config_err(e.key(), e.to_string()))?;
         Ok(SentinelOneClient {
             http,
             url: iocs_url(console),

@@ -53,9 +53,12 @@ pub enum MispError {
         /// What was wrong.
         message: String,
     },
-    /// The HTTP client could not be built (TLS setup).
+    /// An internal failure around the client (a state task that died).
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The HTTP client could not be built from the settings (CA bundle, TLS setup).
+    #[error(transparent)]
+    Setup(#[from] crate::remote::ClientError),
 }
 
 impl MispError {
@@ -122,8 +125,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(15);
 impl MispClient {
     /// A client for `cfg.url` with `cfg.key`; call after validation.
     pub fn new(cfg: &MispConfig) -> Result<MispClient, MispError> {
-        let http = http_client(cfg.ssl_verify, cfg.timeout)
-            .map_err(|e| MispError::Client(describe_transport_error(&e)))?;
+        let http = http_client(&cfg.tls(), cfg.timeout)?;
         Ok(MispClient {
             http,
             base: cfg.url.as_deref().unwrap_or_default().trim().to_string(),
