@@ -501,6 +501,17 @@ pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), Ap
     let kind = validated(cfg)?;
     let source = build_source(cfg, kind)?;
     let sinks = build_sinks(cfg, kind, None)?.sinks;
+    for tls in remotes_tls(cfg, kind).iter().filter(|t| !t.verify) {
+        let env =
+            crate::config::env_name(tls.verify_key).unwrap_or_else(|| tls.verify_key.to_string());
+        let _ = writeln!(
+            out,
+            "⚠ {}: TLS verification is off ({env}=false): neither the certificate nor the host \
+             name is checked; trust an internal CA with {} instead",
+            tls.remote,
+            crate::config::env_name(tls.ca_key).unwrap_or_else(|| tls.ca_key.to_string())
+        );
+    }
     let mut failures: Vec<CheckFailure> = Vec::new();
     let mut note = |label: String, result: Result<String, CheckFailure>| match result {
         Ok(what) => {
@@ -610,6 +621,24 @@ fn probe_state_dir(dir: &Path) -> Result<String, CheckFailure> {
             existing.display()
         ))),
     }
+}
+
+/// The TLS settings of the remotes this configuration talks to (the source, then the sinks).
+fn remotes_tls(cfg: &Config, kind: SourceKind) -> Vec<crate::remote::TlsSettings<'_>> {
+    let mut out = Vec::new();
+    match kind {
+        SourceKind::OpenCti => out.push(cfg.opencti.tls()),
+        SourceKind::Misp => out.push(cfg.misp.tls()),
+        SourceKind::File => {}
+    }
+    for name in cfg.sink_names().unwrap_or_default() {
+        match name {
+            "sentinelone" => out.push(cfg.sentinelone_intel.tls()),
+            "sekoia" => out.push(cfg.sekoia_intel.tls()),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// One failed probe of `iocsync check`.

@@ -71,7 +71,13 @@ pub async fn feeds_report(cfg: &Config) -> Result<FeedsReport, AppError> {
     if !problems.is_empty() {
         return Err(AppError::Config(ConfigError::Invalid(problems)));
     }
-    let client = MispClient::new(&cfg.misp).map_err(|e| AppError::Other(format!("misp: {e}")))?;
+    let client = MispClient::new(&cfg.misp).map_err(|e| match e {
+        MispError::Setup(e) => AppError::Config(ConfigError::Invalid(vec![Problem {
+            key: e.key().to_string(),
+            message: format!("misp: {e}"),
+        }])),
+        e => AppError::Other(format!("misp: {e}")),
+    })?;
     let feeds = client.feeds().await.map_err(auth_or_other)?;
     let (index, unknown) = FeedIndex::new(feeds, &cfg.misp.disabled_feed_list());
     let state = State::open(&cfg.state.dir)?;

@@ -13,7 +13,10 @@ use super::error::{
     KEY_COLLECTION, KEY_URL, SINK,
 };
 use super::types::{Collection, DefaultFields, ImportItem, IndicatorPage, RemoteIndicator};
-use crate::remote::{describe_transport_error, http_client, join_url, retry_after, trim_body};
+use crate::remote::{
+    describe_transport_error, error_body, http_client, join_url, read_body, register_secret,
+    retry_after, trim_body,
+};
 use crate::sinks::SinkError;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::Method;
@@ -90,15 +93,9 @@ impl SekoiaClient {
             )
         })?;
         auth.set_sensitive(true);
-        let http = http_client(cfg.ssl_verify, cfg.timeout).map_err(|e| {
-            config_err(
-                "sekoia_intel.ssl_verify",
-                format!(
-                    "cannot build the HTTP client: {}",
-                    describe_transport_error(&e)
-                ),
-            )
-        })?;
+        register_secret(key);
+        let http =
+            http_client(&cfg.tls(), cfg.timeout).map_err(|e| config_err(e.key(), e.to_string()))?;
         Ok(SekoiaClient {
             http,
             collections,
@@ -169,14 +166,14 @@ impl SekoiaClient {
         };
         let status = resp.status().as_u16();
         let after = retry_after(resp.headers());
-        let bytes = match resp.bytes().await {
+        let bytes = match read_body(resp).await {
             Ok(b) => b,
             Err(e) => {
-                // The status line arrived but the body did not: count as a failed call.
+                // The status line arrived but the body did not (or too much of it): a failed call.
                 crate::metrics::api_call(SINK, &metric, 0);
                 return Err(SekoiaError::Transport {
                     endpoint,
-                    message: describe_transport_error(&e),
+                    message: e.to_string(),
                 });
             }
         };
@@ -185,7 +182,7 @@ impl SekoiaClient {
         if (200..300).contains(&status) {
             return Ok(bytes);
         }
-        let text = String::from_utf8_lossy(&bytes);
+        let text = error_body(&bytes);
         Err(match status {
             401 => SekoiaError::Auth {
                 endpoint,

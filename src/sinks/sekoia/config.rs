@@ -45,6 +45,9 @@ pub struct SekoiaConfig {
     pub timeout: Duration,
     /// Verify the API's TLS certificate.
     pub ssl_verify: bool,
+    /// PEM bundle of CA certificates to trust in addition to the bundled and system roots (an
+    /// internal CA); unreadable or invalid is a config error.
+    pub ssl_ca: Option<std::path::PathBuf>,
     /// The source name written in descriptions; default "OpenCTI" or "MISP" after the running source.
     pub source_name: Option<String>,
     /// Names this iocsync in the marker it writes in the description of every indicator it creates
@@ -69,6 +72,7 @@ impl Default for SekoiaConfig {
             batch_size: MAX_BATCH_SIZE,
             timeout: Duration::from_secs(30),
             ssl_verify: true,
+            ssl_ca: None,
             source_name: None,
             instance: None,
             link_template: None,
@@ -131,6 +135,16 @@ pub fn collection_id(raw: &str) -> Result<String, String> {
 }
 
 impl SekoiaConfig {
+    /// The TLS settings of the HTTP client (verification, extra CA bundle).
+    pub fn tls(&self) -> crate::remote::TlsSettings<'_> {
+        crate::remote::TlsSettings::new(
+            "sekoia",
+            ["sekoia_intel.ssl_verify", "sekoia_intel.ssl_ca"],
+            self.ssl_verify,
+            self.ssl_ca.as_deref(),
+        )
+    }
+
     /// The API base as configured, trimmed; `None` when unset or blank.
     pub fn base_url(&self) -> Option<&str> {
         self.url.as_deref().map(str::trim).filter(|u| !u.is_empty())
@@ -249,6 +263,7 @@ mod tests {
             "batch_size",
             "timeout",
             "ssl_verify",
+            "ssl_ca",
             "source_name",
             "instance",
             "link_template",
@@ -257,7 +272,7 @@ mod tests {
         ] {
             assert!(obj.contains_key(key), "missing {key}");
         }
-        assert_eq!(obj.len(), 11);
+        assert_eq!(obj.len(), 12);
         assert_eq!(obj["timeout"], "30s");
         assert_eq!(obj["batch_size"], 100);
         assert_eq!(obj["quota"], 500_000);

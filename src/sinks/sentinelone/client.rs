@@ -7,7 +7,10 @@ use super::error::{auth_message, describe_errors, parse_errors, permission_messa
 use super::types::{
     CreatedIoc, DeleteFilter, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type,
 };
-use crate::remote::{describe_transport_error, http_client, join_url, retry_after, trim_body};
+use crate::remote::{
+    describe_transport_error, error_body, http_client, join_url, read_body, register_secret,
+    retry_after, trim_body,
+};
 use crate::sinks::SinkError;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::Method;
@@ -120,6 +123,7 @@ impl SentinelOneClient {
             )
         })?;
         auth.set_sensitive(true);
+        register_secret(token);
         let scope = cfg.scope();
         if scope.is_empty() {
             return Err(config_err(
@@ -127,15 +131,8 @@ impl SentinelOneClient {
                 "no scope: set account_id, site_id or group_id",
             ));
         }
-        let http = http_client(cfg.ssl_verify, cfg.timeout).map_err(|e| {
-            config_err(
-                "sentinelone_intel.ssl_verify",
-                format!(
-                    "cannot build the HTTP client: {}",
-                    describe_transport_error(&e)
-                ),
-            )
-        })?;
+        let http =
+            http_client(&cfg.tls(), cfg.timeout).map_err(|e| config_err(e.key(), e.to_string()))?;
         Ok(SentinelOneClient {
             http,
             url: iocs_url(console),
@@ -211,14 +208,14 @@ impl SentinelOneClient {
         };
         let status = resp.status().as_u16();
         let after = retry_after(resp.headers());
-        let bytes = match resp.bytes().await {
+        let bytes = match read_body(resp).await {
             Ok(b) => b,
             Err(e) => {
-                // The status line arrived but the body did not: count as a failed call.
+                // The status line arrived but the body did not (or too much of it): a failed call.
                 crate::metrics::api_call(super::error::SINK, &metric, 0);
                 return Err(S1Error::Transport {
                     endpoint,
-                    message: describe_transport_error(&e),
+                    message: e.to_string(),
                 });
             }
         };
@@ -227,7 +224,7 @@ impl SentinelOneClient {
         if (200..300).contains(&status) {
             return Ok(bytes);
         }
-        let text = String::from_utf8_lossy(&bytes);
+        let text = error_body(&bytes);
         let errors = parse_errors(&text);
         Err(match status {
             401 => S1Error::Auth {

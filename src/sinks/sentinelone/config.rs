@@ -44,6 +44,9 @@ pub struct SentinelOneConfig {
     pub timeout: Duration,
     /// Verify the console's TLS certificate.
     pub ssl_verify: bool,
+    /// PEM bundle of CA certificates to trust in addition to the bundled and system roots (an
+    /// internal CA); unreadable or invalid is a config error.
+    pub ssl_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for SentinelOneConfig {
@@ -61,6 +64,7 @@ impl Default for SentinelOneConfig {
             default_valid_days: None,
             timeout: Duration::from_secs(30),
             ssl_verify: true,
+            ssl_ca: None,
         }
     }
 }
@@ -114,6 +118,16 @@ fn split_ids(raw: &Option<String>) -> Vec<String> {
 }
 
 impl SentinelOneConfig {
+    /// The TLS settings of the HTTP client (verification, extra CA bundle).
+    pub fn tls(&self) -> crate::remote::TlsSettings<'_> {
+        crate::remote::TlsSettings::new(
+            "sentinelone",
+            ["sentinelone_intel.ssl_verify", "sentinelone_intel.ssl_ca"],
+            self.ssl_verify,
+            self.ssl_ca.as_deref(),
+        )
+    }
+
     /// The console URL (`url`, else its alias `api_url`), trimmed; `None` when neither is set.
     pub fn console_url(&self) -> Option<&str> {
         [&self.url, &self.api_url]
@@ -263,6 +277,7 @@ mod tests {
             "default_valid_days",
             "timeout",
             "ssl_verify",
+            "ssl_ca",
         ] {
             assert!(obj.contains_key(key), "missing {key}");
         }

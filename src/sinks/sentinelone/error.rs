@@ -71,11 +71,13 @@ pub fn describe_errors(errors: &[ApiError], body: &str) -> String {
             b
         }
     } else {
-        errors
-            .iter()
-            .map(ApiError::summary)
-            .collect::<Vec<_>>()
-            .join("; ")
+        crate::remote::remote_text(
+            &errors
+                .iter()
+                .map(ApiError::summary)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     }
 }
 

@@ -6,7 +6,10 @@
 use super::config::MispConfig;
 use super::wire::{attributes_of, Feed};
 use crate::metrics;
-use crate::remote::{describe_transport_error, http_client, join_url, retry_after, trim_body};
+use crate::remote::{
+    describe_transport_error, error_body, http_client, join_url, read_body, register_secret,
+    remote_text, retry_after, trim_body,
+};
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -53,9 +56,12 @@ pub enum MispError {
         /// What was wrong.
         message: String,
     },
-    /// The HTTP client could not be built (TLS setup).
+    /// An internal failure around the client (a state task that died).
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The HTTP client could not be built from the settings (CA bundle, TLS setup).
+    #[error(transparent)]
+    Setup(#[from] crate::remote::ClientError),
 }
 
 impl MispError {
@@ -122,8 +128,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(15);
 impl MispClient {
     /// A client for `cfg.url` with `cfg.key`; call after validation.
     pub fn new(cfg: &MispConfig) -> Result<MispClient, MispError> {
-        let http = http_client(cfg.ssl_verify, cfg.timeout)
-            .map_err(|e| MispError::Client(describe_transport_error(&e)))?;
+        let http = http_client(&cfg.tls(), cfg.timeout)?;
+        if let Some(key) = &cfg.key {
+            register_secret(key.expose());
+        }
         Ok(MispClient {
             http,
             base: cfg.url.as_deref().unwrap_or_default().trim().to_string(),
@@ -256,13 +264,34 @@ impl MispClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
         let wait = retry_after(resp.headers());
-        let text = resp.text().await.map_err(|e| MispError::Transport {
+        let bytes = read_body(resp).await.map_err(|e| MispError::Transport {
             endpoint: path.into(),
-            message: describe_transport_error(&e),
+            message: e.to_string(),
         })?;
+        if !status.is_success() {
+            return Err(Self::refusal(path, status, &error_body(&bytes), wait));
+        }
+        let value = serde_json::from_slice(&bytes).map_err(|e| MispError::Decode {
+            endpoint: path.into(),
+            message: format!("{e}: {}", trim_body(&String::from_utf8_lossy(&bytes))),
+        })?;
+        Ok(Reply {
+            body: value,
+            date,
+            skipped,
+        })
+    }
+
+    /// The error of a non-2xx answer; `text` is the scrubbed body.
+    fn refusal(
+        path: &'static str,
+        status: reqwest::StatusCode,
+        text: &str,
+        wait: Option<Duration>,
+    ) -> MispError {
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             // MISP explains itself in `message` (or `name`); fall back to the trimmed body.
-            let message = serde_json::from_str::<Value>(&text)
+            let message = serde_json::from_str::<Value>(text)
                 .ok()
                 .and_then(|v| {
                     v.get("message")
@@ -270,29 +299,19 @@ impl MispClient {
                         .and_then(Value::as_str)
                         .map(str::to_string)
                 })
-                .unwrap_or_else(|| trim_body(&text));
-            return Err(MispError::Auth {
+                .map(|m| remote_text(&m))
+                .unwrap_or_else(|| trim_body(text));
+            return MispError::Auth {
                 endpoint: path.into(),
                 status: status.as_u16(),
                 message,
-            });
+            };
         }
-        if !status.is_success() {
-            return Err(MispError::Status {
-                endpoint: path.into(),
-                status: status.as_u16(),
-                body: trim_body(&text),
-                retry_after: wait,
-            });
-        }
-        let value = serde_json::from_str(&text).map_err(|e| MispError::Decode {
+        MispError::Status {
             endpoint: path.into(),
-            message: format!("{e}: {}", trim_body(&text)),
-        })?;
-        Ok(Reply {
-            body: value,
-            date,
-            skipped,
-        })
+            status: status.as_u16(),
+            body: trim_body(text),
+            retry_after: wait,
+        }
     }
 }

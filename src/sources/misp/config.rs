@@ -25,6 +25,9 @@ pub struct MispConfig {
     pub key: Option<Secret>,
     /// Verify the server's TLS certificate.
     pub ssl_verify: bool,
+    /// PEM bundle of CA certificates to trust in addition to the bundled and system roots (an
+    /// internal CA); unreadable or invalid is a config error.
+    pub ssl_ca: Option<std::path::PathBuf>,
     /// Poll every this long (e.g. `15m`). Exclusive with `first_run_at` / `repeat_days`; when no
     /// schedule is set at all, iocsync polls every hour.
     #[serde(with = "humantime_serde")]
@@ -83,6 +86,7 @@ impl Default for MispConfig {
             url: None,
             key: None,
             ssl_verify: true,
+            ssl_ca: None,
             interval: None,
             first_run_at: None,
             repeat_days: None,
@@ -119,6 +123,16 @@ pub fn split_list(list: Option<&str>) -> Vec<String> {
 }
 
 impl MispConfig {
+    /// The TLS settings of the HTTP client (verification, extra CA bundle).
+    pub fn tls(&self) -> crate::remote::TlsSettings<'_> {
+        crate::remote::TlsSettings::new(
+            "misp",
+            ["misp.ssl_verify", "misp.ssl_ca"],
+            self.ssl_verify,
+            self.ssl_ca.as_deref(),
+        )
+    }
+
     /// The attribute types to request: `types`, or every supported type.
     pub fn type_list(&self) -> Vec<String> {
         let list = split_list(self.types.as_deref());

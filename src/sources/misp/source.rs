@@ -139,9 +139,16 @@ impl MispSource {
     /// A source for `cfg` (validated) keeping its resync view and per-feed counts in the state
     /// database under `state_dir` (opened on the first run, not here: `iocsync check` builds sources).
     pub fn new(cfg: &MispConfig, state_dir: &Path) -> Result<MispSource, SourceError> {
-        let client = MispClient::new(cfg).map_err(|e| SourceError::Other {
-            source_name: SOURCE_NAME,
-            message: e.to_string(),
+        let client = MispClient::new(cfg).map_err(|e| match e {
+            MispError::Setup(e) => SourceError::Config {
+                source_name: SOURCE_NAME,
+                key: e.key(),
+                message: e.to_string(),
+            },
+            e => SourceError::Other {
+                source_name: SOURCE_NAME,
+                message: e.to_string(),
+            },
         })?;
         let opts = MapOptions {
             only_to_ids: cfg.only_to_ids,

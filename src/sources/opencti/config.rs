@@ -22,6 +22,9 @@ pub struct OpenCtiConfig {
     /// Verify the platform's TLS certificate.
     #[serde(deserialize_with = "lenient_bool")]
     pub ssl_verify: bool,
+    /// PEM bundle of CA certificates to trust in addition to the bundled and system roots (an
+    /// internal CA); unreadable or invalid is a config error.
+    pub ssl_ca: Option<std::path::PathBuf>,
     /// pycti's `OPENCTI_JSON_LOGGING`: accepted; iocsync's own log format setting decides.
     #[serde(deserialize_with = "lenient_opt_bool")]
     pub json_logging: Option<bool>,
@@ -57,6 +60,7 @@ impl Default for OpenCtiConfig {
             url: None,
             token: None,
             ssl_verify: true,
+            ssl_ca: None,
             json_logging: None,
             stream_timeout: Duration::from_secs(45),
             reconnect_min: Duration::from_secs(2),
@@ -254,6 +258,16 @@ pub(crate) fn parse_iso_date(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 const MIN_PLAUSIBLE_MS: u64 = 100_000_000_000;
 
 impl OpenCtiConfig {
+    /// The TLS settings of the HTTP client (verification, extra CA bundle).
+    pub fn tls(&self) -> crate::remote::TlsSettings<'_> {
+        crate::remote::TlsSettings::new(
+            "opencti",
+            ["opencti.ssl_verify", "opencti.ssl_ca"],
+            self.ssl_verify,
+            self.ssl_ca.as_deref(),
+        )
+    }
+
     /// Problems with this section, as `(key, message)`; empty when usable.
     pub fn validate(&self) -> Vec<(String, String)> {
         self.problems()

@@ -3,7 +3,10 @@
 
 use super::OpenCtiError;
 use crate::metrics;
-use crate::remote::{describe_transport_error, join_url, trim_body};
+use crate::remote::{
+    describe_transport_error, error_body, join_url, read_body, register_secret, remote_text,
+    trim_body,
+};
 use crate::secret::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,6 +54,7 @@ pub struct GraphqlClient {
 impl GraphqlClient {
     /// A client for the platform at `base_url`.
     pub fn new(http: reqwest::Client, base_url: &str, token: Secret) -> Self {
+        register_secret(token.expose());
         GraphqlClient {
             http,
             endpoint: join_url(base_url, "graphql"),
@@ -136,9 +140,9 @@ impl GraphqlClient {
         };
         let status = resp.status();
         metrics::api_call("opencti", operation, status.as_u16());
-        let body = resp.text().await.map_err(|e| OpenCtiError::Transport {
+        let bytes = read_body(resp).await.map_err(|e| OpenCtiError::Transport {
             endpoint: endpoint.clone(),
-            message: describe_transport_error(&e),
+            message: e.to_string(),
         })?;
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(OpenCtiError::Auth {
@@ -150,20 +154,22 @@ impl GraphqlClient {
             return Err(OpenCtiError::Status {
                 endpoint,
                 status: status.as_u16(),
-                body: trim_body(&body),
+                body: trim_body(&error_body(&bytes)),
             });
         }
-        let parsed: Value = serde_json::from_str(&body).map_err(|e| OpenCtiError::Decode {
+        let parsed: Value = serde_json::from_slice(&bytes).map_err(|e| OpenCtiError::Decode {
             endpoint: endpoint.clone(),
-            message: format!("{e}: {}", trim_body(&body)),
+            message: format!("{e}: {}", trim_body(&String::from_utf8_lossy(&bytes))),
         })?;
         if let Some(errors) = parsed.get("errors").and_then(Value::as_array) {
             if let Some(first) = errors.first() {
-                let message = first
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown GraphQL error")
-                    .to_string();
+                // The server's words, scrubbed and capped like any remote text.
+                let message = remote_text(
+                    first
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown GraphQL error"),
+                );
                 let code = first
                     .pointer("/extensions/code")
                     .and_then(Value::as_str)

@@ -13,7 +13,9 @@ use super::stream::{Backoff, Disconnect, StreamRequest};
 use super::{OpenCtiError, SOURCE_NAME};
 use crate::metrics;
 use crate::model::{EventKind, Payload, SourceEvent};
-use crate::remote::{describe_transport_error, http_client};
+use crate::remote::{
+    build_client, client_builder, describe_transport_error, http_client, ClientError,
+};
 use crate::secret::Secret;
 use crate::sources::sse::{Frame, FrameData, SseDecoder};
 use crate::sources::{Source, SourceContext, SourceError};
@@ -138,20 +140,19 @@ impl OpenCtiSource {
             once_attempts: opencti.once_attempts,
         };
         log_ignored(opencti, connector);
-        let build_err = |e: reqwest::Error| SourceError::Other {
+        let tls = opencti.tls();
+        let build_err = |e: ClientError| SourceError::Config {
             source_name: SOURCE_NAME,
-            message: format!("cannot build the HTTP client: {e}"),
+            key: e.key(),
+            message: e.to_string(),
         };
-        let gql_http =
-            http_client(opencti.ssl_verify, opencti.request_timeout).map_err(build_err)?;
+        let gql_http = http_client(&tls, opencti.request_timeout).map_err(build_err)?;
         // No total timeout on the stream client: the connection lives for hours; the watchdog
-        // decides when it is dead.
-        let sse_http = reqwest::Client::builder()
-            .user_agent(concat!("iocsync/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(!opencti.ssl_verify)
-            .connect_timeout(Duration::from_secs(10).min(opencti.stream_timeout))
-            .build()
-            .map_err(build_err)?;
+        // decides when it is dead. Same TLS settings (CA bundle, verification) as GraphQL.
+        let sse_builder = client_builder(&tls)
+            .map_err(build_err)?
+            .connect_timeout(Duration::from_secs(10).min(opencti.stream_timeout));
+        let sse_http = build_client(sse_builder, &tls).map_err(build_err)?;
         let gql = GraphqlClient::new(gql_http, &s.url, s.token.clone());
         Ok(OpenCtiSource {
             s: Arc::new(s),
