@@ -181,7 +181,8 @@ pub fn build_source(cfg: &Config, kind: SourceKind) -> Result<Box<dyn Source>, A
         }
         SourceKind::OpenCti => Ok(Box::new(OpenCtiSource::new(&cfg.opencti, &cfg.connector)?)),
         SourceKind::Misp => Ok(Box::new(
-            MispSource::new(&cfg.misp, &cfg.state.dir)?.with_expand_or(cfg.pipeline.expand_or),
+            MispSource::new(&cfg.misp, &cfg.state.dir)?
+                .with_expansion(cfg.pipeline.expand_or.then_some(cfg.pipeline.expand_max)),
         )),
     }
 }
