@@ -3,7 +3,9 @@
 use super::config::{expand_url_template, Removal, ZeekConfig};
 use super::format::{header, push_row, Row};
 use super::state::{LiveSet, Undo};
-use crate::sinks::jsonl::fs::{blocking, parent_dir, probe_writable, sync_dir, Context, FileError};
+use crate::sinks::jsonl::fs::{
+    blocking, create_temp_beside, parent_dir, probe_writable, sync_dir, Context, FileError,
+};
 use crate::sinks::jsonl::settle_in_order;
 use crate::sinks::{Change, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
@@ -53,16 +55,6 @@ fn state_path_for(intel_path: &Path) -> PathBuf {
     let mut name = OsString::from(intel_path.as_os_str());
     name.push(".iocsync.json");
     PathBuf::from(name)
-}
-
-/// A hidden temp name next to `path`; fixed, so a crash leaves at most one behind and the next write
-/// reuses it.
-fn temp_path_for(path: &Path) -> PathBuf {
-    let name = path.file_name().map(OsString::from).unwrap_or_default();
-    let mut temp = OsString::from(".");
-    temp.push(name);
-    temp.push(".iocsync-tmp");
-    parent_dir(path).join(temp)
 }
 
 impl ZeekSink {
@@ -344,16 +336,16 @@ fn render(s: &Settings, live: &LiveSet) -> String {
     out
 }
 
-/// Temp file in the same directory, write, fsync, rename over `path`, fsync the directory.
+/// A new temp file in the same directory (random name, exclusive creation: see
+/// [`create_temp_beside`]), write, fsync, rename over `path`, fsync the directory. The rename
+/// replaces a symlink at `path` itself rather than writing through it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
-    let temp = temp_path_for(path);
-    let result = std::fs::File::create(&temp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
+    let (mut file, temp) = create_temp_beside(path, "iocsync-tmp")?;
+    let result = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
         .ctx("write", &temp)
         .and_then(|()| std::fs::rename(&temp, path).ctx("rename into", path));
     if result.is_err() {
@@ -486,6 +478,32 @@ mod tests {
         names.sort();
         assert_eq!(names, ["intel.dat", "intel.dat.iocsync.json"]);
         assert_eq!(rows(&sink).len(), 3);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_symlink_planted_at_a_temp_name_does_not_redirect_the_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let target = elsewhere.path().join("precious");
+        std::fs::write(&target, "keep me").expect("seed");
+        // The names the writer used before (fixed) and any other guess in the same shape.
+        for name in [
+            ".intel.dat.iocsync-tmp",
+            ".intel.dat.iocsync.json.iocsync-tmp",
+            ".intel.dat.0000000000000000.iocsync-tmp",
+        ] {
+            std::os::unix::fs::symlink(&target, dir.path().join(name)).expect("symlink");
+        }
+        let sink = sink(&dir, Removal::Tombstone);
+        let c = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--1");
+        all_applied(&sink.apply_at(&[c], t(0)).await, 1);
+        assert_eq!(rows(&sink).len(), 1);
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me");
+        for name in ["intel.dat", "intel.dat.iocsync.json"] {
+            let meta = std::fs::symlink_metadata(dir.path().join(name)).expect("stat");
+            assert!(meta.file_type().is_file(), "{name} is a regular file");
+        }
     }
 
     #[tokio::test]
