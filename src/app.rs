@@ -665,6 +665,7 @@ pub fn demo_config(dir: &Path) -> Result<Config, AppError> {
         },
         jsonl: crate::sinks::jsonl::JsonlConfig {
             path: Some(dir.join("iocs.jsonl")),
+            ..crate::sinks::jsonl::JsonlConfig::default()
         },
         zeek: crate::sinks::zeek::ZeekConfig {
             intel_path: Some(dir.join("intel.dat")),

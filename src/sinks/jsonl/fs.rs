@@ -39,6 +39,56 @@ impl FileError {
     }
 }
 
+/// The permission bits of an output file (`zeek.file_mode`, `jsonl.file_mode`), written as an octal
+/// string such as `"0640"` so YAML and the environment read it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FileMode(pub u32);
+
+impl FileMode {
+    /// Owner read/write, group read: a reader such as Zeek gets in through the file's group.
+    pub const DEFAULT: FileMode = FileMode(0o640);
+}
+
+impl TryFrom<String> for FileMode {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let digits = text.trim().trim_start_matches("0o");
+        let mode = u32::from_str_radix(digits, 8)
+            .map_err(|_| format!("`{text}` is not an octal file mode such as 0640"))?;
+        if mode > 0o777 {
+            return Err(format!("`{text}` has bits beyond 0777"));
+        }
+        // iocsync itself reads and rewrites the file.
+        if mode & 0o600 != 0o600 {
+            return Err(format!("`{text}` must let the owner read and write (0600)"));
+        }
+        Ok(FileMode(mode))
+    }
+}
+
+impl From<FileMode> for String {
+    fn from(mode: FileMode) -> String {
+        format!("{:04o}", mode.0)
+    }
+}
+
+/// Sets `file`'s permission bits to exactly `mode` (the umask only applies at creation). No-op off
+/// unix.
+pub(crate) fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, mode);
+        Ok(())
+    }
+}
+
 /// Extension trait to attach context to `io::Result`s.
 pub(crate) trait Context<T> {
     /// Attaches the action and path.
@@ -179,6 +229,18 @@ mod tests {
             "created through a symlink"
         );
         assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me");
+    }
+
+    #[test]
+    fn file_modes_parse_as_octal_and_must_keep_owner_read_write() {
+        let parse = |s: &str| FileMode::try_from(s.to_owned());
+        assert_eq!(parse("0640"), Ok(FileMode(0o640)));
+        assert_eq!(parse("644"), Ok(FileMode(0o644)));
+        assert_eq!(parse("0o600"), Ok(FileMode(0o600)));
+        for bad in ["", "rw-r-----", "0890", "01640", "0440"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(String::from(FileMode::DEFAULT), "0640");
     }
 
     #[test]

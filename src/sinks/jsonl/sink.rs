@@ -5,7 +5,7 @@ use super::format::{
     is_record, key_of, reflects, scan_last_records, settle_in_order, write_record, Scan,
     RECORD_START,
 };
-use super::fs::{blocking, parent_dir, probe_writable, sync_dir, Context, FileError};
+use super::fs::{blocking, parent_dir, probe_writable, set_mode, sync_dir, Context, FileError};
 use crate::sinks::{Change, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
 use std::collections::HashSet;
@@ -20,6 +20,8 @@ const SINK: &str = "jsonl";
 #[derive(Debug)]
 pub struct JsonlSink {
     path: Arc<PathBuf>,
+    /// Permission bits the file is created with (`jsonl.file_mode`).
+    file_mode: u32,
     /// Serialises appends: the tail repair and the write must not interleave with another batch.
     write_lock: tokio::sync::Mutex<()>,
 }
@@ -34,6 +36,7 @@ impl JsonlSink {
         })?;
         Ok(JsonlSink {
             path: Arc::new(path),
+            file_mode: config.file_mode.0,
             write_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -73,7 +76,8 @@ impl Sink for JsonlSink {
         } else {
             let _guard = self.write_lock.lock().await;
             let path = Arc::clone(&self.path);
-            blocking(&self.path, move || append(&path, &bytes)).await
+            let mode = self.file_mode;
+            blocking(&self.path, move || append(&path, &bytes, mode)).await
         };
         refused
             .into_iter()
@@ -137,18 +141,21 @@ fn scan_file(
 /// Appends `bytes` after the last complete line and syncs them to disk.
 ///
 /// On a failed write or sync the file is cut back to its previous length, so a retried batch is not
-/// written twice.
-fn append(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+/// written twice. A file this creates (or finds empty) gets exactly `mode`; an existing file keeps
+/// the mode someone gave it.
+fn append(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .ctx("open", path)?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    let mut file = options.open(path).ctx("open", path)?;
     let len = file.metadata().ctx("stat", path)?.len();
+    if len == 0 {
+        // The umask narrowed the creation mode; the documented mode is the configured one.
+        set_mode(&file, mode).ctx("set the mode of", path)?;
+    }
     let start = repair_point(&mut file, len, path)?;
     if start < len {
         file.set_len(start).ctx("repair the last line of", path)?;
@@ -246,6 +253,7 @@ mod tests {
     fn sink(dir: &tempfile::TempDir) -> JsonlSink {
         JsonlSink::new(&JsonlConfig {
             path: Some(dir.path().join("sub/out.jsonl")),
+            ..JsonlConfig::default()
         })
         .expect("sink")
     }
@@ -318,7 +326,7 @@ mod tests {
         let path = dir.path().join("out.jsonl");
         let (first, second) = (line(ChangeOp::Create, "aa"), line(ChangeOp::Delete, "aa"));
         std::fs::write(&path, format!("{first}{}", &second[..20])).expect("seed");
-        append(&path, second.as_bytes()).expect("append");
+        append(&path, second.as_bytes(), 0o640).expect("append");
         // Reading through a fresh handle shows what reached the file, after sync_data.
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
@@ -333,7 +341,7 @@ mod tests {
         let record = line(ChangeOp::Create, "aa");
         for torn in [&record[..3], &record[..record.len() - 2]] {
             std::fs::write(&path, torn).expect("seed");
-            append(&path, record.as_bytes()).expect("append");
+            append(&path, record.as_bytes(), 0o640).expect("append");
             assert_eq!(std::fs::read_to_string(&path).expect("read"), record);
         }
     }
@@ -354,7 +362,7 @@ mod tests {
             "x".repeat(150_000),
         ] {
             std::fs::write(&path, &content).expect("seed");
-            let err = append(&path, record.as_bytes()).expect_err("refused");
+            let err = append(&path, record.as_bytes(), 0o640).expect_err("refused");
             let text = err.to_sink_error(SINK).to_string();
             assert!(text.contains(&path.display().to_string()), "{text}");
             assert!(text.contains("not an iocsync JSONL file"), "{text}");
@@ -362,7 +370,7 @@ mod tests {
         }
         // Blank lines after our records are fine.
         std::fs::write(&path, format!("{record}\n")).expect("seed");
-        append(&path, record.as_bytes()).expect("append");
+        append(&path, record.as_bytes(), 0o640).expect("append");
     }
 
     #[tokio::test]
@@ -371,6 +379,7 @@ mod tests {
         // The "file" is a directory: opening it for writing fails.
         let sink = JsonlSink::new(&JsonlConfig {
             path: Some(dir.path().to_path_buf()),
+            ..JsonlConfig::default()
         })
         .expect("sink");
         let outcomes = sink

@@ -4,7 +4,8 @@ use super::config::{expand_url_template, Removal, ZeekConfig};
 use super::format::{header, push_row, Row};
 use super::state::{LiveSet, Undo};
 use crate::sinks::jsonl::fs::{
-    blocking, create_temp_beside, parent_dir, probe_writable, sync_dir, Context, FileError,
+    blocking, create_temp_beside, parent_dir, probe_writable, set_mode, sync_dir, Context,
+    FileError,
 };
 use crate::sinks::jsonl::settle_in_order;
 use crate::sinks::{Change, Outcome, Resolution, Sink, SinkError};
@@ -29,6 +30,8 @@ struct Settings {
     rewrite_interval: Duration,
     source_name: String,
     url_template: Option<String>,
+    /// Permission bits of the intel file (`zeek.file_mode`).
+    file_mode: u32,
 }
 
 /// The mutable part, behind one async mutex: batches, resolve and maintenance never interleave.
@@ -76,6 +79,7 @@ impl ZeekSink {
             rewrite_interval: config.rewrite_interval,
             source_name: config.source_name.clone(),
             url_template: config.url_template.clone(),
+            file_mode: config.file_mode.0,
         };
         Ok(ZeekSink {
             settings: Arc::new(settings),
@@ -302,8 +306,9 @@ fn persist(s: &Settings, live: &LiveSet) -> Result<(), FileError> {
     let json = live
         .to_json()
         .map_err(|e| FileError::new("encode state for", &s.state_path, std::io::Error::other(e)))?;
-    write_atomically(&s.state_path, &json)?;
-    write_atomically(&s.intel_path, render(s, live).as_bytes())
+    // The sidecar is iocsync's own; only the intel file is for Zeek to read.
+    write_atomically(&s.state_path, &json, 0o600)?;
+    write_atomically(&s.intel_path, render(s, live).as_bytes(), s.file_mode)
 }
 
 /// The intel file's text.
@@ -338,13 +343,13 @@ fn render(s: &Settings, live: &LiveSet) -> String {
 
 /// A new temp file in the same directory (random name, exclusive creation: see
 /// [`create_temp_beside`]), write, fsync, rename over `path`, fsync the directory. The rename
-/// replaces a symlink at `path` itself rather than writing through it.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+/// replaces a symlink at `path` itself rather than writing through it. The file gets exactly `mode`.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     let (mut file, temp) = create_temp_beside(path, "iocsync-tmp")?;
-    let result = file
-        .write_all(bytes)
+    let result = set_mode(&file, mode)
+        .and_then(|()| file.write_all(bytes))
         .and_then(|()| file.sync_all())
         .ctx("write", &temp)
         .and_then(|()| std::fs::rename(&temp, path).ctx("rename into", path));
