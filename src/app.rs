@@ -195,7 +195,8 @@ pub fn build_source(cfg: &Config, kind: SourceKind) -> Result<Box<dyn Source>, A
         }
         SourceKind::OpenCti => Ok(Box::new(OpenCtiSource::new(&cfg.opencti, &cfg.connector)?)),
         SourceKind::Misp => Ok(Box::new(
-            MispSource::new(&cfg.misp, &cfg.state.dir)?.with_expand_or(cfg.pipeline.expand_or),
+            MispSource::new(&cfg.misp, &cfg.state.dir)?
+                .with_expansion(cfg.pipeline.expand_or.then_some(cfg.pipeline.expand_max)),
         )),
     }
 }
@@ -783,6 +784,7 @@ pub fn demo_config(dir: &Path) -> Result<Config, AppError> {
         },
         jsonl: crate::sinks::jsonl::JsonlConfig {
             path: Some(dir.join("iocs.jsonl")),
+            ..crate::sinks::jsonl::JsonlConfig::default()
         },
         zeek: crate::sinks::zeek::ZeekConfig {
             intel_path: Some(dir.join("intel.dat")),

@@ -10,13 +10,25 @@ use serde_json::Value;
 pub const OPENCTI_EXTENSION: &str = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba";
 
 /// Classification options.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct ClassifyOptions {
     /// Expand OR / IN of equalities into several IOCs.
     pub expand_or: bool,
+    /// Most members an expansion may name (`pipeline.expand_max`); more is `too_many_members`.
+    pub expand_max: usize,
     /// Indicators whose `valid_until` is at or before this time are skipped as `expired`; `None`
     /// keeps expired indicators (`pipeline.keep_expired`). A parameter, so classifying stays pure.
     pub expired_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Default for ClassifyOptions {
+    fn default() -> Self {
+        ClassifyOptions {
+            expand_or: false,
+            expand_max: pattern::DEFAULT_EXPAND_MAX,
+            expired_at: None,
+        }
+    }
 }
 
 /// What the classifier makes of one object.
@@ -94,7 +106,7 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
     let Some(text) = obj.get("pattern").and_then(Value::as_str) else {
         return gone(Some(SkipReason::MissingPattern));
     };
-    match pattern::classify_str(text, opts.expand_or) {
+    match pattern::classify_str_max(text, opts.expand_or.then_some(opts.expand_max)) {
         Ok(iocs) if !iocs.is_empty() => Classified::Indicator(Box::new(IndicatorState {
             id,
             iocs,
@@ -282,5 +294,24 @@ mod tests {
             panic!("compound")
         };
         assert_eq!(s.skip, Some(SkipReason::Compound));
+    }
+
+    #[test]
+    fn expansion_honours_the_member_cap() {
+        let obj = indicator("[ipv4-addr:value IN ('10.0.0.1', '10.0.0.2', '10.0.0.3')]");
+        let with = |expand_max| ClassifyOptions {
+            expand_or: true,
+            expand_max,
+            ..ClassifyOptions::default()
+        };
+        let Classified::Indicator(s) = classify_object(EventKind::Create, &obj, with(2)) else {
+            panic!("indicator")
+        };
+        assert_eq!(s.skip, Some(SkipReason::TooManyMembers));
+        assert!(s.iocs.is_empty());
+        let Classified::Indicator(s) = classify_object(EventKind::Create, &obj, with(3)) else {
+            panic!("indicator")
+        };
+        assert_eq!((s.skip, s.iocs.len()), (None, 3));
     }
 }

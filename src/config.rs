@@ -150,6 +150,8 @@ pub struct PipelineConfig {
     pub shutdown_timeout: Duration,
     /// Expand a pattern that is only an OR / IN of equalities on supported paths into several IOCs.
     pub expand_or: bool,
+    /// Most members an expansion may name; a pattern with more is skipped as `too_many_members`.
+    pub expand_max: usize,
     /// Push indicators whose `valid_until` has passed, and keep what they hold after it passes.
     /// Off: an expired indicator is skipped as `expired`, and a value is removed from the sinks
     /// when its last holder expires.
@@ -171,6 +173,7 @@ impl Default for PipelineConfig {
             dead_letter_path: None,
             shutdown_timeout: Duration::from_secs(5),
             expand_or: false,
+            expand_max: crate::pattern::DEFAULT_EXPAND_MAX,
             keep_expired: false,
             expiry_interval: Duration::from_secs(60),
         }
@@ -587,6 +590,12 @@ impl Config {
         if p.batch_events == 0 {
             own.push((
                 "pipeline.batch_events".to_string(),
+                "must be at least 1".to_string(),
+            ));
+        }
+        if p.expand_max == 0 {
+            own.push((
+                "pipeline.expand_max".to_string(),
                 "must be at least 1".to_string(),
             ));
         }

@@ -82,6 +82,7 @@ fn classify_payload(kind: EventKind, payload: Payload) {
     let opts = ClassifyOptions {
         expand_or: true,
         expired_at: Some(chrono::Utc::now()),
+        ..ClassifyOptions::default()
     };
     match payload {
         Payload::Stix(object) | Payload::StixMerge { object, .. } => {
@@ -106,7 +107,7 @@ pub fn events(data: &[u8]) {
     };
     let opts = MapOptions {
         only_to_ids: true,
-        expand_or: true,
+        expand: Some(crate::pattern::DEFAULT_EXPAND_MAX),
         base_url: "https://misp.example".into(),
     };
     for value in attributes_of(&body).unwrap_or_default() {

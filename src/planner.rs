@@ -136,6 +136,9 @@ pub fn plan_indicator(
         state.version.as_deref(),
     )?;
 
+    // The pattern is stored once, in the indicator row: no sink sends it, and a copy in every
+    // sink entry and intent made one 38 KB pattern with 3,000 members cost hundreds of MB.
+    let meta = sink_meta(&state.meta);
     let mut planned = Vec::new();
     for (index, sink) in sinks.iter().enumerate() {
         for key in &touched {
@@ -144,6 +147,7 @@ pub fn plan_indicator(
                 tx,
                 sink,
                 state,
+                &meta,
                 new_keys.get(*key).copied(),
                 *kind,
                 value,
@@ -159,11 +163,30 @@ pub fn plan_indicator(
     Ok(planned)
 }
 
-/// Plans one (sink, value).
+/// The metadata a sink entry and an intent keep: the indicator's, without its pattern.
+fn sink_meta(meta: &IocMeta) -> IocMeta {
+    IocMeta {
+        name: meta.name.clone(),
+        description: meta.description.clone(),
+        pattern: None,
+        valid_from: meta.valid_from.clone(),
+        valid_until: meta.valid_until.clone(),
+        score: meta.score,
+        confidence: meta.confidence,
+        labels: meta.labels.clone(),
+        kill_chain_phases: meta.kill_chain_phases.clone(),
+        source_internal_id: meta.source_internal_id.clone(),
+        source_url: meta.source_url.clone(),
+    }
+}
+
+/// Plans one (sink, value); `meta` is the indicator's [`sink_meta`].
+#[allow(clippy::too_many_arguments)]
 fn plan_key(
     tx: &Tx<'_>,
     sink: &SinkCaps,
     state: &IndicatorState,
+    meta: &IocMeta,
     held_by_this: Option<&Ioc>,
     kind: IocKind,
     value: &str,
@@ -188,10 +211,11 @@ fn plan_key(
         (true, None) => {
             // Created for this indicator when it holds the value, else for a remaining holder.
             let (ioc, indicator_id, meta) = match (held_by_this, holder) {
-                (Some(ioc), _) => (ioc.clone(), state.id.clone(), state.meta.clone()),
+                (Some(ioc), _) => (ioc.clone(), state.id.clone(), meta.clone()),
                 (None, Some(other)) => {
                     let stored = tx.indicator(&other)?.unwrap_or_default();
-                    let meta = stored.meta;
+                    let mut meta = stored.meta;
+                    meta.pattern = None;
                     let ioc = stored
                         .iocs
                         .into_iter()
@@ -223,23 +247,23 @@ fn plan_key(
                 cancel_pending(&entry)?;
                 entry.status = EntryStatus::Live;
                 tx.put_sink_entry(sink.name, &entry)?;
-                plan_update(tx, sink, state, held_by_this, entry)
+                plan_update(tx, sink, state, meta, held_by_this, entry)
             }
             EntryStatus::Live | EntryStatus::PendingUpdate => {
-                plan_update(tx, sink, state, held_by_this, entry)
+                plan_update(tx, sink, state, meta, held_by_this, entry)
             }
             EntryStatus::PendingCreate | EntryStatus::Rejected => {
                 if entry.status == EntryStatus::PendingCreate
                     && entry.indicator_id == state.id
                     && held_by_this.is_some()
-                    && entry.meta != state.meta
+                    && entry.meta != *meta
                 {
                     // Not sent yet: send the newest metadata with the create.
                     if let Some(mut intent) = tx.intent_for(sink.name, kind, value)? {
-                        intent.meta = state.meta.clone();
+                        intent.meta = meta.clone();
                         tx.rewrite_intent(&intent)?;
                     }
-                    entry.meta = state.meta.clone();
+                    entry.meta = meta.clone();
                     tx.put_sink_entry(sink.name, &entry)?;
                 }
                 Ok(None)
@@ -272,11 +296,13 @@ fn plan_key(
     }
 }
 
-/// A live entry owned by this indicator whose metadata changed gets an update (where supported).
+/// A live entry owned by this indicator whose metadata changed gets an update (where supported);
+/// `meta` is the indicator's [`sink_meta`].
 fn plan_update(
     tx: &Tx<'_>,
     sink: &SinkCaps,
     state: &IndicatorState,
+    meta: &IocMeta,
     held_by_this: Option<&Ioc>,
     mut entry: SinkEntry,
 ) -> Result<Option<Change>, StateError> {
@@ -288,18 +314,18 @@ fn plan_update(
     if entry.status == EntryStatus::PendingUpdate {
         // Not sent yet: it carries the newest metadata instead.
         if let Some(mut intent) = tx.intent_for(sink.name, kind, &entry.ioc.value)? {
-            intent.meta = state.meta.clone();
+            intent.meta = meta.clone();
             tx.rewrite_intent(&intent)?;
             return Ok(None);
         }
     }
-    if metadata_equal(&entry.meta, &state.meta) {
+    if metadata_equal(&entry.meta, meta) {
         return Ok(None);
     }
-    let previous_meta = std::mem::replace(&mut entry.meta, state.meta.clone());
+    let previous_meta = std::mem::replace(&mut entry.meta, meta.clone());
     entry.status = EntryStatus::PendingUpdate;
     let mut change = change_for(ChangeOp::Update, &entry);
-    change.meta = state.meta.clone();
+    change.meta = meta.clone();
     // The entry keeps what the sink has until the update is acknowledged.
     entry.meta = previous_meta;
     tx.put_sink_entry(sink.name, &entry)?;
@@ -486,5 +512,53 @@ mod tests {
         let b = indicator("indicator--b", &["y.example"], "2025-01-01T00:00:00Z", 50);
         let planned = plan_indicator(&tx, &caps(), &b, &in_flight, &mut cancelled).expect("plan");
         assert_eq!(planned.len(), 1);
+    }
+
+    #[test]
+    fn the_pattern_is_stored_once_not_per_sink_entry_or_intent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("state");
+        let tx = state.tx().expect("tx");
+        let pattern = "[domain-name:value IN ('a.example', 'b.example')]";
+        let mut a = indicator(
+            "indicator--a",
+            &["a.example", "b.example"],
+            "2025-01-01T00:00:00Z",
+            50,
+        );
+        a.meta.pattern = Some(pattern.into());
+        let two_sinks = [
+            caps().remove(0),
+            SinkCaps {
+                name: "zeek",
+                supports_update: false,
+            },
+        ];
+        let mut cancelled = Vec::new();
+        let planned = plan_indicator(&tx, &two_sinks, &a, &InFlight::default(), &mut cancelled)
+            .expect("plan");
+        assert_eq!(planned.len(), 4);
+        for p in &planned {
+            assert_eq!(p.change.meta.pattern, None, "{:?}", p.change);
+            assert_eq!(
+                p.change.meta.score,
+                Some(50),
+                "the rest of the metadata stays"
+            );
+            let name = two_sinks[p.sink].name;
+            let (kind, value) = (p.change.ioc.kind, p.change.ioc.value.as_str());
+            let entry = tx
+                .sink_entry(name, kind, value)
+                .expect("entry")
+                .expect("some");
+            assert_eq!(entry.meta.pattern, None);
+            let intent = tx
+                .intent_for(name, kind, value)
+                .expect("intent")
+                .expect("some");
+            assert_eq!(intent.meta.pattern, None);
+        }
+        let stored = tx.indicator("indicator--a").expect("row").expect("some");
+        assert_eq!(stored.meta.pattern.as_deref(), Some(pattern));
     }
 }

@@ -41,11 +41,14 @@ pub enum SkipReason {
     /// The indicator's `valid_until` has passed (unless `pipeline.keep_expired` is on): it is not
     /// pushed, and what it held is removed when it expires.
     Expired,
+    /// An OR / IN expansion (`pipeline.expand_or`) that names more members than
+    /// `pipeline.expand_max`: skipped whole rather than trimmed.
+    TooManyMembers,
 }
 
 impl SkipReason {
     /// Every reason, in declaration order (for metrics pre-registration and docs).
-    pub const ALL: [SkipReason; 16] = [
+    pub const ALL: [SkipReason; 17] = [
         SkipReason::Invalid,
         SkipReason::Compound,
         SkipReason::Qualified,
@@ -62,6 +65,7 @@ impl SkipReason {
         SkipReason::IgnoredDisabledFeed,
         SkipReason::NotToIds,
         SkipReason::Expired,
+        SkipReason::TooManyMembers,
     ];
 
     /// The stable snake_case code.
@@ -83,6 +87,7 @@ impl SkipReason {
             SkipReason::IgnoredDisabledFeed => "ignored_disabled_feed",
             SkipReason::NotToIds => "not_to_ids",
             SkipReason::Expired => "expired",
+            SkipReason::TooManyMembers => "too_many_members",
         }
     }
 

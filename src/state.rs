@@ -42,6 +42,17 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// The state directory or database file could not be made private to the owner.
+    #[error("failed to restrict `{path}` to its owner (mode {mode:04o}): {source}")]
+    Mode {
+        /// The directory or file.
+        path: PathBuf,
+        /// The mode wanted.
+        mode: u32,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A stored JSON column did not parse (a corrupted or foreign database).
     #[error("state database `{path}`: corrupt {what}: {message}")]
     Corrupt {
@@ -164,6 +175,51 @@ pub struct State {
     path: PathBuf,
 }
 
+/// The state directory 0700 and the database 0600, whatever the umask: the state holds the whole
+/// live set, the sinks' ids and the dead letters. The database file is created here, empty, so that
+/// SQLite (which gives its `-wal` and `-shm` files the database file's mode) never creates it wider;
+/// `-wal` / `-shm` left by an older version are narrowed too.
+#[cfg(unix)]
+fn restrict_to_owner(dir: &Path, db: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+            StateError::Mode {
+                path: path.to_path_buf(),
+                mode,
+                source,
+            }
+        })
+    };
+    chmod(dir, 0o700)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)
+        .map_err(|source| StateError::Mode {
+            path: db.to_path_buf(),
+            mode: 0o600,
+            source,
+        })?;
+    chmod(db, 0o600)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let side = PathBuf::from(name);
+        if side.exists() {
+            chmod(&side, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_dir: &Path, _db: &Path) -> Result<(), StateError> {
+    Ok(())
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -176,6 +232,7 @@ impl State {
             source,
         })?;
         let path = dir.join(DB_FILE);
+        restrict_to_owner(dir, &path)?;
         let conn = Connection::open(&path).map_err(|source| StateError::Sqlite {
             path: path.clone(),
             source,

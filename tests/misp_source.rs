@@ -40,6 +40,7 @@ fn config(fake: &FakeMisp, dir: &Path) -> Config {
         },
         jsonl: JsonlConfig {
             path: Some(dir.join("out/iocs.jsonl")),
+            ..JsonlConfig::default()
         },
         state: StateConfig {
             dir: dir.join("state"),

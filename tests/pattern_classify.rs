@@ -2,7 +2,9 @@
 //! skip reason, expansion of OR/IN patterns, `classify_str` and the `iocsync parse` report line.
 
 use iocsync::ioc::{Ioc, IocKind};
-use iocsync::pattern::{classify, classify_expanded, classify_str, parse, report};
+use iocsync::pattern::{
+    classify, classify_expanded, classify_str, classify_str_max, parse, report, DEFAULT_EXPAND_MAX,
+};
 use iocsync::skip::SkipReason;
 
 const MD5: &str = "e99a18c428cb38d5f260853678922e03";
@@ -284,5 +286,56 @@ fn report_lines_match_the_interface() {
             "pattern": "[url:value = 'x'", "valid": false,
             "error": "expected ']' at offset 16", "ioc": null, "skip": "invalid"
         })
+    );
+}
+
+/// An `IN` of `n` distinct IPv4 addresses.
+fn in_of(n: usize) -> String {
+    let members: Vec<String> = (0..n)
+        .map(|i| format!("'10.{}.{}.{}'", i / 65536 % 256, i / 256 % 256, i % 256))
+        .collect();
+    format!("[ipv4-addr:value IN ({})]", members.join(", "))
+}
+
+#[test]
+fn expansion_is_capped_with_a_named_skip() {
+    let ip = |v: &str| ioc(IocKind::Ipv4, v);
+    // 20,000 members: skipped whole, by name, before any member is turned into an IOC.
+    let huge = in_of(20_000);
+    assert_eq!(expanded(&huge), Err(SkipReason::TooManyMembers));
+    assert_eq!(classify_str(&huge, true), Err(SkipReason::TooManyMembers));
+    assert_eq!(SkipReason::TooManyMembers.code(), "too_many_members");
+    // Up to the default cap everything expands, de-duplicated.
+    let at_cap = in_of(DEFAULT_EXPAND_MAX);
+    assert_eq!(
+        expanded(&at_cap).map(|v| v.len()),
+        Ok(DEFAULT_EXPAND_MAX),
+        "the default cap itself is allowed"
+    );
+    assert_eq!(
+        expanded(&in_of(DEFAULT_EXPAND_MAX + 1)),
+        Err(SkipReason::TooManyMembers)
+    );
+    // The cap is configurable and counts members as written: repeats count too.
+    let repeated = "[ipv4-addr:value IN ('10.0.0.1', '10.0.0.1', '10.0.0.1')]";
+    assert_eq!(
+        classify_str_max(repeated, Some(2)),
+        Err(SkipReason::TooManyMembers)
+    );
+    assert_eq!(
+        classify_str_max(repeated, Some(3)),
+        Ok(vec![ip("10.0.0.1")])
+    );
+    // Across ORs as well as inside an IN.
+    let or = "[ipv4-addr:value = '10.0.0.1'] OR [ipv4-addr:value IN ('10.0.0.2', '10.0.0.3')]";
+    assert_eq!(
+        classify_str_max(or, Some(2)),
+        Err(SkipReason::TooManyMembers)
+    );
+    assert_eq!(classify_str_max(or, Some(3)).map(|v| v.len()), Ok(3));
+    // Without expansion the cap plays no part: a single comparison is one IOC.
+    assert_eq!(
+        classify_str_max("[ipv4-addr:value = '10.0.0.1']", None),
+        Ok(vec![ip("10.0.0.1")])
     );
 }

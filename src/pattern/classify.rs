@@ -9,6 +9,7 @@ use super::ast::{
 use super::semantic::HashAlgo;
 use crate::ioc::{Ioc, IocKind};
 use crate::skip::SkipReason;
+use std::collections::HashSet;
 
 /// The IOC kind an object path maps to, if it is one we push: `file:hashes.<MD5|SHA-1|SHA1|
 /// SHA-256|SHA256>` (any quoting and letter case of the algorithm), and `value` of
@@ -137,15 +138,27 @@ fn expandable(test: &Test) -> Option<(IocKind, &[Literal])> {
     }
 }
 
+/// How many members an expansion may name by default (`pipeline.expand_max`): an indicator is one
+/// analyst's statement, and past this it is more likely a dumped list than a campaign, and every
+/// member costs a state row and a sink call per sink.
+pub const DEFAULT_EXPAND_MAX: usize = 1000;
+
+/// [`classify_expanded_max`] with [`DEFAULT_EXPAND_MAX`].
+pub fn classify_expanded(pattern: &Pattern) -> Result<Vec<Ioc>, SkipReason> {
+    classify_expanded_max(pattern, DEFAULT_EXPAND_MAX)
+}
+
 /// Like [`classify`], but a pattern that is only an OR of `=` comparisons on supported paths
 /// (inside one observation or across observations) and/or `IN (…)` sets on supported paths
 /// becomes every IOC it names, de-duplicated, in order of appearance.
 ///
+/// More than `max` members (counted as written, before de-duplication, so the work done for a
+/// pattern is bounded by `max` whatever it repeats) skips the pattern as `too_many_members`.
 /// Within an expansion, empty-file hashes are dropped (they are never pushed); any other bad
 /// member value skips the whole pattern with that member's reason, so a half-valid indicator is
 /// visible rather than silently trimmed. An expansion with no value left is `empty_file_hash` if
 /// that is why, `invalid_value` for an empty `IN ()`. Every other shape gets [`classify`]'s answer.
-pub fn classify_expanded(pattern: &Pattern) -> Result<Vec<Ioc>, SkipReason> {
+pub fn classify_expanded_max(pattern: &Pattern, max: usize) -> Result<Vec<Ioc>, SkipReason> {
     let mut tests = Vec::new();
     let or_only = collect_or_observations(&pattern.root, &mut tests);
     let members: Option<Vec<_>> = if or_only {
@@ -156,13 +169,19 @@ pub fn classify_expanded(pattern: &Pattern) -> Result<Vec<Ioc>, SkipReason> {
     let Some(members) = members else {
         return classify(pattern).map(|ioc| vec![ioc]);
     };
+    let count: usize = members.iter().map(|(_, values)| values.len()).sum();
+    if count > max {
+        return Err(SkipReason::TooManyMembers);
+    }
     let mut iocs: Vec<Ioc> = Vec::new();
+    // A set beside the ordered list: `Vec::contains` made de-duplication quadratic.
+    let mut seen: HashSet<Ioc> = HashSet::with_capacity(count);
     let mut dropped_empty = false;
     for (kind, values) in members {
         for lit in values {
             match literal_ioc(kind, lit) {
                 Ok(ioc) => {
-                    if !iocs.contains(&ioc) {
+                    if seen.insert(ioc.clone()) {
                         iocs.push(ioc);
                     }
                 }

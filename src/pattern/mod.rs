@@ -41,7 +41,9 @@ pub use ast::{
     ObjectPath, ObservationExpr, ObservationKind, ObservationOp, PathStep, Pattern, Qualifier,
     QualifierKind, Span, StringOp, Test,
 };
-pub use classify::{classify, classify_expanded, supported_kind};
+pub use classify::{
+    classify, classify_expanded, classify_expanded_max, supported_kind, DEFAULT_EXPAND_MAX,
+};
 pub use error::ParseError;
 pub use parser::{parse, MAX_NESTING};
 pub use report::{
@@ -53,12 +55,17 @@ use crate::ioc::Ioc;
 use crate::skip::SkipReason;
 
 /// Parses and classifies in one step. A parse error is [`SkipReason::Invalid`]. Without `expand`
-/// the result holds exactly one IOC; with it, see [`classify_expanded`].
+/// the result holds exactly one IOC; with it, see [`classify_expanded`] (default member cap).
 pub fn classify_str(input: &str, expand: bool) -> Result<Vec<Ioc>, SkipReason> {
+    classify_str_max(input, expand.then_some(DEFAULT_EXPAND_MAX))
+}
+
+/// Like [`classify_str`]; `expand_max` is `None` for no expansion, else the member cap of
+/// [`classify_expanded_max`] (`pipeline.expand_max`).
+pub fn classify_str_max(input: &str, expand_max: Option<usize>) -> Result<Vec<Ioc>, SkipReason> {
     let pattern = parse(input).map_err(|_| SkipReason::Invalid)?;
-    if expand {
-        classify_expanded(&pattern)
-    } else {
-        classify(&pattern).map(|ioc| vec![ioc])
+    match expand_max {
+        Some(max) => classify_expanded_max(&pattern, max),
+        None => classify(&pattern).map(|ioc| vec![ioc]),
     }
 }

@@ -216,6 +216,7 @@ impl Pipeline {
             .collect();
         let classify = ClassifyOptions {
             expand_or: cfg.expand_or,
+            expand_max: cfg.expand_max,
             expired_at: None,
         };
         let cfg_keep_expired = cfg.keep_expired;

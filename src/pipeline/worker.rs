@@ -43,11 +43,19 @@ impl DeadLetters {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(err)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&self.path).map_err(err)?;
+        // Owner only, whatever the umask: a dead letter carries indicator ids, values and metadata.
+        // Narrowed on every write, so a file from before this rule is fixed too.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(err)?;
+        }
         writeln!(file, "{record}").map_err(err)?;
         file.sync_data().map_err(err)
     }
@@ -508,4 +516,31 @@ pub(super) async fn record_outcomes(
         tx.commit()
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ioc::IocKind;
+    use crate::sinks::jsonl::tests_support::change;
+
+    #[cfg(unix)]
+    #[test]
+    fn dead_letters_are_private_to_the_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/dead-letters.jsonl");
+        let letters = DeadLetters { path: path.clone() };
+        let rejected = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--1");
+        letters.write("jsonl", &rejected, "no").expect("write");
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        // A file left wider by an older version is narrowed at the next write.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        letters.write("jsonl", &rejected, "again").expect("write");
+        assert_eq!(mode(&path), 0o600);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 2);
+    }
 }

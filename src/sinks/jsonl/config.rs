@@ -1,14 +1,26 @@
 //! The `jsonl` config section (env `IOCSYNC_JSONL_<KEY>`).
 
+use super::fs::FileMode;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Settings of the JSONL sink.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JsonlConfig {
     /// The file records are appended to; parent directories are created. Unset: sink not configured.
     pub path: Option<PathBuf>,
+    /// The permission bits the file is created with (octal string, default `0640`).
+    pub file_mode: FileMode,
+}
+
+impl Default for JsonlConfig {
+    fn default() -> Self {
+        JsonlConfig {
+            path: None,
+            file_mode: FileMode::DEFAULT,
+        }
+    }
 }
 
 impl JsonlConfig {
@@ -49,7 +61,10 @@ mod tests {
     #[test]
     fn default_serialises_every_key() {
         let value = serde_json::to_value(JsonlConfig::default()).expect("serialise");
-        assert_eq!(value, serde_json::json!({ "path": null }));
+        assert_eq!(
+            value,
+            serde_json::json!({ "path": null, "file_mode": "0640" })
+        );
     }
 
     #[test]
@@ -57,6 +72,7 @@ mod tests {
         for bad in ["", "out/", ".."] {
             let cfg = JsonlConfig {
                 path: Some(PathBuf::from(bad)),
+                ..JsonlConfig::default()
             };
             let problems = cfg.validate();
             assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
@@ -64,6 +80,7 @@ mod tests {
         }
         let ok = JsonlConfig {
             path: Some(PathBuf::from("data/iocs.jsonl")),
+            ..JsonlConfig::default()
         };
         assert!(ok.is_configured());
         assert!(ok.validate().is_empty());

@@ -27,6 +27,14 @@ struct RecordOut<'a> {
     score: Option<u8>,
 }
 
+/// How every line we write begins (the first field of [`RecordOut`]).
+pub(crate) const RECORD_START: &[u8] = b"{\"op\":";
+
+/// Whether `line` (without its newline) is one of our records.
+pub(crate) fn is_record(line: &[u8]) -> bool {
+    serde_json::from_slice::<Record>(line).is_ok()
+}
+
 /// Appends the record of `change`, newline included, to `out`.
 pub(crate) fn write_record(out: &mut Vec<u8>, change: &Change) -> serde_json::Result<()> {
     let record = RecordOut {

@@ -23,6 +23,7 @@ mod sink;
 
 pub use config::JsonlConfig;
 pub(crate) use format::{key_of, settle_in_order, Key};
+pub use fs::FileMode;
 pub use sink::JsonlSink;
 
 /// Builders shared by the sinks' unit tests.

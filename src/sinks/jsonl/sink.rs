@@ -1,8 +1,11 @@
 //! `JsonlSink`: appends records with one write and one fsync per batch; reads the file back on resolve.
 
 use super::config::JsonlConfig;
-use super::format::{key_of, reflects, scan_last_records, settle_in_order, write_record, Scan};
-use super::fs::{blocking, parent_dir, probe_writable, sync_dir, Context, FileError};
+use super::format::{
+    is_record, key_of, reflects, scan_last_records, settle_in_order, write_record, Scan,
+    RECORD_START,
+};
+use super::fs::{blocking, parent_dir, probe_writable, set_mode, sync_dir, Context, FileError};
 use crate::sinks::{Change, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
 use std::collections::HashSet;
@@ -17,6 +20,8 @@ const SINK: &str = "jsonl";
 #[derive(Debug)]
 pub struct JsonlSink {
     path: Arc<PathBuf>,
+    /// Permission bits the file is created with (`jsonl.file_mode`).
+    file_mode: u32,
     /// Serialises appends: the tail repair and the write must not interleave with another batch.
     write_lock: tokio::sync::Mutex<()>,
 }
@@ -31,6 +36,7 @@ impl JsonlSink {
         })?;
         Ok(JsonlSink {
             path: Arc::new(path),
+            file_mode: config.file_mode.0,
             write_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -70,7 +76,8 @@ impl Sink for JsonlSink {
         } else {
             let _guard = self.write_lock.lock().await;
             let path = Arc::clone(&self.path);
-            blocking(&self.path, move || append(&path, &bytes)).await
+            let mode = self.file_mode;
+            blocking(&self.path, move || append(&path, &bytes, mode)).await
         };
         refused
             .into_iter()
@@ -134,19 +141,25 @@ fn scan_file(
 /// Appends `bytes` after the last complete line and syncs them to disk.
 ///
 /// On a failed write or sync the file is cut back to its previous length, so a retried batch is not
-/// written twice.
-fn append(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+/// written twice. A file this creates (or finds empty) gets exactly `mode`; an existing file keeps
+/// the mode someone gave it.
+fn append(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .ctx("open", path)?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    let mut file = options.open(path).ctx("open", path)?;
     let len = file.metadata().ctx("stat", path)?.len();
-    let start = cut_torn_tail(&mut file, len).ctx("repair the last line of", path)?;
+    if len == 0 {
+        // The umask narrowed the creation mode; the documented mode is the configured one.
+        set_mode(&file, mode).ctx("set the mode of", path)?;
+    }
+    let start = repair_point(&mut file, len, path)?;
+    if start < len {
+        file.set_len(start).ctx("repair the last line of", path)?;
+    }
     if start < len {
         tracing::warn!(
             path = %path.display(),
@@ -171,29 +184,63 @@ fn append(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     Ok(())
 }
 
-/// Truncates the file after its last newline; returns the resulting length.
-fn cut_torn_tail(file: &mut File, len: u64) -> std::io::Result<u64> {
-    const CHUNK: u64 = 64 * 1024;
-    let mut end = len;
-    let mut buf = vec![0u8; CHUNK as usize];
-    while end > 0 {
-        let start = end.saturating_sub(CHUNK);
-        let chunk = &mut buf[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(chunk)?;
-        if let Some(pos) = chunk.iter().rposition(|&b| b == b'\n') {
-            let keep = start + pos as u64 + 1;
-            if keep < len {
-                file.set_len(keep)?;
-            }
-            return Ok(keep);
-        }
-        end = start;
+/// How much of the file's end is read to find its last line: far more than any record we write, so
+/// a last line longer than this is not ours.
+const TAIL_WINDOW: u64 = 1 << 20;
+
+/// Where the next append starts: after the last complete line, so a line torn by a crash is cut.
+///
+/// The path may name a file we did not write (a typo, or a symlink pointing at something else):
+/// cutting or appending to that would destroy someone's data. So, before anything is cut or
+/// appended, the file must look like ours: its last non-blank complete line parses as a record, and
+/// a torn tail (or a file that is one torn line) starts the way a record does. Otherwise the append
+/// is refused with an error naming the path, and the file is left as it is.
+fn repair_point(file: &mut File, len: u64, path: &Path) -> Result<u64, FileError> {
+    if len == 0 {
+        return Ok(0);
     }
-    if len > 0 {
-        file.set_len(0)?;
+    let start = len.saturating_sub(TAIL_WINDOW);
+    let mut tail = vec![0u8; (len - start) as usize];
+    file.seek(SeekFrom::Start(start))
+        .and_then(|_| file.read_exact(&mut tail))
+        .ctx("read the end of", path)?;
+    let refuse = |why: &str| {
+        FileError::new(
+            "append to",
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not an iocsync JSONL file ({why}); move it away or set jsonl.path to another file"),
+            ),
+        )
+    };
+    let (complete, torn) = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(pos) => tail.split_at(pos + 1),
+        None if start > 0 => return Err(refuse("its last line is longer than any record")),
+        None => tail.split_at(0),
+    };
+    let record_like = torn.starts_with(RECORD_START) || RECORD_START.starts_with(torn);
+    if !record_like {
+        return Err(refuse(
+            "its unfinished last line is not the start of a record",
+        ));
     }
-    Ok(0)
+    // The first line of the window may be cut at its start; it is only read when the window holds
+    // the whole file.
+    let mut lines: Vec<&[u8]> = complete.split(|&b| b == b'\n').collect();
+    lines.pop(); // after the final newline
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    match lines
+        .iter()
+        .rev()
+        .find(|line| !line.iter().all(u8::is_ascii_whitespace))
+    {
+        Some(line) if !is_record(line) => Err(refuse("its last line is not an iocsync record")),
+        None if start > 0 => Err(refuse("its last megabyte holds no record")),
+        _ => Ok(start + complete.len() as u64),
+    }
 }
 
 #[cfg(test)]
@@ -206,6 +253,7 @@ mod tests {
     fn sink(dir: &tempfile::TempDir) -> JsonlSink {
         JsonlSink::new(&JsonlConfig {
             path: Some(dir.path().join("sub/out.jsonl")),
+            ..JsonlConfig::default()
         })
         .expect("sink")
     }
@@ -266,16 +314,23 @@ mod tests {
         assert!(sink.apply(&[]).await.is_empty());
     }
 
+    fn line(op: ChangeOp, value: &str) -> String {
+        let mut out = Vec::new();
+        write_record(&mut out, &change(op, IocKind::Md5, value, "indicator--1")).expect("encode");
+        String::from_utf8(out).expect("utf-8")
+    }
+
     #[test]
     fn append_leaves_the_bytes_on_disk_and_cuts_a_torn_tail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("out.jsonl");
-        std::fs::write(&path, "{\"op\":\"create\"}\n{\"op\":\"cre").expect("seed");
-        append(&path, b"{\"op\":\"delete\"}\n").expect("append");
+        let (first, second) = (line(ChangeOp::Create, "aa"), line(ChangeOp::Delete, "aa"));
+        std::fs::write(&path, format!("{first}{}", &second[..20])).expect("seed");
+        append(&path, second.as_bytes(), 0o640).expect("append");
         // Reading through a fresh handle shows what reached the file, after sync_data.
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
-            "{\"op\":\"create\"}\n{\"op\":\"delete\"}\n"
+            format!("{first}{second}")
         );
     }
 
@@ -283,10 +338,39 @@ mod tests {
     fn a_file_that_is_one_torn_line_is_emptied() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("out.jsonl");
-        // Longer than one backwards-scan chunk, with no newline at all.
-        std::fs::write(&path, "x".repeat(150_000)).expect("seed");
-        append(&path, b"{}\n").expect("append");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{}\n");
+        let record = line(ChangeOp::Create, "aa");
+        for torn in [&record[..3], &record[..record.len() - 2]] {
+            std::fs::write(&path, torn).expect("seed");
+            append(&path, record.as_bytes(), 0o640).expect("append");
+            assert_eq!(std::fs::read_to_string(&path).expect("read"), record);
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_ours_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out.jsonl");
+        let record = line(ChangeOp::Create, "aa");
+        for content in [
+            // A config file without a final newline: its last line would have been cut.
+            "root:x:0:0:root:/root:/bin/bash\nbin:x:1:1:bin:/bin:/sbin/nologin".to_owned(),
+            // Complete lines that are not records: appended to, before.
+            "[section]\nkey = value\n".to_owned(),
+            // Our records, then someone else's line.
+            format!("{record}not json\n"),
+            // One long line with no newline at all: emptied, before.
+            "x".repeat(150_000),
+        ] {
+            std::fs::write(&path, &content).expect("seed");
+            let err = append(&path, record.as_bytes(), 0o640).expect_err("refused");
+            let text = err.to_sink_error(SINK).to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("not an iocsync JSONL file"), "{text}");
+            assert_eq!(std::fs::read_to_string(&path).expect("read"), content);
+        }
+        // Blank lines after our records are fine.
+        std::fs::write(&path, format!("{record}\n")).expect("seed");
+        append(&path, record.as_bytes(), 0o640).expect("append");
     }
 
     #[tokio::test]
@@ -295,6 +379,7 @@ mod tests {
         // The "file" is a directory: opening it for writing fails.
         let sink = JsonlSink::new(&JsonlConfig {
             path: Some(dir.path().to_path_buf()),
+            ..JsonlConfig::default()
         })
         .expect("sink");
         let outcomes = sink

@@ -1,5 +1,6 @@
 //! The `zeek` config section (env `IOCSYNC_ZEEK_<KEY>`).
 
+use crate::sinks::jsonl::fs::FileMode;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub struct ZeekConfig {
     /// `meta.url` when the indicator has no source URL: `{indicator_id}` and `{internal_id}` are
     /// replaced (a row whose template needs a missing `{internal_id}` gets no URL).
     pub url_template: Option<String>,
+    /// The permission bits of the intel file (octal string, default `0640`); the sidecar state is
+    /// always 0600.
+    pub file_mode: FileMode,
 }
 
 impl Default for ZeekConfig {
@@ -57,6 +61,7 @@ impl Default for ZeekConfig {
             rewrite_interval: Duration::from_secs(3600),
             source_name: "iocsync".to_owned(),
             url_template: None,
+            file_mode: FileMode::DEFAULT,
         }
     }
 }
@@ -160,6 +165,7 @@ mod tests {
                 "rewrite_interval": "1h",
                 "source_name": "iocsync",
                 "url_template": null,
+                "file_mode": "0640",
             })
         );
         assert!(!ZeekConfig::default().is_configured());

@@ -3,7 +3,10 @@
 use super::config::{expand_url_template, Removal, ZeekConfig};
 use super::format::{header, push_row, Row};
 use super::state::{LiveSet, Undo};
-use crate::sinks::jsonl::fs::{blocking, parent_dir, probe_writable, sync_dir, Context, FileError};
+use crate::sinks::jsonl::fs::{
+    blocking, create_temp_beside, parent_dir, probe_writable, set_mode, sync_dir, Context,
+    FileError,
+};
 use crate::sinks::jsonl::settle_in_order;
 use crate::sinks::{Change, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
@@ -27,6 +30,8 @@ struct Settings {
     rewrite_interval: Duration,
     source_name: String,
     url_template: Option<String>,
+    /// Permission bits of the intel file (`zeek.file_mode`).
+    file_mode: u32,
 }
 
 /// The mutable part, behind one async mutex: batches, resolve and maintenance never interleave.
@@ -55,16 +60,6 @@ fn state_path_for(intel_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A hidden temp name next to `path`; fixed, so a crash leaves at most one behind and the next write
-/// reuses it.
-fn temp_path_for(path: &Path) -> PathBuf {
-    let name = path.file_name().map(OsString::from).unwrap_or_default();
-    let mut temp = OsString::from(".");
-    temp.push(name);
-    temp.push(".iocsync-tmp");
-    parent_dir(path).join(temp)
-}
-
 impl ZeekSink {
     /// Builds the sink and loads the sidecar state (blocking, once at start-up). A missing sidecar is
     /// an empty set; an unreadable one is an error, since starting empty would forget what Zeek holds.
@@ -84,6 +79,7 @@ impl ZeekSink {
             rewrite_interval: config.rewrite_interval,
             source_name: config.source_name.clone(),
             url_template: config.url_template.clone(),
+            file_mode: config.file_mode.0,
         };
         Ok(ZeekSink {
             settings: Arc::new(settings),
@@ -310,8 +306,9 @@ fn persist(s: &Settings, live: &LiveSet) -> Result<(), FileError> {
     let json = live
         .to_json()
         .map_err(|e| FileError::new("encode state for", &s.state_path, std::io::Error::other(e)))?;
-    write_atomically(&s.state_path, &json)?;
-    write_atomically(&s.intel_path, render(s, live).as_bytes())
+    // The sidecar is iocsync's own; only the intel file is for Zeek to read.
+    write_atomically(&s.state_path, &json, 0o600)?;
+    write_atomically(&s.intel_path, render(s, live).as_bytes(), s.file_mode)
 }
 
 /// The intel file's text.
@@ -344,16 +341,16 @@ fn render(s: &Settings, live: &LiveSet) -> String {
     out
 }
 
-/// Temp file in the same directory, write, fsync, rename over `path`, fsync the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+/// A new temp file in the same directory (random name, exclusive creation: see
+/// [`create_temp_beside`]), write, fsync, rename over `path`, fsync the directory. The rename
+/// replaces a symlink at `path` itself rather than writing through it. The file gets exactly `mode`.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
-    let temp = temp_path_for(path);
-    let result = std::fs::File::create(&temp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
+    let (mut file, temp) = create_temp_beside(path, "iocsync-tmp")?;
+    let result = set_mode(&file, mode)
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| file.sync_all())
         .ctx("write", &temp)
         .and_then(|()| std::fs::rename(&temp, path).ctx("rename into", path));
     if result.is_err() {
@@ -486,6 +483,32 @@ mod tests {
         names.sort();
         assert_eq!(names, ["intel.dat", "intel.dat.iocsync.json"]);
         assert_eq!(rows(&sink).len(), 3);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_symlink_planted_at_a_temp_name_does_not_redirect_the_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let target = elsewhere.path().join("precious");
+        std::fs::write(&target, "keep me").expect("seed");
+        // The names the writer used before (fixed) and any other guess in the same shape.
+        for name in [
+            ".intel.dat.iocsync-tmp",
+            ".intel.dat.iocsync.json.iocsync-tmp",
+            ".intel.dat.0000000000000000.iocsync-tmp",
+        ] {
+            std::os::unix::fs::symlink(&target, dir.path().join(name)).expect("symlink");
+        }
+        let sink = sink(&dir, Removal::Tombstone);
+        let c = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--1");
+        all_applied(&sink.apply_at(&[c], t(0)).await, 1);
+        assert_eq!(rows(&sink).len(), 1);
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me");
+        for name in ["intel.dat", "intel.dat.iocsync.json"] {
+            let meta = std::fs::symlink_metadata(dir.path().join(name)).expect("stat");
+            assert!(meta.file_type().is_file(), "{name} is a regular file");
+        }
     }
 
     #[tokio::test]

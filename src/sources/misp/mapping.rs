@@ -34,8 +34,9 @@ pub const SUPPORTED_TYPES: &[&str] = &[
 pub struct MapOptions {
     /// `misp.only_to_ids`.
     pub only_to_ids: bool,
-    /// Expand a `stix2-pattern` that is only an OR of equalities (`pipeline.expand_or`).
-    pub expand_or: bool,
+    /// Expand a `stix2-pattern` that is only an OR of equalities (`pipeline.expand_or`), with
+    /// this member cap (`pipeline.expand_max`); `None`: no expansion.
+    pub expand: Option<usize>,
     /// The MISP base URL, for links back to the event.
     pub base_url: String,
 }
@@ -78,7 +79,7 @@ pub fn map_attribute(
     let (iocs, skip) = match gate(attr, from_disabled_feed, opts) {
         Gate::Deleted => (Vec::new(), None),
         Gate::Skip(reason) => (Vec::new(), Some(reason)),
-        Gate::Open => match iocs_of(&attr.kind, &attr.value, opts.expand_or) {
+        Gate::Open => match iocs_of(&attr.kind, &attr.value, opts.expand) {
             Ok(iocs) => (iocs, None),
             Err(reason) => (Vec::new(), Some(reason)),
         },
@@ -113,7 +114,7 @@ fn ip(raw: &str) -> Result<Ioc, SkipReason> {
 }
 
 /// The IOCs of a supported type's value, or why there are none.
-pub fn iocs_of(kind: &str, value: &str, expand_or: bool) -> Result<Vec<Ioc>, SkipReason> {
+pub fn iocs_of(kind: &str, value: &str, expand: Option<usize>) -> Result<Vec<Ioc>, SkipReason> {
     let one = |r: Result<Ioc, SkipReason>| r.map(|ioc| vec![ioc]);
     match kind {
         "md5" => one(Ioc::new(IocKind::Md5, value)),
@@ -146,7 +147,7 @@ pub fn iocs_of(kind: &str, value: &str, expand_or: bool) -> Result<Vec<Ioc>, Ski
                 _ => Ok(iocs),
             }
         }
-        "stix2-pattern" => crate::pattern::classify_str(value.trim(), expand_or),
+        "stix2-pattern" => crate::pattern::classify_str_max(value.trim(), expand),
         _ => Err(SkipReason::UnsupportedType),
     }
 }
@@ -216,13 +217,13 @@ mod tests {
     fn opts() -> MapOptions {
         MapOptions {
             only_to_ids: true,
-            expand_or: false,
+            expand: None,
             base_url: "https://misp.example/".into(),
         }
     }
 
     fn values(kind: &str, value: &str) -> Result<Vec<(String, String)>, SkipReason> {
-        iocs_of(kind, value, false).map(|v| {
+        iocs_of(kind, value, None).map(|v| {
             v.into_iter()
                 .map(|i| (i.kind.as_str().to_string(), i.value))
                 .collect()

@@ -152,7 +152,7 @@ impl MispSource {
         })?;
         let opts = MapOptions {
             only_to_ids: cfg.only_to_ids,
-            expand_or: false,
+            expand: None,
             base_url: client.base_url(),
         };
         Ok(MispSource {
@@ -166,9 +166,10 @@ impl MispSource {
         })
     }
 
-    /// Expands `stix2-pattern` ORs of equalities into several IOCs (`pipeline.expand_or`).
-    pub fn with_expand_or(mut self, expand: bool) -> Self {
-        self.opts.expand_or = expand;
+    /// Expands `stix2-pattern` ORs of equalities into several IOCs (`pipeline.expand_or`), up to
+    /// `max` members (`pipeline.expand_max`); `None`: no expansion.
+    pub fn with_expansion(mut self, max: Option<usize>) -> Self {
+        self.opts.expand = max;
         self
     }
 
