@@ -3,9 +3,9 @@
 //! and the bounded property tests over arbitrary bytes in `tests/fuzz_decoders.rs` (in CI). Each
 //! function panics when a property fails; returning normally is a pass.
 
-use crate::classify::{classify_object, ClassifyOptions};
 use crate::model::{EventKind, Payload};
 use crate::pattern::{classify, classify_expanded, parse, report};
+use crate::pipeline::classify::{classify_object, ClassifyOptions};
 use crate::sources::misp::mapping::{map_attribute, MapOptions};
 use crate::sources::misp::wire::{attributes_of, Attribute};
 use crate::sources::opencti::event::{decode_event, decode_frame, position_of};

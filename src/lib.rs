@@ -8,10 +8,14 @@
 //! - [`ioc`] — the IOC kinds and the normalisation/validation rules of each.
 //! - [`skip`] — every reason an event does not become an IOC, with stable codes.
 //! - [`model`] — the events, indicator states and metadata that flow between stages.
-//! - [`classify`] — a STIX object → an indicator's desired IOCs and metadata, or a named skip.
-//! - [`planner`] — desired IOCs vs what each sink holds → create/update/delete changes (ref-counted).
-//! - [`pipeline`] — micro-batches, per-sink batching, retries, dead letters, accounting, checkpoints.
-//! - [`state`] — the SQLite state: checkpoint, indicators, holders, sink entries, intents, runs.
+//! - [`pipeline`] — the flow from source events to sink calls, one stage per file:
+//!   [`pipeline::classify`] (a STIX object → an indicator's desired IOCs and metadata, or a named
+//!   skip), [`pipeline::plan`] (desired IOCs vs what each sink holds → ref-counted
+//!   create/update/delete changes, intents written first), [`pipeline::apply`] (changes to a sink
+//!   in batches, retries, outcomes, dead letters); `pipeline/mod.rs` batches events, overlaps
+//!   planning with applying, accounts for every event and moves checkpoints.
+//! - [`state`] — the SQLite state: checkpoint, indicators, holders, sink entries, intents, runs,
+//!   expiry index; one file per concern under `state/`.
 //! - [`config`] — figment: defaults < config.yml < env (OpenCTI connector names), validation.
 //! - [`app`] — the commands behind the CLI (run, check, state, runs).
 //! - [`cli_s1`] — `iocsync s1 list|add|update|delete`: the SentinelOne IOC manager for analysts.
@@ -26,7 +30,6 @@
 //!   targets and the bounded property tests in CI.
 
 pub mod app;
-pub mod classify;
 pub mod cli_misp;
 pub mod cli_s1;
 pub mod config;
@@ -38,7 +41,6 @@ pub mod metrics;
 pub mod model;
 pub mod pattern;
 pub mod pipeline;
-pub mod planner;
 pub mod remote;
 pub mod secret;
 pub mod sinks;

@@ -132,3 +132,50 @@ pub struct IocMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_url: Option<String>,
 }
+
+/// One change for one sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The durable intent id; unique across the state database.
+    pub intent_id: i64,
+    /// What to do.
+    pub op: ChangeOp,
+    /// The IOC concerned.
+    pub ioc: Ioc,
+    /// The source indicator the sink entry belongs to (S1 `externalId`).
+    pub indicator_id: String,
+    /// The id the sink gave the entry when it was created, if known (S1 uuid, Sekoia indicator id).
+    pub remote_id: Option<String>,
+    /// Metadata to send (creates and updates; on deletes, what was sent at create time).
+    pub meta: IocMeta,
+}
+
+/// The operation a change asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    /// Create the IOC in the sink.
+    Create,
+    /// Refresh its metadata (only for sinks whose `supports_update()` is true).
+    Update,
+    /// Remove (or revoke) it.
+    Delete,
+}
+
+impl ChangeOp {
+    /// Lower-case name for logs, metrics and the dead-letter file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Create => "create",
+            ChangeOp::Update => "update",
+            ChangeOp::Delete => "delete",
+        }
+    }
+}
+
+/// An RFC 3339 time (STIX timestamps are RFC 3339 in UTC).
+pub fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}

@@ -9,23 +9,25 @@
 //! call, so a crash at any point leaves either nothing to do or intents that
 //! [`Pipeline::resolve_leftovers`] settles at the next start.
 
+pub mod apply;
+pub mod classify;
 mod collect;
+pub mod plan;
 mod stats;
-mod worker;
 
 pub use stats::{RunStats, SinkStats};
 
+use apply::{DeadLetters, SinkWorker, WorkerReport};
 use collect::collect;
-use worker::{DeadLetters, SinkWorker, WorkerReport};
 
-use crate::classify::{classify_object, Classified, ClassifyOptions};
 use crate::config::PipelineConfig;
 use crate::metrics;
 use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
-use crate::planner::{plan_indicator, InFlight, PlanError, Planned, SinkCaps};
 use crate::sinks::{Change, ChangeOp, Sink, SinkError};
 use crate::skip::SkipReason;
 use crate::state::{State, StateError};
+use classify::{classify_object, Classified, ClassifyOptions};
+use plan::{plan_indicator, InFlight, PlanError, Planned, SinkCaps};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

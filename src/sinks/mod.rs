@@ -1,4 +1,5 @@
-//! The `Sink` boundary: what every destination implements, and the change / outcome types that cross it.
+//! The `Sink` boundary: what every destination implements, and the outcome types it answers with
+//! (the [`Change`]s it is given are data of [`crate::model`]).
 //!
 //! A sink speaks its vendor's API and nothing else: batching, retries, backoff, dead-lettering and
 //! accounting belong to the pipeline.
@@ -8,51 +9,9 @@ pub mod sekoia;
 pub mod sentinelone;
 pub mod zeek;
 
-use crate::ioc::Ioc;
-use crate::model::IocMeta;
+pub use crate::model::{Change, ChangeOp};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-/// One change for one sink.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    /// The durable intent id; unique across the state database.
-    pub intent_id: i64,
-    /// What to do.
-    pub op: ChangeOp,
-    /// The IOC concerned.
-    pub ioc: Ioc,
-    /// The source indicator the sink entry belongs to (S1 `externalId`).
-    pub indicator_id: String,
-    /// The id the sink gave the entry when it was created, if known (S1 uuid, Sekoia indicator id).
-    pub remote_id: Option<String>,
-    /// Metadata to send (creates and updates; on deletes, what was sent at create time).
-    pub meta: IocMeta,
-}
-
-/// The operation a change asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChangeOp {
-    /// Create the IOC in the sink.
-    Create,
-    /// Refresh its metadata (only for sinks whose `supports_update()` is true).
-    Update,
-    /// Remove (or revoke) it.
-    Delete,
-}
-
-impl ChangeOp {
-    /// Lower-case name for logs, metrics and the dead-letter file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeOp::Create => "create",
-            ChangeOp::Update => "update",
-            ChangeOp::Delete => "delete",
-        }
-    }
-}
 
 /// What became of one change; `apply` returns one per input change, in order.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 use crate::ioc::{Ioc, IocKind};
 use crate::model::{IndicatorState, IocMeta};
 use crate::sinks::{Change, ChangeOp};
-use crate::state::{change_for, EntryStatus, SinkEntry, StateError, Tx};
+use crate::state::{EntryStatus, SinkEntry, StateError, Tx};
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -348,6 +348,18 @@ fn metadata_equal(a: &IocMeta, b: &IocMeta) -> bool {
         && a.score == b.score
         && a.labels == b.labels
         && a.kill_chain_phases == b.kill_chain_phases
+}
+
+/// A change of an op for an entry.
+fn change_for(op: ChangeOp, entry: &SinkEntry) -> Change {
+    Change {
+        intent_id: 0,
+        op,
+        ioc: entry.ioc.clone(),
+        indicator_id: entry.indicator_id.clone(),
+        remote_id: entry.remote_id.clone(),
+        meta: entry.meta.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The classifier: a STIX object from a source event → the indicator's desired IOCs and metadata, or a
 //! named skip. Pure, no I/O, and the only place outside `pattern` that reads STIX.
 
-use crate::model::{EventKind, IndicatorState, IocMeta};
+use crate::model::{parse_time, EventKind, IndicatorState, IocMeta};
 use crate::pattern;
 use crate::skip::SkipReason;
 use serde_json::Value;
@@ -117,13 +117,6 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
         Ok(_) => gone(Some(SkipReason::Compound)),
         Err(reason) => gone(Some(reason)),
     }
-}
-
-/// An RFC 3339 time (STIX timestamps are RFC 3339 in UTC).
-pub fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 fn string_field(obj: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
