@@ -104,7 +104,14 @@ impl From<PipelineError> for AppError {
 
 impl From<crate::state::StateError> for AppError {
     fn from(e: crate::state::StateError) -> Self {
-        AppError::Other(e.to_string())
+        match e {
+            // Not something a retry fixes: the configuration points at another version's state.
+            crate::state::StateError::NewerSchema { .. } => AppError::problems(vec![Problem {
+                key: "state.dir".to_string(),
+                message: e.to_string(),
+            }]),
+            _ => AppError::Other(e.to_string()),
+        }
     }
 }
 

@@ -1101,3 +1101,40 @@ fn an_unreadable_secret_file_is_a_configuration_error_naming_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_state_written_by_a_newer_iocsync_is_refused_with_exit_2_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    run_ok(
+        iocsync(dir.path())
+            .arg("run")
+            .env("IOCSYNC_FILE_PATH", fixture("opencti/small.sse"))
+            .env("IOCSYNC_STATE_DIR", &state_dir)
+            .env("IOCSYNC_JSONL_PATH", dir.path().join("out.jsonl")),
+    );
+    let db = state_dir.join(iocsync::state::DB_FILE);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute("UPDATE meta SET value='99' WHERE key='schema'", [])
+        .expect("from the future");
+    drop(conn);
+    for args in [vec!["run"], vec!["state", "show"]] {
+        let out = iocsync(dir.path())
+            .args(&args)
+            .env("IOCSYNC_FILE_PATH", fixture("opencti/small.sse"))
+            .env("IOCSYNC_STATE_DIR", &state_dir)
+            .env("IOCSYNC_JSONL_PATH", dir.path().join("out.jsonl"))
+            .output()
+            .expect("run");
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("newer iocsync"), "{args:?}: {stderr}");
+    }
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let version: String = conn
+        .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+            r.get(0)
+        })
+        .expect("schema row");
+    assert_eq!(version, "99", "the database was not touched");
+}

@@ -3,7 +3,7 @@
 
 use super::{parse_json, State, StateError, StoredIndicator};
 use crate::model::IocMeta;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 /// When an indicator stops being valid, in epoch ms (`None`: open-ended or unreadable).
 pub(super) fn expiry_ms(meta: &IocMeta) -> Option<i64> {
@@ -14,17 +14,8 @@ pub(super) fn expiry_ms(meta: &IocMeta) -> Option<i64> {
 }
 
 impl State {
-    /// Databases written before the expiry table existed: fill it once from the stored metadata.
+    /// Fills the expiry index from the metadata the indicators hold (the migration to version 2).
     pub(super) fn backfill_expiry(&self) -> Result<(), StateError> {
-        const DONE: &str = "expiry_index";
-        let done: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key=?1", [DONE], |r| r.get(0))
-            .optional()
-            .map_err(self.err())?;
-        if done.is_some() {
-            return Ok(());
-        }
         let rows: Vec<(String, String)> = {
             let mut st = self
                 .conn
@@ -46,12 +37,6 @@ impl State {
                     .map_err(self.err())?;
             }
         }
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, '1')",
-                [DONE],
-            )
-            .map_err(self.err())?;
         Ok(())
     }
 
@@ -153,10 +138,10 @@ mod tests {
         };
         assert_eq!(ids(&state), ["indicator--soon"]);
 
-        // A database from before the table: emptied index, no marker; reopening rebuilds it.
+        // A database of version 1 (before the table): reopening migrates it and fills the index.
         state
             .conn
-            .execute_batch("DELETE FROM expiry; DELETE FROM meta WHERE key='expiry_index';")
+            .execute_batch("DROP TABLE expiry; UPDATE meta SET value='1' WHERE key='schema';")
             .expect("age the database");
         drop(state);
         let state = State::open(dir.path()).expect("reopen");

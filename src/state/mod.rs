@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 /// The database file name inside `state.dir`.
 pub const DB_FILE: &str = "iocsync.db";
 
-/// Bumped when the schema changes incompatibly.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this iocsync writes: 1 plus the number of migrations (`schema.rs`).
+const SCHEMA_VERSION: i64 = 1 + schema::MIGRATIONS.len() as i64;
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -68,14 +68,25 @@ pub enum StateError {
         /// The parse error.
         message: String,
     },
-    /// The database was written by an incompatible iocsync.
-    #[error("state database `{path}` has schema version {found}, this iocsync uses {expected}: run `iocsync state reset` or use another state.dir")]
-    Schema {
+    /// The database was written by a newer iocsync: this one cannot know its tables.
+    #[error("state database `{path}` has schema version {found}, written by a newer iocsync (this one knows up to {supported}): run that version, or use another state.dir; `iocsync state reset` would throw away the sinks' id map")]
+    NewerSchema {
         /// The database file.
         path: PathBuf,
         /// Version found.
         found: i64,
-        /// Version expected.
+        /// The newest version this iocsync knows.
+        supported: i64,
+    },
+    /// A read-only look at a database an older iocsync wrote and no daemon of this version has
+    /// opened (and migrated) yet.
+    #[error("state database `{path}` has schema version {found}, older than this iocsync's {expected}: it is migrated when `iocsync run` opens it")]
+    OlderSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Version found.
+        found: i64,
+        /// Version this iocsync writes.
         expected: i64,
     },
 }
@@ -236,7 +247,12 @@ impl State {
         let state = State { conn, path };
         match state.schema_version()? {
             None => Ok(None),
-            Some(found) if found != SCHEMA_VERSION => Err(StateError::Schema {
+            Some(found) if found > SCHEMA_VERSION => Err(StateError::NewerSchema {
+                path: state.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            }),
+            Some(found) if found < SCHEMA_VERSION => Err(StateError::OlderSchema {
                 path: state.path.clone(),
                 found,
                 expected: SCHEMA_VERSION,
@@ -477,13 +493,13 @@ mod tests {
             .execute("UPDATE meta SET value='999' WHERE key='schema'", [])
             .expect("bump schema");
         match State::open_read_only(dir.path()) {
-            Err(StateError::Schema { found: 999, .. }) => {}
+            Err(StateError::NewerSchema { found: 999, .. }) => {}
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a foreign schema was accepted"),
         }
         assert!(matches!(
             State::open(dir.path()),
-            Err(StateError::Schema { found: 999, .. })
+            Err(StateError::NewerSchema { found: 999, .. })
         ));
     }
 }

@@ -93,6 +93,49 @@ impl State {
     }
 
     fn create_schema(&self) -> Result<(), StateError> {
+        let found = self.schema_version()?;
+        if found.is_none() {
+            self.create_version_1()?;
+        }
+        let mut version = found.unwrap_or(1);
+        if version > SCHEMA_VERSION {
+            return Err(StateError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < 1 {
+            return Err(StateError::Corrupt {
+                path: self.path.clone(),
+                what: "schema version",
+                message: format!("unknown version {version}"),
+            });
+        }
+        while version < SCHEMA_VERSION {
+            let (to, what, migrate) = MIGRATIONS[(version - 1) as usize];
+            migrate(self)?;
+            tracing::info!(path = %self.path.display(), from = version, to, what, "state database migrated");
+            version = to;
+        }
+        // Nothing looks these up; they only cost a write per planned value (early databases of
+        // version 1 have them).
+        self.conn
+            .execute_batch(
+                "DROP INDEX IF EXISTS holder_by_indicator; DROP INDEX IF EXISTS sink_ioc_by_indicator;",
+            )
+            .map_err(self.err())?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES('schema', ?1)",
+                [SCHEMA_VERSION.to_string()],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The tables of version 1, the schema before numbered migrations; [`MIGRATIONS`] take it on.
+    fn create_version_1(&self) -> Result<(), StateError> {
         self.conn
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,32 +148,118 @@ impl State {
                  CREATE TABLE IF NOT EXISTS run(id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, started INTEGER NOT NULL, ended INTEGER NOT NULL, stats TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS listing_cache(name TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY(name, seq));
-                 -- When each indicator that holds IOCs stops being valid (epoch ms): the expiry sweep.
-                 CREATE TABLE IF NOT EXISTS expiry(indicator_id TEXT PRIMARY KEY, at INTEGER NOT NULL);
-                 CREATE INDEX IF NOT EXISTS expiry_by_time ON expiry(at);
-                 -- Nothing looks these up; they only cost a write per planned value (earlier databases have them).
-                 DROP INDEX IF EXISTS holder_by_indicator;
-                 DROP INDEX IF EXISTS sink_ioc_by_indicator;",
+                 INSERT OR REPLACE INTO meta(key, value) VALUES('schema', '1');",
+            )
+            .map_err(self.err())
+    }
+
+    /// Version 2: the expiry index, filled from what the indicators already hold.
+    fn migrate_2_expiry(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS expiry(indicator_id TEXT PRIMARY KEY, at INTEGER NOT NULL);
+                 CREATE INDEX IF NOT EXISTS expiry_by_time ON expiry(at);",
             )
             .map_err(self.err())?;
-        match self.schema_version()? {
-            None => {
-                self.conn
-                    .execute(
-                        "INSERT OR REPLACE INTO meta(key, value) VALUES('schema', ?1)",
-                        [SCHEMA_VERSION.to_string()],
-                    )
-                    .map_err(self.err())?;
-            }
-            Some(v) if v != SCHEMA_VERSION => {
-                return Err(StateError::Schema {
-                    path: self.path.clone(),
-                    found: v,
-                    expected: SCHEMA_VERSION,
-                })
-            }
-            Some(_) => {}
-        }
         self.backfill_expiry()
+    }
+}
+
+/// The migrations, in order: entry `i` takes a database from version `i + 1` to the version it
+/// names. Each runs inside the opening transaction, so a database is migrated whole or not at all.
+type Migration = (i64, &'static str, fn(&State) -> Result<(), StateError>);
+
+/// See [`Migration`]. [`SCHEMA_VERSION`] is the last version named here.
+pub(super) const MIGRATIONS: [Migration; 1] = [(2, "expiry index", State::migrate_2_expiry)];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ioc::{Ioc, IocKind};
+    use crate::model::{Change, ChangeOp, IocMeta};
+    use crate::state::{EntryStatus, SinkEntry};
+
+    /// A database of every earlier version opens, migrates and keeps the sinks' id map, the
+    /// intents and the checkpoint.
+    #[test]
+    fn every_earlier_version_is_migrated_with_its_id_map_and_intents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ioc = Ioc {
+            kind: IocKind::Domain,
+            value: "a.example".into(),
+        };
+        let meta = IocMeta {
+            valid_until: Some("2020-01-01T00:00:00Z".into()),
+            ..IocMeta::default()
+        };
+        {
+            let mut state = State::open(dir.path()).expect("create");
+            state.set_checkpoint("opencti", "7-0").expect("checkpoint");
+            let tx = state.tx().expect("tx");
+            tx.put_indicator("indicator--1", std::slice::from_ref(&ioc), &meta, None)
+                .expect("indicator");
+            tx.put_sink_entry(
+                "sentinelone",
+                &SinkEntry {
+                    ioc: ioc.clone(),
+                    indicator_id: "indicator--1".into(),
+                    remote_id: Some("s1-uuid-1".into()),
+                    status: EntryStatus::Live,
+                    meta: meta.clone(),
+                },
+            )
+            .expect("entry");
+            let change = Change {
+                intent_id: 0,
+                op: ChangeOp::Delete,
+                ioc: ioc.clone(),
+                indicator_id: "indicator--1".into(),
+                remote_id: Some("s1-uuid-1".into()),
+                meta: meta.clone(),
+            };
+            tx.insert_intent("sentinelone", change).expect("intent");
+            tx.commit().expect("commit");
+            // Back to version 1: the tables as they were before any migration.
+            state
+                .conn
+                .execute_batch("DROP TABLE expiry; UPDATE meta SET value='1' WHERE key='schema';")
+                .expect("downgrade");
+        }
+        // A reader cannot migrate: it says so instead of misreading.
+        assert!(matches!(
+            State::open_read_only(dir.path()),
+            Err(StateError::OlderSchema { found: 1, .. })
+        ));
+        let state = State::open(dir.path()).expect("migrate");
+        assert_eq!(
+            state.schema_version().expect("version"),
+            Some(SCHEMA_VERSION)
+        );
+        assert_eq!(
+            state.checkpoint("opencti").expect("read").as_deref(),
+            Some("7-0")
+        );
+        let intents = state.pending_intents().expect("intents");
+        assert_eq!(intents.len(), 1);
+        assert_eq!(intents[0].1.remote_id.as_deref(), Some("s1-uuid-1"));
+        let mut state = state;
+        let tx = state.tx().expect("tx");
+        let entry = tx
+            .sink_entry("sentinelone", IocKind::Domain, "a.example")
+            .expect("read")
+            .expect("entry kept");
+        assert_eq!(entry.remote_id.as_deref(), Some("s1-uuid-1"));
+        drop(tx);
+        let expired = state
+            .expired_indicators(chrono::Utc::now().timestamp_millis(), 10)
+            .expect("expiry");
+        assert_eq!(expired.len(), 1, "the migration filled the expiry index");
+        // Opening again changes nothing.
+        drop(state);
+        let again = State::open(dir.path()).expect("reopen");
+        assert_eq!(
+            again.schema_version().expect("version"),
+            Some(SCHEMA_VERSION)
+        );
     }
 }
