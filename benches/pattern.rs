@@ -1,6 +1,8 @@
 //! Criterion benchmarks of the STIX pattern parser: typical single-comparison patterns (hash,
 //! IPv4, URL, domain), a compound one, a long one, parse + classify for one IOC, and one line of
 //! `iocsync parse` output (parse, classify, JSON into a reused buffer).
+// criterion's group macros define public functions without doc comments.
+#![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use iocsync::pattern::{classify, classify_str, parse, write_report};

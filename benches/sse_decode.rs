@@ -1,6 +1,8 @@
 //! Criterion benchmarks of the SSE decoder shared by the OpenCTI stream and the file source: the
 //! fixture stream as the network delivers it (16 KiB chunks), and single `data:` lines of 2–16 MB,
 //! the case that was quadratic under the previous decoder. Throughput is in input bytes.
+// criterion's group macros define public functions without doc comments.
+#![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use iocsync::sources::sse::{Frame, SseDecoder, DEFAULT_MAX_EVENT_BYTES};

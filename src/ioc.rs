@@ -7,14 +7,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IocKind {
+    /// A SHA-256 file hash (64 hex digits, lower-cased).
     Sha256,
+    /// A SHA-1 file hash (40 hex digits).
     Sha1,
+    /// An MD5 file hash (32 hex digits).
     Md5,
+    /// A URL.
     Url,
+    /// A domain name (lower case, IDNA as punycode, no trailing dot).
     Domain,
     /// `hostname:value`; sinks treat it as a domain (SentinelOne `DNS`, Zeek `Intel::DOMAIN`).
     Hostname,
+    /// An IPv4 address (a `/32` is one address; wider ranges are skipped).
     Ipv4,
+    /// An IPv6 address (canonical text; `/128` is one address).
     Ipv6,
 }
 

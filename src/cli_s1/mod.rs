@@ -69,6 +69,7 @@ pub struct ListArgs {
     /// externalId (the indicator id the sink stored), or a pattern.
     #[arg(long, value_name = "ID")]
     pub external_id: Option<String>,
+    /// The filters every selecting command shares.
     #[command(flatten)]
     pub filters: CommonFilters,
     /// Show at most N IOCs.
@@ -163,6 +164,7 @@ pub struct DeleteArgs {
     /// externalIds (or patterns) to delete.
     #[arg(long, value_name = "ID", num_args = 1..)]
     pub external_id: Vec<String>,
+    /// The filters every selecting command shares.
     #[command(flatten)]
     pub filters: CommonFilters,
     /// Do not ask for confirmation.
