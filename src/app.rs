@@ -1,7 +1,7 @@
 //! The commands behind the CLI: build the configured source and sinks, run the pipeline with signal
 //! handling, probe endpoints, and read the state. `main.rs` parses arguments and calls these.
 
-use crate::config::{Config, ConfigError, Problem, SourceKind};
+use crate::config::{Config, ConfigError, Problem, SinkKind, SourceKind};
 use crate::model::SourceEvent;
 use crate::pipeline::{Pipeline, PipelineError, RunMode, RunStats};
 use crate::sinks::jsonl::JsonlSink;
@@ -154,34 +154,28 @@ pub fn build_sinks(
     kind: SourceKind,
     state: Option<&State>,
 ) -> Result<BuiltSinks, AppError> {
-    let names = cfg.sink_names().map_err(|p| AppError::problems(vec![p]))?;
+    let kinds = cfg.sink_kinds().map_err(|p| AppError::problems(vec![p]))?;
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     let mut zeek = None;
-    for name in names {
-        let sink: Arc<dyn Sink> = match name {
-            "sentinelone" => Arc::new(SentinelOneSink::new(
+    for sink_kind in kinds {
+        let sink: Arc<dyn Sink> = match sink_kind {
+            SinkKind::SentinelOne => Arc::new(SentinelOneSink::new(
                 &cfg.sentinelone_intel,
                 default_source_label(kind),
             )?),
-            "sekoia" => {
+            SinkKind::Sekoia => {
                 let sink = SekoiaSink::new(&cfg.sekoia_intel, default_source_label(kind))?;
                 if let Some(state) = state {
                     sink.set_live_count(state.live_count("sekoia")?.max(0) as u64);
                 }
                 Arc::new(sink)
             }
-            "zeek" => {
+            SinkKind::Zeek => {
                 let sink = Arc::new(ZeekSink::new(&cfg.zeek)?);
                 zeek = Some(Arc::clone(&sink));
                 sink
             }
-            "jsonl" => Arc::new(JsonlSink::new(&cfg.jsonl)?),
-            other => {
-                return Err(AppError::problems(vec![Problem {
-                    key: "sinks".into(),
-                    message: format!("sink `{other}` is not available in this build"),
-                }]))
-            }
+            SinkKind::Jsonl => Arc::new(JsonlSink::new(&cfg.jsonl)?),
         };
         sinks.push(sink);
     }
@@ -639,12 +633,8 @@ fn remotes_tls(cfg: &Config, kind: SourceKind) -> Vec<crate::remote::TlsSettings
         SourceKind::Misp => out.push(cfg.misp.tls()),
         SourceKind::File => {}
     }
-    for name in cfg.sink_names().unwrap_or_default() {
-        match name {
-            "sentinelone" => out.push(cfg.sentinelone_intel.tls()),
-            "sekoia" => out.push(cfg.sekoia_intel.tls()),
-            _ => {}
-        }
+    for sink in cfg.sink_kinds().unwrap_or_default() {
+        out.extend(cfg.sink_tls(sink));
     }
     out
 }
@@ -715,18 +705,12 @@ impl CheckFailure {
 
 /// The (address or path, credential) settings of a source or sink, for `check`'s hints.
 fn endpoint_keys(name: &str) -> (Option<&'static str>, Option<&'static str>) {
-    match name {
-        "opencti" => (Some("opencti.url"), Some("opencti.token")),
-        "misp" => (Some("misp.url"), Some("misp.key")),
-        "file" => (Some("file.path"), None),
-        "sentinelone" => (
-            Some("sentinelone_intel.url"),
-            Some("sentinelone_intel.api_key"),
-        ),
-        "sekoia" => (Some("sekoia_intel.url"), Some("sekoia_intel.apikey")),
-        "zeek" => (Some("zeek.intel_path"), None),
-        "jsonl" => (Some("jsonl.path"), None),
-        _ => (None, None),
+    let keys = SourceKind::from_name(name)
+        .map(SourceKind::endpoint_keys)
+        .or_else(|| SinkKind::from_name(name).map(SinkKind::endpoint_keys));
+    match keys {
+        Some((address, credential)) => (Some(address), credential),
+        None => (None, None),
     }
 }
 

@@ -265,8 +265,74 @@ impl SourceKind {
     }
 }
 
-/// Sink names, in the order they are documented.
-pub const SINK_NAMES: &[&str] = &["sentinelone", "sekoia", "zeek", "jsonl"];
+impl SourceKind {
+    /// The settings `check` names when the source is unreachable or refuses the credential:
+    /// (address or path, credential).
+    pub fn endpoint_keys(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            SourceKind::OpenCti => ("opencti.url", Some("opencti.token")),
+            SourceKind::Misp => ("misp.url", Some("misp.key")),
+            SourceKind::File => ("file.path", None),
+        }
+    }
+
+    /// The source kind of a config name.
+    pub fn from_name(name: &str) -> Option<SourceKind> {
+        [SourceKind::OpenCti, SourceKind::Misp, SourceKind::File]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
+/// The sinks of this build: the one list every place that handles "each sink" goes through, so
+/// adding a sink is adding a variant and answering the compiler's questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    /// SentinelOne Threat Intelligence IOCs (`sentinelone_intel`).
+    SentinelOne,
+    /// A Sekoia.io IOC collection (`sekoia_intel`).
+    Sekoia,
+    /// A Zeek Intelligence Framework file (`zeek`).
+    Zeek,
+    /// A JSONL file (`jsonl`).
+    Jsonl,
+}
+
+impl SinkKind {
+    /// Every sink, in the order they are documented.
+    pub const ALL: [SinkKind; 4] = [
+        SinkKind::SentinelOne,
+        SinkKind::Sekoia,
+        SinkKind::Zeek,
+        SinkKind::Jsonl,
+    ];
+
+    /// The name in `IOCSYNC_SINKS`, logs, metrics and the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::SentinelOne => "sentinelone",
+            SinkKind::Sekoia => "sekoia",
+            SinkKind::Zeek => "zeek",
+            SinkKind::Jsonl => "jsonl",
+        }
+    }
+
+    /// The sink of a name.
+    pub fn from_name(name: &str) -> Option<SinkKind> {
+        SinkKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The settings `check` names when the sink is unreachable or refuses the credential:
+    /// (address or path, credential).
+    pub fn endpoint_keys(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            SinkKind::SentinelOne => ("sentinelone_intel.url", Some("sentinelone_intel.api_key")),
+            SinkKind::Sekoia => ("sekoia_intel.url", Some("sekoia_intel.apikey")),
+            SinkKind::Zeek => ("zeek.intel_path", None),
+            SinkKind::Jsonl => ("jsonl.path", None),
+        }
+    }
+}
 
 /// Maps an environment variable to its config key, `None` when it is not ours.
 pub fn env_key(name: &str) -> Option<String> {
@@ -489,15 +555,44 @@ impl Config {
         }
     }
 
+    /// Whether the section of a sink is filled in.
+    fn sink_configured(&self, kind: SinkKind) -> bool {
+        match kind {
+            SinkKind::SentinelOne => self.sentinelone_intel.is_configured(),
+            SinkKind::Sekoia => self.sekoia_intel.is_configured(),
+            SinkKind::Zeek => self.zeek.is_configured(),
+            SinkKind::Jsonl => self.jsonl.is_configured(),
+        }
+    }
+
+    /// The problems of a sink's section, as `(key, message)`.
+    fn sink_problems(&self, kind: SinkKind) -> Vec<(String, String)> {
+        match kind {
+            SinkKind::SentinelOne => self.sentinelone_intel.validate(),
+            SinkKind::Sekoia => self.sekoia_intel.validate(),
+            SinkKind::Zeek => self.zeek.validate(),
+            SinkKind::Jsonl => self.jsonl.validate(),
+        }
+    }
+
+    /// The TLS settings of a sink that talks to a remote (`None` for the file sinks).
+    pub fn sink_tls(&self, kind: SinkKind) -> Option<crate::remote::TlsSettings<'_>> {
+        match kind {
+            SinkKind::SentinelOne => Some(self.sentinelone_intel.tls()),
+            SinkKind::Sekoia => Some(self.sekoia_intel.tls()),
+            SinkKind::Zeek | SinkKind::Jsonl => None,
+        }
+    }
+
     /// The sink names this configuration selects.
     pub fn sink_names(&self) -> Result<Vec<&'static str>, Problem> {
-        let configured = |name: &str| match name {
-            "sentinelone" => self.sentinelone_intel.is_configured(),
-            "sekoia" => self.sekoia_intel.is_configured(),
-            "zeek" => self.zeek.is_configured(),
-            "jsonl" => self.jsonl.is_configured(),
-            _ => false,
-        };
+        Ok(self.sink_kinds()?.into_iter().map(SinkKind::name).collect())
+    }
+
+    /// The sinks this configuration selects, in the order `IOCSYNC_SINKS` names them (else in
+    /// [`SinkKind::ALL`]'s order).
+    pub fn sink_kinds(&self) -> Result<Vec<SinkKind>, Problem> {
+        let configured = |kind: SinkKind| self.sink_configured(kind);
         match self
             .sinks
             .as_deref()
@@ -507,32 +602,31 @@ impl Config {
             Some(list) => {
                 let mut names = Vec::new();
                 for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let Some(name) = SINK_NAMES.iter().find(|n| **n == raw) else {
+                    let Some(kind) = SinkKind::from_name(raw) else {
                         return Err(Problem {
                             key: "sinks".into(),
                             message: format!(
                                 "unknown sink `{raw}` (expected one of {})",
-                                SINK_NAMES.join(", ")
+                                SinkKind::ALL.map(SinkKind::name).join(", ")
                             ),
                         });
                     };
-                    if !configured(name) {
+                    if !configured(kind) {
                         return Err(Problem {
                             key: "sinks".into(),
-                            message: format!("sink `{name}` is selected but not configured"),
+                            message: format!("sink `{raw}` is selected but not configured"),
                         });
                     }
-                    if !names.contains(name) {
-                        names.push(*name);
+                    if !names.contains(&kind) {
+                        names.push(kind);
                     }
                 }
                 Ok(names)
             }
             None => {
-                let names: Vec<&'static str> = SINK_NAMES
-                    .iter()
-                    .copied()
-                    .filter(|n| configured(n))
+                let names: Vec<SinkKind> = SinkKind::ALL
+                    .into_iter()
+                    .filter(|k| configured(*k))
                     .collect();
                 if names.is_empty() {
                     Err(Problem {
@@ -571,16 +665,10 @@ impl Config {
             Ok(SourceKind::Misp) => push(self.misp.validate()),
             Err(p) => push(vec![(p.key, p.message)]),
         }
-        match self.sink_names() {
-            Ok(names) => {
-                for name in names {
-                    match name {
-                        "sentinelone" => push(self.sentinelone_intel.validate()),
-                        "sekoia" => push(self.sekoia_intel.validate()),
-                        "zeek" => push(self.zeek.validate()),
-                        "jsonl" => push(self.jsonl.validate()),
-                        _ => {}
-                    }
+        match self.sink_kinds() {
+            Ok(kinds) => {
+                for kind in kinds {
+                    push(self.sink_problems(kind));
                 }
             }
             Err(p) => push(vec![(p.key, p.message)]),
