@@ -342,11 +342,23 @@ pub async fn run(
     }
     let source_result = join_source(source_task, shutdown.is_cancelled().then_some(drain)).await;
     let stats = match result {
+        // The pipeline recorded the interrupted run before returning.
         Some(Err(PipelineError::Interrupted)) if shutdown.is_cancelled() => {
-            recorded_interrupted_run(cfg, &pipeline).await
+            pipeline.last_run().cloned().unwrap_or_else(|| RunStats {
+                source: pipeline.stats().source.clone(),
+                errors: vec![PipelineError::Interrupted.to_string()],
+                ..RunStats::default()
+            })
         }
         Some(other) => other?,
-        None => record_abandoned_run(cfg, &pipeline, drain).await,
+        None => {
+            pipeline
+                .abandon_run(format!(
+                    "shutdown: a sink call was still running after pipeline.shutdown_timeout \
+                     ({drain:?}); its changes stay pending and are settled at the next start"
+                ))
+                .await
+        }
     };
     source_result?;
     Ok(stats)
@@ -419,81 +431,6 @@ async fn join_source(
             message: format!("source task failed: {e}"),
         })
     })
-}
-
-/// The summary the pipeline recorded when shutdown interrupted a retry wait (it then starts a new,
-/// empty run, so the summary is read back from the history).
-async fn recorded_interrupted_run(cfg: &Config, pipeline: &Pipeline) -> RunStats {
-    let source = pipeline.stats().source.clone();
-    let dir = cfg.state.dir.clone();
-    let wanted = source.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let runs = State::open(&dir)?.runs()?;
-        Ok::<_, crate::state::StateError>(
-            runs.into_iter()
-                .find(|r| r.source == wanted)
-                .and_then(|r| serde_json::from_value::<RunStats>(r.stats).ok()),
-        )
-    })
-    .await;
-    match read {
-        Ok(Ok(Some(stats))) => stats,
-        other => {
-            if let Ok(Err(e)) = other {
-                tracing::warn!(cause = %e, "cannot read the interrupted run from the history");
-            }
-            RunStats {
-                source,
-                errors: vec![PipelineError::Interrupted.to_string()],
-                ..RunStats::default()
-            }
-        }
-    }
-}
-
-/// The summary of a run abandoned when the drain bound expired mid sink call: its counts so far,
-/// with the unfinished events as pending, recorded in the history as the pipeline would.
-async fn record_abandoned_run(
-    cfg: &Config,
-    pipeline: &Pipeline,
-    drain: std::time::Duration,
-) -> RunStats {
-    let mut stats = pipeline.stats().clone();
-    let accounted = stats.applied + stats.skipped_total() + stats.dead_lettered;
-    stats.pending = stats.received.saturating_sub(accounted);
-    let now = chrono::Utc::now();
-    stats.ended = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let ended_ms = now.timestamp_millis();
-    let started_ms = chrono::DateTime::parse_from_rfc3339(&stats.started)
-        .map_or(ended_ms, |t| t.timestamp_millis());
-    stats.duration_ms = u64::try_from(ended_ms - started_ms).unwrap_or(0);
-    stats.errors.push(format!(
-        "shutdown: a sink call was still running after pipeline.shutdown_timeout ({drain:?}); \
-         its changes stay pending and are settled at the next start"
-    ));
-    let (dir, source, json) = (
-        cfg.state.dir.clone(),
-        stats.source.clone(),
-        serde_json::to_value(&stats).unwrap_or_default(),
-    );
-    let recorded = tokio::task::spawn_blocking(move || {
-        State::open(&dir)?.record_run(&source, started_ms, ended_ms, &json)
-    })
-    .await;
-    if !matches!(recorded, Ok(Ok(()))) {
-        tracing::warn!("cannot record the interrupted run in the history");
-    }
-    // The same summary line the pipeline logs at the end of a run.
-    tracing::info!(
-        source = %stats.source,
-        received = stats.received,
-        applied = stats.applied,
-        skipped = stats.skipped_total(),
-        dead_lettered = stats.dead_lettered,
-        pending = stats.pending,
-        "run finished"
-    );
-    stats
 }
 
 /// `iocsync check`: validates, then probes the source and every sink; one line per check. A failed

@@ -252,6 +252,29 @@ impl Pipeline {
         &self.stats
     }
 
+    /// The summary of the last run this pipeline finished and recorded in the history (also when
+    /// `run()` returned an error after recording it).
+    pub fn last_run(&self) -> Option<&RunStats> {
+        self.finished.as_ref()
+    }
+
+    /// Ends the current run when its `run()` future was dropped mid sink call (the shutdown drain
+    /// bound expired): what was not accounted for yet is pending, `why` is recorded as its error,
+    /// and the run goes into the history like any other.
+    pub async fn abandon_run(&mut self, why: String) -> RunStats {
+        let accounted = self.stats.applied + self.stats.skipped_total() + self.stats.dead_lettered;
+        self.stats.pending = self.stats.received.saturating_sub(accounted);
+        self.stats.errors.push(why);
+        let snapshot = self.stats.clone();
+        match self.finish_run().await {
+            Ok(stats) => stats,
+            Err(e) => {
+                tracing::warn!(cause = %e, "cannot record the abandoned run in the history");
+                snapshot
+            }
+        }
+    }
+
     /// Settles intents a crash left behind: asks each sink whether it already reflects them, records
     /// those that it does, and sends the rest.
     pub async fn resolve_leftovers(
