@@ -139,47 +139,33 @@ fn default_source_label(kind: SourceKind) -> &'static str {
     }
 }
 
-/// The configured sinks, plus the ones that need a background task.
-pub struct BuiltSinks {
-    /// Every sink, in configuration order.
-    pub sinks: Vec<Arc<dyn Sink>>,
-    /// The Zeek sink, whose upkeep task (tombstone expiry, periodic rewrite) must run beside it.
-    pub zeek: Option<Arc<ZeekSink>>,
-}
-
-/// Builds the configured sinks. `state` (when given) seeds counters a sink keeps, such as Sekoia's
-/// quota count.
+/// Builds the configured sinks. `state` (when given) tells each how many values it holds live.
 pub fn build_sinks(
     cfg: &Config,
     kind: SourceKind,
     state: Option<&State>,
-) -> Result<BuiltSinks, AppError> {
+) -> Result<Vec<Arc<dyn Sink>>, AppError> {
     let kinds = cfg.sink_kinds().map_err(|p| AppError::problems(vec![p]))?;
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
-    let mut zeek = None;
     for sink_kind in kinds {
         let sink: Arc<dyn Sink> = match sink_kind {
             SinkKind::SentinelOne => Arc::new(SentinelOneSink::new(
                 &cfg.sentinelone_intel,
                 default_source_label(kind),
             )?),
-            SinkKind::Sekoia => {
-                let sink = SekoiaSink::new(&cfg.sekoia_intel, default_source_label(kind))?;
-                if let Some(state) = state {
-                    sink.set_live_count(state.live_count("sekoia")?.max(0) as u64);
-                }
-                Arc::new(sink)
-            }
-            SinkKind::Zeek => {
-                let sink = Arc::new(ZeekSink::new(&cfg.zeek)?);
-                zeek = Some(Arc::clone(&sink));
-                sink
-            }
+            SinkKind::Sekoia => Arc::new(SekoiaSink::new(
+                &cfg.sekoia_intel,
+                default_source_label(kind),
+            )?),
+            SinkKind::Zeek => Arc::new(ZeekSink::new(&cfg.zeek)?),
             SinkKind::Jsonl => Arc::new(JsonlSink::new(&cfg.jsonl)?),
         };
+        if let Some(state) = state {
+            sink.seed_live_count(state.live_count(sink.name())?.max(0) as u64);
+        }
         sinks.push(sink);
     }
-    Ok(BuiltSinks { sinks, zeek })
+    Ok(sinks)
 }
 
 /// Builds the configured source.
@@ -259,15 +245,15 @@ pub async fn run(
 ) -> Result<RunStats, AppError> {
     let kind = validated(cfg)?;
     let state = State::open(&cfg.state.dir)?;
-    let built = build_sinks(cfg, kind, Some(&state))?;
+    let sinks = build_sinks(cfg, kind, Some(&state))?;
     let source = build_source(cfg, kind)?;
     // Kept alive until `run` returns: dropping it stops the server.
-    let _http = start_http(cfg, kind, source.name(), &built.sinks).await?;
+    let _http = start_http(cfg, kind, source.name(), &sinks).await?;
     let upkeep_token = shutdown.child_token();
-    let upkeep = built
-        .zeek
-        .map(|z| z.spawn_maintenance(upkeep_token.clone()));
-    let sinks = built.sinks;
+    let upkeep: Vec<_> = sinks
+        .iter()
+        .filter_map(|s| Arc::clone(s).spawn_upkeep(upkeep_token.clone()))
+        .collect();
     let mode = if opts.once || kind == SourceKind::File {
         RunMode::Ends
     } else {
@@ -337,7 +323,7 @@ pub async fn run(
     };
     source_token.cancel();
     upkeep_token.cancel();
-    if let Some(task) = upkeep {
+    for task in upkeep {
         let _ = task.await;
     }
     let source_result = join_source(source_task, shutdown.is_cancelled().then_some(drain)).await;
@@ -439,7 +425,7 @@ async fn join_source(
 pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), AppError> {
     let kind = validated(cfg)?;
     let source = build_source(cfg, kind)?;
-    let sinks = build_sinks(cfg, kind, None)?.sinks;
+    let sinks = build_sinks(cfg, kind, None)?;
     for tls in remotes_tls(cfg, kind).iter().filter(|t| !t.verify) {
         let env =
             crate::config::env_name(tls.verify_key).unwrap_or_else(|| tls.verify_key.to_string());

@@ -11,7 +11,9 @@ pub mod zeek;
 
 pub use crate::model::{Change, ChangeOp};
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// What became of one change; `apply` returns one per input change, in order.
 #[derive(Debug)]
@@ -189,4 +191,17 @@ pub trait Sink: Send + Sync {
 
     /// Probes the sink for `iocsync check`: returns what was verified.
     async fn check(&self) -> Result<String, SinkError>;
+
+    /// Told once before a run how many values the state records as live in this sink (a sink that
+    /// watches a quota counts from there).
+    fn seed_live_count(&self, _live: u64) {}
+
+    /// Starts the background work the sink needs beside the pipeline (Zeek's periodic rewrite),
+    /// until `shutdown`; `None` when it needs none.
+    fn spawn_upkeep(
+        self: Arc<Self>,
+        _shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 }

@@ -535,6 +535,10 @@ impl Sink for SekoiaSink {
         SINK
     }
 
+    fn seed_live_count(&self, live: u64) {
+        self.set_live_count(live);
+    }
+
     fn max_batch(&self) -> usize {
         self.batch_size
     }

@@ -242,6 +242,13 @@ impl Sink for ZeekSink {
         SINK
     }
 
+    fn spawn_upkeep(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(self.spawn_maintenance(shutdown))
+    }
+
     fn max_batch(&self) -> usize {
         10_000
     }
