@@ -349,14 +349,10 @@ impl OpenCtiSource {
             }
             Err(_) => {
                 metrics::api_call(SOURCE_NAME, "stream", 0);
-                return ConnectionEnd::Lost {
-                    why: Disconnect {
-                        cause: format!("no answer to the stream request within {timeout:?}"),
-                        persistent: false,
-                        status: None,
-                    },
-                    delivered: false,
-                };
+                return ConnectionEnd::transient(
+                    format!("no answer to the stream request within {timeout:?}"),
+                    false,
+                );
             }
         };
         metrics::api_call(SOURCE_NAME, "stream", 200);
@@ -372,14 +368,7 @@ impl OpenCtiSource {
         loop {
             let Some(frame) = frames.pop_front() else {
                 if let Some(why) = ended.take() {
-                    return ConnectionEnd::Lost {
-                        why: Disconnect {
-                            cause: why,
-                            persistent: false,
-                            status: None,
-                        },
-                        delivered,
-                    };
+                    return ConnectionEnd::transient(why, delivered);
                 }
                 let next = tokio::select! {
                     biased;
@@ -400,14 +389,7 @@ impl OpenCtiSource {
                     Ok(None) => "the server closed the stream".to_string(),
                     Ok(Some(Err(e))) => describe_transport_error(&e),
                 };
-                return ConnectionEnd::Lost {
-                    why: Disconnect {
-                        cause: why,
-                        persistent: false,
-                        status: None,
-                    },
-                    delivered,
-                };
+                return ConnectionEnd::transient(why, delivered);
             };
             if frame.event == TOPIC_CONNECTED {
                 let info = match &frame.data {
@@ -504,6 +486,20 @@ enum ConnectionEnd {
         /// It carried at least one id-bearing message (the backoff starts over).
         delivered: bool,
     },
+}
+
+impl ConnectionEnd {
+    /// A connection lost for a reason worth retrying soon (no HTTP status involved).
+    fn transient(cause: String, delivered: bool) -> Self {
+        ConnectionEnd::Lost {
+            why: Disconnect {
+                cause,
+                persistent: false,
+                status: None,
+            },
+            delivered,
+        }
+    }
 }
 
 fn stream_error(req: &StreamRequest, why: &Disconnect) -> SourceError {
