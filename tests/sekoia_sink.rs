@@ -8,6 +8,7 @@ mod sekoia_fake;
 
 use iocsync::ioc::{Ioc, IocKind};
 use iocsync::model::IocMeta;
+use iocsync::remote::RemoteFailure;
 use iocsync::secret::Secret;
 use iocsync::sinks::sekoia::{SekoiaClient, SekoiaConfig, SekoiaSink};
 use iocsync::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};

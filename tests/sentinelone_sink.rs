@@ -6,6 +6,7 @@ mod sentinelone_fake;
 
 use iocsync::ioc::{Ioc, IocKind};
 use iocsync::model::IocMeta;
+use iocsync::remote::RemoteFailure;
 use iocsync::secret::Secret;
 use iocsync::sinks::sentinelone::{
     ListQuery, S1Error, SentinelOneClient, SentinelOneConfig, SentinelOneSink,

@@ -21,6 +21,7 @@ pub mod values;
 
 use crate::app::AppError;
 use crate::config::{Config, ConfigError, Problem};
+use crate::remote::RemoteFailure;
 use crate::sinks::sentinelone::{S1Error, S1Type, SentinelOneClient};
 use clap::{Args, Subcommand};
 use output::Format;

@@ -6,7 +6,6 @@ use crate::config::PipelineConfig;
 use crate::metrics;
 use crate::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use crate::state::{EntryStatus, State};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -407,16 +406,7 @@ pub(super) async fn retry_wait(
 
 /// The `attempt`-th delay of an exponential backoff with jitter, capped at `retry_max`.
 pub(super) fn backoff_delay(cfg: &PipelineConfig, attempt: usize) -> Duration {
-    let mut delays = ExponentialBuilder::default()
-        .with_min_delay(cfg.retry_min)
-        .with_max_delay(cfg.retry_max)
-        .with_jitter()
-        .without_max_times()
-        .build();
-    delays
-        .nth(attempt.saturating_sub(1))
-        .unwrap_or(cfg.retry_max)
-        .min(cfg.retry_max)
+    crate::remote::Backoff::new(cfg.retry_min, cfg.retry_max).delay_of_attempt(attempt)
 }
 
 /// SinkError is not Clone (it can hold an io::Error); rebuild what the caller reports.

@@ -4,6 +4,7 @@
 //! A sink speaks its vendor's API and nothing else: batching, retries, backoff, dead-lettering and
 //! accounting belong to the pipeline.
 
+pub mod batch;
 pub mod jsonl;
 pub mod sekoia;
 pub mod sentinelone;
@@ -144,6 +145,15 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// A configuration error of `sink` naming the setting to fix.
+    pub fn config(sink: &'static str, key: &'static str, message: impl Into<String>) -> Self {
+        SinkError::Config {
+            sink,
+            key,
+            message: message.into(),
+        }
+    }
+
     /// True for errors that mean the credential or its rights are wrong: retrying soon will not help.
     pub fn is_auth(&self) -> bool {
         matches!(self, SinkError::Auth { .. } | SinkError::Permission { .. })

@@ -14,11 +14,10 @@ use super::error::{
 };
 use super::types::{Collection, DefaultFields, ImportItem, IndicatorPage, RemoteIndicator};
 use crate::remote::{
-    describe_transport_error, error_body, http_client, join_url, read_body, register_secret,
-    retry_after, trim_body,
+    error_body, exchange, http_client, join_url, json_request, register_secret, trim_body,
 };
 use crate::sinks::SinkError;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde_json::json;
 
@@ -57,45 +56,38 @@ impl std::fmt::Debug for SekoiaClient {
     }
 }
 
-fn config_err(key: &'static str, message: impl Into<String>) -> SinkError {
-    SinkError::Config {
-        sink: SINK,
-        key,
-        message: message.into(),
-    }
-}
-
 impl SekoiaClient {
     /// Builds a client; fails on a missing or malformed URL, key or collection id, or a TLS setup
     /// error.
     pub fn new(cfg: &SekoiaConfig) -> Result<Self, SinkError> {
         let base = cfg
             .base_url()
-            .ok_or_else(|| config_err(KEY_URL, "the Sekoia API URL is not set"))?;
-        let collections = collections_url(base).map_err(|e| config_err(KEY_URL, e))?;
+            .ok_or_else(|| SinkError::config(SINK, KEY_URL, "the Sekoia API URL is not set"))?;
+        let collections = collections_url(base).map_err(|e| SinkError::config(SINK, KEY_URL, e))?;
         let collection = collection_id(cfg.ioc_collection_uuid.as_deref().unwrap_or(""))
-            .map_err(|e| config_err(KEY_COLLECTION, e))?;
+            .map_err(|e| SinkError::config(SINK, KEY_COLLECTION, e))?;
         let key = cfg
             .apikey
             .as_ref()
             .map(|k| k.expose().trim())
             .filter(|k| !k.is_empty())
-            .ok_or_else(|| config_err(KEY_APIKEY, "the API key is not set"))?;
+            .ok_or_else(|| SinkError::config(SINK, KEY_APIKEY, "the API key is not set"))?;
         // A pasted `Bearer ` scheme is tolerated rather than sent twice.
         let key = match key.split_once(char::is_whitespace) {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             _ => key,
         };
         let mut auth = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-            config_err(
+            SinkError::config(
+                SINK,
                 KEY_APIKEY,
                 "the API key contains characters not allowed in an HTTP header",
             )
         })?;
         auth.set_sensitive(true);
         register_secret(key);
-        let http =
-            http_client(&cfg.tls(), cfg.timeout).map_err(|e| config_err(e.key(), e.to_string()))?;
+        let http = http_client(&cfg.tls(), cfg.timeout)
+            .map_err(|e| SinkError::config(SINK, e.key(), e.to_string()))?;
         Ok(SekoiaClient {
             http,
             collections,
@@ -145,43 +137,17 @@ impl SekoiaClient {
     ) -> Result<bytes::Bytes, SekoiaError> {
         let endpoint = format!("{method} {url}");
         let metric = format!("{method} {metric}");
-        let mut req = self
-            .http
-            .request(method, url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(ACCEPT, "application/json")
-            .query(query);
-        if let Some(body) = body {
-            req = req.json(body);
+        let req = json_request(&self.http, method, url, &self.auth, query, body);
+        let answer = exchange(SINK, &metric, &endpoint, req)
+            .await
+            .map_err(|message| SekoiaError::Transport {
+                endpoint: endpoint.clone(),
+                message,
+            })?;
+        if answer.is_success() {
+            return Ok(answer.body);
         }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                crate::metrics::api_call(SINK, &metric, 0);
-                return Err(SekoiaError::Transport {
-                    endpoint,
-                    message: describe_transport_error(&e),
-                });
-            }
-        };
-        let status = resp.status().as_u16();
-        let after = retry_after(resp.headers());
-        let bytes = match read_body(resp).await {
-            Ok(b) => b,
-            Err(e) => {
-                // The status line arrived but the body did not (or too much of it): a failed call.
-                crate::metrics::api_call(SINK, &metric, 0);
-                return Err(SekoiaError::Transport {
-                    endpoint,
-                    message: e.to_string(),
-                });
-            }
-        };
-        crate::metrics::api_call(SINK, &metric, status);
-        tracing::debug!(%endpoint, status, bytes = bytes.len(), "sekoia call");
-        if (200..300).contains(&status) {
-            return Ok(bytes);
-        }
+        let (status, after, bytes) = (answer.status, answer.retry_after, answer.body);
         let text = error_body(&bytes);
         Err(match status {
             401 => SekoiaError::Auth {

@@ -2,7 +2,7 @@
 //! Sekoia's `{"message", "code"}` so the sink can tell item rejections, auth, a missing collection,
 //! rate limits and outages apart; and the mapping to the pipeline's `SinkError`.
 
-use crate::sinks::SinkError;
+use crate::remote::{FailureClass, RemoteFailure};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -140,29 +140,10 @@ pub enum SekoiaError {
     },
 }
 
-impl SekoiaError {
-    /// The HTTP status, 0 when the request did not complete.
-    pub fn status(&self) -> u16 {
-        match self {
-            SekoiaError::Auth { .. } => 401,
-            SekoiaError::Permission { .. } => 403,
-            SekoiaError::CollectionNotFound { .. } | SekoiaError::IndicatorNotFound { .. } => 404,
-            SekoiaError::RateLimited { .. } => 429,
-            SekoiaError::Validation { status, .. } | SekoiaError::Http { status, .. } => *status,
-            SekoiaError::Transport { .. } | SekoiaError::Decode { .. } => 0,
-        }
-    }
+impl RemoteFailure for SekoiaError {
+    const REMOTE: &'static str = SINK;
 
-    /// `Retry-After` of a 429.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            SekoiaError::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// The call that failed.
-    pub fn endpoint(&self) -> &str {
+    fn endpoint(&self) -> &str {
         match self {
             SekoiaError::Auth { endpoint, .. }
             | SekoiaError::Permission { endpoint, .. }
@@ -176,54 +157,33 @@ impl SekoiaError {
         }
     }
 
-    /// The pipeline-facing error (a new value each time: `SinkError` is not `Clone`).
-    pub fn to_sink_error(&self) -> SinkError {
-        let endpoint = self.endpoint().to_string();
+    fn class(&self) -> FailureClass<'_> {
         match self {
-            SekoiaError::Auth { message, .. } => SinkError::Auth {
-                sink: SINK,
-                endpoint,
-                status: 401,
-                message: message.clone(),
-            },
-            SekoiaError::Permission { message, .. } => SinkError::Permission {
-                sink: SINK,
-                endpoint,
-                status: 403,
-                message: message.clone(),
-            },
-            SekoiaError::CollectionNotFound { message, .. } => SinkError::Config {
-                sink: SINK,
-                key: KEY_COLLECTION,
-                message: format!("{message} [{endpoint}]"),
-            },
-            SekoiaError::RateLimited { .. } => SinkError::RateLimited {
-                sink: SINK,
-                endpoint,
-            },
-            SekoiaError::IndicatorNotFound { message, .. } => SinkError::Http {
-                sink: SINK,
-                endpoint,
+            SekoiaError::Auth { message, .. } => FailureClass::Auth { message },
+            SekoiaError::Permission { message, .. } => FailureClass::Permission { message },
+            SekoiaError::CollectionNotFound { message, .. } => FailureClass::Misconfigured {
                 status: 404,
-                message: message.clone(),
+                key: KEY_COLLECTION,
+                message: message.into(),
+            },
+            SekoiaError::RateLimited { retry_after, .. } => FailureClass::RateLimited {
+                retry_after: *retry_after,
+            },
+            SekoiaError::IndicatorNotFound { message, .. } => FailureClass::Status {
+                status: 404,
+                message: message.into(),
             },
             SekoiaError::Validation {
                 status, message, ..
             }
             | SekoiaError::Http {
                 status, message, ..
-            } => SinkError::Http {
-                sink: SINK,
-                endpoint,
+            } => FailureClass::Status {
                 status: *status,
-                message: message.clone(),
+                message: message.into(),
             },
             SekoiaError::Transport { message, .. } | SekoiaError::Decode { message, .. } => {
-                SinkError::Transport {
-                    sink: SINK,
-                    endpoint,
-                    message: message.clone(),
-                }
+                FailureClass::Incomplete { message }
             }
         }
     }
@@ -258,6 +218,7 @@ pub fn collection_message(collection: &str, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::SinkError;
 
     #[test]
     fn reads_sekoia_error_bodies() {

@@ -11,7 +11,9 @@ use super::item::{build_item, legacy_marker, marker, ItemDefaults};
 use super::quota::LiveCount;
 use super::types::{DefaultFields, ImportItem, RemoteIndicator};
 use crate::ioc::IocKind;
-use crate::sinks::{op_runs, Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
+use crate::remote::RemoteFailure;
+use crate::sinks::batch::{self, post_in_groups, push_lookup, ByOpRuns, GroupAnswer};
+use crate::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt};
 use std::collections::HashMap;
@@ -30,16 +32,8 @@ pub struct SekoiaSink {
     live: LiveCount,
 }
 
-/// What became of one create during `apply`, before it is turned into an `Outcome`.
-#[derive(Debug, Clone)]
-enum ItemResult {
-    /// Imported; Sekoia's id when we know it and it is ours to revoke later.
-    Created(Option<String>),
-    /// Refused by Sekoia's validation: dead-letter.
-    Rejected(String),
-    /// Not done: retry later.
-    Failed(SekoiaError),
-}
+/// What became of one item of an import.
+type ItemResult = batch::ItemResult<SekoiaError>;
 
 /// Identity of an IOC within a batch: sink kind and lower-cased value. The sink holds one
 /// indicator per value (the planner ref-counts holders), whichever source indicator holds it.
@@ -302,11 +296,10 @@ impl SekoiaSink {
         results: &mut [Option<ItemResult>],
     ) {
         // Every index of a work unit has equal default fields: a split keeps it so.
-        let mut work: Vec<Vec<usize>> = import_calls(fields, self.batch_size);
-        work.reverse();
-        while let Some(group) = work.pop() {
+        let groups = import_calls(fields, self.batch_size);
+        post_in_groups(groups, results, |group| async move {
             let Some(&first) = group.first() else {
-                continue;
+                return GroupAnswer::Created(Vec::new());
             };
             let batch: Vec<ImportItem> = group.iter().map(|&i| items[i].clone()).collect();
             match self.client.import(&fields[first], &batch).await {
@@ -314,14 +307,13 @@ impl SekoiaSink {
                     let sent: Vec<&Change> = group.iter().map(|&i| changes[i]).collect();
                     let mut ids = match_created(&sent, &batch, &got, &self.defaults.marker);
                     self.learn_ids(&sent, &mut ids).await;
-                    for (&i, id) in group.iter().zip(ids) {
-                        results[i] = Some(ItemResult::Created(id));
-                    }
+                    GroupAnswer::Created(ids)
                 }
                 Err(SekoiaError::Validation {
                     status, message, ..
                 }) => {
-                    let mut rest = Vec::new();
+                    let why = format!("Sekoia.io rejected the IOC (HTTP {status}): {message}");
+                    let mut named = Vec::new();
                     for &i in &group {
                         if is_named(changes[i].ioc.kind, &items[i].value, &message) {
                             tracing::warn!(
@@ -330,47 +322,100 @@ impl SekoiaSink {
                                 indicator = %changes[i].indicator_id,
                                 "sekoia rejected an IOC"
                             );
-                            results[i] = Some(ItemResult::Rejected(format!(
-                                "Sekoia.io rejected the IOC (HTTP {status}): {message}"
-                            )));
-                        } else {
-                            rest.push(i);
+                            named.push((i, why.clone()));
                         }
                     }
-                    if rest.len() < group.len() {
-                        work.push(rest);
-                    } else if group.len() == 1 {
-                        results[first] = Some(ItemResult::Rejected(format!(
-                            "Sekoia.io rejected the IOC (HTTP {status}): {message}"
-                        )));
-                    } else {
-                        let (a, b) = group.split_at(group.len() / 2);
-                        work.push(b.to_vec());
-                        work.push(a.to_vec());
-                    }
+                    GroupAnswer::Refused { named, whole: why }
                 }
                 // 413: the batch is too big; halving it is the cure.
-                Err(SekoiaError::Http { status: 413, .. }) if group.len() > 1 => {
-                    let (a, b) = group.split_at(group.len() / 2);
-                    work.push(b.to_vec());
-                    work.push(a.to_vec());
-                }
-                Err(e) => {
-                    for i in group.into_iter().chain(work.drain(..).flatten()) {
-                        results[i] = Some(ItemResult::Failed(e.clone()));
-                    }
-                }
+                Err(e @ SekoiaError::Http { status: 413, .. }) => GroupAnswer::TooLarge(e),
+                Err(e) => GroupAnswer::Failed(e),
             }
+        })
+        .await;
+    }
+
+    /// Revokes one indicator; an unknown id means it is already gone, which is what we want.
+    async fn revoke(&self, c: &Change, id: &str) -> Result<(), SekoiaError> {
+        match self.client.revoke(id).await {
+            Err(SekoiaError::IndicatorNotFound { message, .. }) => {
+                tracing::info!(
+                    sink = SINK,
+                    indicator = %c.indicator_id,
+                    remote_id = id,
+                    %message,
+                    "sekoia indicator already gone"
+                );
+                Ok(())
+            }
+            other => other,
         }
     }
 
+    /// Revokes for one delete change: the stored id, else whatever of ours a term search finds.
+    async fn revoke_change(&self, c: &Change, known: Option<&String>) -> Result<(), SekoiaError> {
+        if let Some(id) = c.remote_id.as_ref().or(known) {
+            return self.revoke(c, id).await;
+        }
+        let ours = self.find_ours(c).await?;
+        if ours.is_empty() {
+            tracing::info!(
+                sink = SINK,
+                value = %c.ioc.value,
+                indicator = %c.indicator_id,
+                "nothing of ours to revoke in the sekoia collection"
+            );
+        }
+        for r in &ours {
+            if let Some(id) = &r.id {
+                self.revoke(c, id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles one change left pending: a create is applied when a live indicator of ours holds
+    /// its value (its id is stored, so no second import and no orphan); a delete is applied when
+    /// its indicator (the stored id, else any of ours for the value) is no longer live.
+    async fn resolve_one(&self, c: &Change) -> Result<Resolution, SekoiaError> {
+        Ok(match c.op {
+            ChangeOp::Update => Resolution::Applied {
+                remote_id: c.remote_id.clone(),
+            },
+            ChangeOp::Create => match self.find_ours(c).await?.into_iter().find_map(|r| r.id) {
+                Some(id) => Resolution::Applied {
+                    remote_id: Some(id),
+                },
+                None => Resolution::NotApplied,
+            },
+            ChangeOp::Delete => {
+                let found = self.client.search(c.ioc.value.trim()).await?;
+                // With the stored id only that indicator counts: the marker is per instance, so
+                // a later generation of the same value (created after this delete) is ours too.
+                let live = found
+                    .iter()
+                    .filter(|r| !r.revoked)
+                    .any(|r| match &c.remote_id {
+                        Some(id) => r.id.as_ref() == Some(id),
+                        None => self.is_ours(c, r),
+                    });
+                if live {
+                    Resolution::NotApplied
+                } else {
+                    Resolution::Applied { remote_id: None }
+                }
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl ByOpRuns for SekoiaSink {
+    type Known = HashMap<Key, String>;
+
     /// Creates (and updates, which Sekoia has no use for: see `supports_update`), a run of
     /// consecutive non-delete changes.
-    async fn apply_creates(
-        &self,
-        changes: &[Change],
-        known: &mut HashMap<Key, String>,
-    ) -> Vec<Outcome> {
+    async fn write_run(&self, changes: &[Change], known: &mut Self::Known) -> Vec<Outcome> {
         let now = chrono::Utc::now();
         let creates: Vec<&Change> = changes
             .iter()
@@ -420,51 +465,8 @@ impl SekoiaSink {
         out
     }
 
-    /// Revokes one indicator; an unknown id means it is already gone, which is what we want.
-    async fn revoke(&self, c: &Change, id: &str) -> Result<(), SekoiaError> {
-        match self.client.revoke(id).await {
-            Err(SekoiaError::IndicatorNotFound { message, .. }) => {
-                tracing::info!(
-                    sink = SINK,
-                    indicator = %c.indicator_id,
-                    remote_id = id,
-                    %message,
-                    "sekoia indicator already gone"
-                );
-                Ok(())
-            }
-            other => other,
-        }
-    }
-
-    /// Revokes for one delete change: the stored id, else whatever of ours a term search finds.
-    async fn revoke_change(&self, c: &Change, known: Option<&String>) -> Result<(), SekoiaError> {
-        if let Some(id) = c.remote_id.as_ref().or(known) {
-            return self.revoke(c, id).await;
-        }
-        let ours = self.find_ours(c).await?;
-        if ours.is_empty() {
-            tracing::info!(
-                sink = SINK,
-                value = %c.ioc.value,
-                indicator = %c.indicator_id,
-                "nothing of ours to revoke in the sekoia collection"
-            );
-        }
-        for r in &ours {
-            if let Some(id) = &r.id {
-                self.revoke(c, id).await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Deletes (a run of consecutive delete changes), one revoke call each: Sekoia has no bulk revoke.
-    async fn apply_deletes(
-        &self,
-        changes: &[Change],
-        known: &HashMap<Key, String>,
-    ) -> Vec<Outcome> {
+    async fn delete_run(&self, changes: &[Change], known: &Self::Known) -> Vec<Outcome> {
         let mut out = Vec::with_capacity(changes.len());
         let mut abort: Option<SekoiaError> = None;
         let mut revoked = 0;
@@ -493,40 +495,6 @@ impl SekoiaSink {
         self.live.adjust(0, revoked);
         out
     }
-
-    /// Settles one change left pending: a create is applied when a live indicator of ours holds
-    /// its value (its id is stored, so no second import and no orphan); a delete is applied when
-    /// its indicator (the stored id, else any of ours for the value) is no longer live.
-    async fn resolve_one(&self, c: &Change) -> Result<Resolution, SekoiaError> {
-        Ok(match c.op {
-            ChangeOp::Update => Resolution::Applied {
-                remote_id: c.remote_id.clone(),
-            },
-            ChangeOp::Create => match self.find_ours(c).await?.into_iter().find_map(|r| r.id) {
-                Some(id) => Resolution::Applied {
-                    remote_id: Some(id),
-                },
-                None => Resolution::NotApplied,
-            },
-            ChangeOp::Delete => {
-                let found = self.client.search(c.ioc.value.trim()).await?;
-                // With the stored id only that indicator counts: the marker is per instance, so
-                // a later generation of the same value (created after this delete) is ours too.
-                let live = found
-                    .iter()
-                    .filter(|r| !r.revoked)
-                    .any(|r| match &c.remote_id {
-                        Some(id) => r.id.as_ref() == Some(id),
-                        None => self.is_ours(c, r),
-                    });
-                if live {
-                    Resolution::NotApplied
-                } else {
-                    Resolution::Applied { remote_id: None }
-                }
-            }
-        })
-    }
 }
 
 #[async_trait]
@@ -549,32 +517,15 @@ impl Sink for SekoiaSink {
         false
     }
 
-    /// Applies the batch in order, one run of same-kind changes at a time, so a create followed by a
-    /// delete of the same IOC (or the reverse) ends as the source intended.
     async fn apply(&self, batch: &[Change]) -> Vec<Outcome> {
-        let mut out = Vec::with_capacity(batch.len());
-        let mut known: HashMap<Key, String> = HashMap::new();
-        for run in op_runs(batch) {
-            if run[0].op == ChangeOp::Delete {
-                out.extend(self.apply_deletes(run, &known).await);
-            } else {
-                out.extend(self.apply_creates(run, &mut known).await);
-            }
-        }
-        out
+        self.apply_by_op_runs(batch).await
     }
 
     async fn resolve(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError> {
         let mut out = Vec::with_capacity(pending.len());
         for c in pending {
-            match self.resolve_one(c).await.map_err(|e| e.to_sink_error()) {
-                Ok(r) => out.push(r),
-                Err(e) if e.is_auth() => return Err(e),
-                Err(e) => {
-                    tracing::debug!(value = %c.ioc.value, error = %e, "lookup failed; asking again later");
-                    out.push(Resolution::Unknown);
-                }
-            }
+            let answer = self.resolve_one(c).await;
+            push_lookup(c, answer, &mut out).map_err(|e| e.to_sink_error())?;
         }
         Ok(out)
     }

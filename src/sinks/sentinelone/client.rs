@@ -3,16 +3,16 @@
 //! is counted in metrics and mapped to a typed [`S1Error`].
 
 use super::config::{strip_token_scheme, Scope, SentinelOneConfig};
+use super::error::SINK;
 use super::error::{auth_message, describe_errors, parse_errors, permission_message, S1Error};
 use super::types::{
     CreatedIoc, DeleteFilter, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type,
 };
 use crate::remote::{
-    describe_transport_error, error_body, http_client, join_url, read_body, register_secret,
-    retry_after, trim_body,
+    error_body, exchange, http_client, join_url, json_request, register_secret, trim_body,
 };
 use crate::sinks::SinkError;
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -39,14 +39,6 @@ impl std::fmt::Debug for SentinelOneClient {
             .field("url", &self.url)
             .field("scope", &self.scope)
             .finish_non_exhaustive()
-    }
-}
-
-fn config_err(key: &'static str, message: impl Into<String>) -> SinkError {
-    SinkError::Config {
-        sink: super::error::SINK,
-        key,
-        message: message.into(),
     }
 }
 
@@ -105,19 +97,31 @@ struct Affected {
 impl SentinelOneClient {
     /// Builds a client; fails on a missing URL or token, an empty scope, or a TLS setup error.
     pub fn new(cfg: &SentinelOneConfig) -> Result<Self, SinkError> {
-        let console = cfg
-            .console_url()
-            .ok_or_else(|| config_err("sentinelone_intel.url", "the console URL is not set"))?;
-        url::Url::parse(console)
-            .map_err(|e| config_err("sentinelone_intel.url", format!("not a valid URL ({e})")))?;
+        let console = cfg.console_url().ok_or_else(|| {
+            SinkError::config(SINK, "sentinelone_intel.url", "the console URL is not set")
+        })?;
+        url::Url::parse(console).map_err(|e| {
+            SinkError::config(
+                SINK,
+                "sentinelone_intel.url",
+                format!("not a valid URL ({e})"),
+            )
+        })?;
         let token = cfg
             .api_key
             .as_ref()
             .map(|k| strip_token_scheme(k.expose()))
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| config_err("sentinelone_intel.api_key", "the API token is not set"))?;
+            .ok_or_else(|| {
+                SinkError::config(
+                    SINK,
+                    "sentinelone_intel.api_key",
+                    "the API token is not set",
+                )
+            })?;
         let mut auth = HeaderValue::from_str(&format!("ApiToken {token}")).map_err(|_| {
-            config_err(
+            SinkError::config(
+                SINK,
                 "sentinelone_intel.api_key",
                 "the API token contains characters not allowed in an HTTP header",
             )
@@ -126,13 +130,14 @@ impl SentinelOneClient {
         register_secret(token);
         let scope = cfg.scope();
         if scope.is_empty() {
-            return Err(config_err(
+            return Err(SinkError::config(
+                SINK,
                 "sentinelone_intel.account_id",
                 "no scope: set account_id, site_id or group_id",
             ));
         }
-        let http =
-            http_client(&cfg.tls(), cfg.timeout).map_err(|e| config_err(e.key(), e.to_string()))?;
+        let http = http_client(&cfg.tls(), cfg.timeout)
+            .map_err(|e| SinkError::config(SINK, e.key(), e.to_string()))?;
         Ok(SentinelOneClient {
             http,
             url: iocs_url(console),
@@ -188,42 +193,17 @@ impl SentinelOneClient {
     ) -> Result<bytes::Bytes, S1Error> {
         let endpoint = format!("{method} {}", self.url);
         let metric = format!("{method} /iocs");
-        let mut req = self
-            .http
-            .request(method.clone(), &self.url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .query(query);
-        if let Some(body) = body {
-            req = req.json(body);
+        let req = json_request(&self.http, method, &self.url, &self.auth, query, body);
+        let answer = exchange(SINK, &metric, &endpoint, req)
+            .await
+            .map_err(|message| S1Error::Transport {
+                endpoint: endpoint.clone(),
+                message,
+            })?;
+        if answer.is_success() {
+            return Ok(answer.body);
         }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                crate::metrics::api_call(super::error::SINK, &metric, 0);
-                return Err(S1Error::Transport {
-                    endpoint,
-                    message: describe_transport_error(&e),
-                });
-            }
-        };
-        let status = resp.status().as_u16();
-        let after = retry_after(resp.headers());
-        let bytes = match read_body(resp).await {
-            Ok(b) => b,
-            Err(e) => {
-                // The status line arrived but the body did not (or too much of it): a failed call.
-                crate::metrics::api_call(super::error::SINK, &metric, 0);
-                return Err(S1Error::Transport {
-                    endpoint,
-                    message: e.to_string(),
-                });
-            }
-        };
-        crate::metrics::api_call(super::error::SINK, &metric, status);
-        tracing::debug!(%endpoint, status, bytes = bytes.len(), "sentinelone call");
-        if (200..300).contains(&status) {
-            return Ok(bytes);
-        }
+        let (status, after, bytes) = (answer.status, answer.retry_after, answer.body);
         let text = error_body(&bytes);
         let errors = parse_errors(&text);
         Err(match status {

@@ -1,7 +1,7 @@
 //! Errors of the SentinelOne client: one variant per way a call can fail, keeping the HTTP status and
 //! S1's own error entries so the sink can tell validation, auth, rate limits and outages apart.
 
-use crate::sinks::SinkError;
+use crate::remote::{FailureClass, RemoteFailure};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -161,28 +161,10 @@ pub enum S1Error {
     },
 }
 
-impl S1Error {
-    /// The HTTP status, 0 when the request did not complete.
-    pub fn status(&self) -> u16 {
-        match self {
-            S1Error::Auth { .. } => 401,
-            S1Error::Permission { .. } => 403,
-            S1Error::RateLimited { .. } => 429,
-            S1Error::Validation { status, .. } | S1Error::Http { status, .. } => *status,
-            S1Error::Transport { .. } | S1Error::Decode { .. } | S1Error::Unsafe { .. } => 0,
-        }
-    }
+impl RemoteFailure for S1Error {
+    const REMOTE: &'static str = SINK;
 
-    /// `Retry-After` of a 429.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            S1Error::RateLimited { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// The call that failed.
-    pub fn endpoint(&self) -> &str {
+    fn endpoint(&self) -> &str {
         match self {
             S1Error::Auth { endpoint, .. }
             | S1Error::Permission { endpoint, .. }
@@ -195,56 +177,35 @@ impl S1Error {
         }
     }
 
-    /// The pipeline-facing error (a new value each time: `SinkError` is not `Clone`).
-    pub fn to_sink_error(&self) -> SinkError {
-        let endpoint = self.endpoint().to_string();
+    fn class(&self) -> FailureClass<'_> {
         match self {
-            S1Error::Auth { message, .. } => SinkError::Auth {
-                sink: SINK,
-                endpoint,
-                status: 401,
-                message: message.clone(),
-            },
-            S1Error::Permission { message, .. } => SinkError::Permission {
-                sink: SINK,
-                endpoint,
-                status: 403,
-                message: message.clone(),
-            },
-            S1Error::RateLimited { .. } => SinkError::RateLimited {
-                sink: SINK,
-                endpoint,
+            S1Error::Auth { message, .. } => FailureClass::Auth { message },
+            S1Error::Permission { message, .. } => FailureClass::Permission { message },
+            S1Error::RateLimited { retry_after, .. } => FailureClass::RateLimited {
+                retry_after: *retry_after,
             },
             S1Error::Validation {
                 status,
                 errors,
                 body,
                 ..
-            } => SinkError::Http {
-                sink: SINK,
-                endpoint,
+            } => FailureClass::Status {
                 status: *status,
-                message: describe_errors(errors, body),
+                message: describe_errors(errors, body).into(),
             },
             S1Error::Http {
                 status, message, ..
-            } => SinkError::Http {
-                sink: SINK,
-                endpoint,
+            } => FailureClass::Status {
                 status: *status,
-                message: message.clone(),
+                message: message.into(),
             },
-            S1Error::Unsafe { message, .. } => SinkError::Config {
-                sink: SINK,
+            S1Error::Unsafe { message, .. } => FailureClass::Misconfigured {
+                status: 0,
                 key: "sentinelone_intel",
-                message: message.clone(),
+                message: message.into(),
             },
             S1Error::Transport { message, .. } | S1Error::Decode { message, .. } => {
-                SinkError::Transport {
-                    sink: SINK,
-                    endpoint,
-                    message: message.clone(),
-                }
+                FailureClass::Incomplete { message }
             }
         }
     }

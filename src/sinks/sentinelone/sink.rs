@@ -8,7 +8,9 @@ use super::detail::{offenders, Offender};
 use super::error::{ApiError, S1Error, SINK};
 use super::item::{build_item, ItemDefaults};
 use super::types::{CreatedIoc, IocItem, ListQuery, RemoteIoc, S1Type};
-use crate::sinks::{op_runs, Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
+use crate::remote::RemoteFailure;
+use crate::sinks::batch::{self, post_in_groups, push_lookup, ByOpRuns, GroupAnswer};
+use crate::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 
@@ -23,16 +25,8 @@ pub struct SentinelOneSink {
     batch_size: usize,
 }
 
-/// What became of one item during `apply`, before it is turned into an `Outcome`.
-#[derive(Debug, Clone)]
-enum ItemResult {
-    /// Created (or upserted); S1's uuid when we could match it.
-    Created(Option<String>),
-    /// Refused by S1's validation: dead-letter.
-    Rejected(String),
-    /// Not done: retry later.
-    Failed(S1Error),
-}
+/// What became of one item of a create post.
+type ItemResult = batch::ItemResult<S1Error>;
 
 /// Identity of an IOC within a batch: type, lower-cased value, indicator id.
 type Key = (S1Type, String, String);
@@ -145,211 +139,46 @@ impl SentinelOneSink {
     /// rejected and the rest re-posted; when S1 names none we bisect until single items remain.
     /// A non-validation failure stops all remaining posts (S1 is down, limiting or refusing us).
     async fn post_all(&self, items: &[IocItem], results: &mut [Option<ItemResult>]) {
-        let mut work: Vec<Vec<usize>> = (0..items.len())
+        let groups: Vec<Vec<usize>> = (0..items.len())
             .collect::<Vec<_>>()
             .chunks(self.batch_size)
-            .rev()
             .map(<[usize]>::to_vec)
             .collect();
-        while let Some(group) = work.pop() {
-            if group.is_empty() {
-                continue;
-            }
+        post_in_groups(groups, results, |group| async move {
             let batch: Vec<&IocItem> = group.iter().map(|&i| &items[i]).collect();
             match self.client.create_lean(&batch).await {
-                Ok(got) => {
-                    for (&i, uuid) in group.iter().zip(match_created(&batch, &got)) {
-                        results[i] = Some(ItemResult::Created(uuid));
-                    }
-                }
+                Ok(got) => GroupAnswer::Created(match_created(&batch, &got)),
                 Err(S1Error::Validation { status, errors, .. }) => {
-                    let named: Vec<Offender> = errors
+                    let offending: Vec<Offender> = errors
                         .iter()
                         .filter_map(|e| e.detail.as_deref())
                         .filter_map(offenders)
                         .flatten()
                         .collect();
                     let head = rejection_head(status, &errors);
-                    let mut rest = Vec::new();
+                    let mut named = Vec::new();
                     for &i in &group {
-                        match named.iter().find(|o| is_offender(&items[i], o)) {
-                            Some(o) => {
-                                tracing::warn!(
-                                    value = %items[i].value,
-                                    indicator = items[i].external_id.as_deref().unwrap_or(""),
-                                    "sentinelone rejected an IOC"
-                                );
-                                results[i] =
-                                    Some(ItemResult::Rejected(format!("{head}: {}", o.entry)));
-                            }
-                            None => rest.push(i),
+                        if let Some(o) = offending.iter().find(|o| is_offender(&items[i], o)) {
+                            tracing::warn!(
+                                value = %items[i].value,
+                                indicator = items[i].external_id.as_deref().unwrap_or(""),
+                                "sentinelone rejected an IOC"
+                            );
+                            named.push((i, format!("{head}: {}", o.entry)));
                         }
                     }
-                    if rest.len() < group.len() {
-                        work.push(rest);
-                    } else if group.len() == 1 {
-                        let why = super::error::describe_errors(&errors, "");
-                        results[group[0]] = Some(ItemResult::Rejected(format!("{head}: {why}")));
-                    } else {
-                        let (a, b) = group.split_at(group.len() / 2);
-                        work.push(b.to_vec());
-                        work.push(a.to_vec());
+                    let why = super::error::describe_errors(&errors, "");
+                    GroupAnswer::Refused {
+                        named,
+                        whole: format!("{head}: {why}"),
                     }
                 }
                 // 413: the batch is too big for S1; halving it is the cure.
-                Err(S1Error::Http { status: 413, .. }) if group.len() > 1 => {
-                    let (a, b) = group.split_at(group.len() / 2);
-                    work.push(b.to_vec());
-                    work.push(a.to_vec());
-                }
-                Err(e) => {
-                    for i in group.into_iter().chain(work.drain(..).flatten()) {
-                        results[i] = Some(ItemResult::Failed(e.clone()));
-                    }
-                }
+                Err(e @ S1Error::Http { status: 413, .. }) => GroupAnswer::TooLarge(e),
+                Err(e) => GroupAnswer::Failed(e),
             }
-        }
-    }
-
-    /// Creates and updates (a run of consecutive non-delete changes).
-    async fn apply_upserts(
-        &self,
-        changes: &[Change],
-        known: &mut HashMap<Key, String>,
-    ) -> Vec<Outcome> {
-        let now = chrono::Utc::now();
-        let items: Vec<IocItem> = changes
-            .iter()
-            .map(|c| build_item(c, &self.defaults, now))
-            .collect();
-        let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
-        self.post_all(&items, &mut results).await;
-
-        // Updates: if S1 did not upsert (a new uuid came back), the old entry must go.
-        let stale: Vec<String> = changes
-            .iter()
-            .zip(&results)
-            .filter(|(c, _)| c.op == ChangeOp::Update)
-            .filter_map(|(c, r)| match (r, &c.remote_id) {
-                (Some(ItemResult::Created(Some(new))), Some(old)) if new != old => {
-                    Some(old.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        let stale_result = if stale.is_empty() {
-            Ok(0)
-        } else {
-            self.client.delete_uuids(&stale).await
-        };
-
-        changes
-            .iter()
-            .zip(results)
-            .map(|(c, r)| match r {
-                Some(ItemResult::Created(uuid)) => {
-                    let replaced = c.op == ChangeOp::Update
-                        && c.remote_id.as_ref().is_some_and(|old| stale.contains(old));
-                    if let (true, Err(e)) = (replaced, &stale_result) {
-                        // The new entry exists but the old one is still there: half applied. The
-                        // error is reported as ambiguous whatever its status, so the pipeline asks
-                        // `resolve` (which keeps the newest entry and removes the rest) instead of
-                        // posting a third copy.
-                        return Outcome::Retry {
-                            after: e.retry_after(),
-                            error: SinkError::Transport {
-                                sink: SINK,
-                                endpoint: self.client.endpoint_url().to_string(),
-                                message: format!("update half applied (new entry created, old one not yet removed): {}", e.to_sink_error()),
-                            },
-                        };
-                    }
-                    if let Some(uuid) = &uuid {
-                        known.insert(key_of(c), uuid.clone());
-                    }
-                    Outcome::Applied { remote_id: uuid }
-                }
-                Some(ItemResult::Rejected(reason)) => Outcome::Rejected { reason },
-                Some(ItemResult::Failed(e)) => retry(&e),
-                None => Outcome::Retry {
-                    after: None,
-                    error: SinkError::Transport {
-                        sink: SINK,
-                        endpoint: self.client.endpoint_url().to_string(),
-                        message: "the item was not sent".into(),
-                    },
-                },
-            })
-            .collect()
-    }
-
-    /// Deletes (a run of consecutive delete changes).
-    async fn apply_deletes(
-        &self,
-        changes: &[Change],
-        known: &HashMap<Key, String>,
-    ) -> Vec<Outcome> {
-        // Per change: the uuids to delete, or the error that stopped us finding them.
-        let mut targets: Vec<Result<Vec<String>, S1Error>> = Vec::with_capacity(changes.len());
-        let mut abort: Option<S1Error> = None;
-        for c in changes {
-            if let Some(uuid) = c
-                .remote_id
-                .clone()
-                .or_else(|| known.get(&key_of(c)).cloned())
-            {
-                targets.push(Ok(vec![uuid]));
-                continue;
-            }
-            if let Some(e) = &abort {
-                targets.push(Err(e.clone()));
-                continue;
-            }
-            // No uuid known (created before iocsync, or lost): find ours by externalId + value.
-            let kind = S1Type::from_kind(c.ioc.kind);
-            match self
-                .client
-                .find(kind, c.ioc.value.trim(), Some(&c.indicator_id))
-                .await
-            {
-                Ok(found) => targets.push(Ok(found.into_iter().filter_map(|r| r.uuid).collect())),
-                Err(e) => {
-                    abort = Some(e.clone());
-                    targets.push(Err(e));
-                }
-            }
-        }
-
-        let mut all: Vec<String> = Vec::new();
-        let mut seen = HashSet::new();
-        for uuid in targets.iter().flatten().flatten() {
-            if seen.insert(uuid.clone()) {
-                all.push(uuid.clone());
-            }
-        }
-        let mut failed: HashMap<String, S1Error> = HashMap::new();
-        for chunk in all.chunks(self.batch_size) {
-            if let Some(e) = &abort {
-                failed.extend(chunk.iter().map(|u| (u.clone(), e.clone())));
-                continue;
-            }
-            if let Err(e) = self.client.delete_uuids(chunk).await {
-                failed.extend(chunk.iter().map(|u| (u.clone(), e.clone())));
-                abort = Some(e);
-            }
-        }
-
-        targets
-            .into_iter()
-            .map(|t| match t {
-                Err(e) => retry(&e),
-                Ok(uuids) => match uuids.iter().find_map(|u| failed.get(u)) {
-                    Some(e) => retry(e),
-                    // Not found, or deleted (affected 0 is fine: already gone).
-                    None => Outcome::Applied { remote_id: None },
-                },
-            })
-            .collect()
+        })
+        .await;
     }
 
     /// Crash leftover of an update: if S1 holds an entry other than the old uuid, the POST happened;
@@ -420,14 +249,7 @@ impl SentinelOneSink {
                 (ChangeOp::Create, _) => self.resolve_create(c).await,
                 (ChangeOp::Update, _) => self.resolve_update(c).await,
             };
-            match resolution {
-                Ok(r) => out.push(r),
-                Err(e) if e.to_sink_error().is_auth() => return Err(e),
-                Err(e) => {
-                    tracing::debug!(value = %c.ioc.value, error = %e, "lookup failed; asking again later");
-                    out.push(Resolution::Unknown);
-                }
-            }
+            push_lookup(c, resolution, &mut out)?;
         }
         Ok(out)
     }
@@ -461,6 +283,144 @@ impl SentinelOneSink {
 }
 
 #[async_trait]
+impl ByOpRuns for SentinelOneSink {
+    type Known = HashMap<Key, String>;
+
+    /// Creates and updates (a run of consecutive non-delete changes).
+    async fn write_run(&self, changes: &[Change], known: &mut Self::Known) -> Vec<Outcome> {
+        let now = chrono::Utc::now();
+        let items: Vec<IocItem> = changes
+            .iter()
+            .map(|c| build_item(c, &self.defaults, now))
+            .collect();
+        let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
+        self.post_all(&items, &mut results).await;
+
+        // Updates: if S1 did not upsert (a new uuid came back), the old entry must go.
+        let stale: Vec<String> = changes
+            .iter()
+            .zip(&results)
+            .filter(|(c, _)| c.op == ChangeOp::Update)
+            .filter_map(|(c, r)| match (r, &c.remote_id) {
+                (Some(ItemResult::Created(Some(new))), Some(old)) if new != old => {
+                    Some(old.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let stale_result = if stale.is_empty() {
+            Ok(0)
+        } else {
+            self.client.delete_uuids(&stale).await
+        };
+
+        changes
+            .iter()
+            .zip(results)
+            .map(|(c, r)| match r {
+                Some(ItemResult::Created(uuid)) => {
+                    let replaced = c.op == ChangeOp::Update
+                        && c.remote_id.as_ref().is_some_and(|old| stale.contains(old));
+                    if let (true, Err(e)) = (replaced, &stale_result) {
+                        // The new entry exists but the old one is still there: half applied. The
+                        // error is reported as ambiguous whatever its status, so the pipeline asks
+                        // `resolve` (which keeps the newest entry and removes the rest) instead of
+                        // posting a third copy.
+                        return Outcome::Retry {
+                            after: e.retry_after(),
+                            error: SinkError::Transport {
+                                sink: SINK,
+                                endpoint: self.client.endpoint_url().to_string(),
+                                message: format!("update half applied (new entry created, old one not yet removed): {}", e.to_sink_error()),
+                            },
+                        };
+                    }
+                    if let Some(uuid) = &uuid {
+                        known.insert(key_of(c), uuid.clone());
+                    }
+                    Outcome::Applied { remote_id: uuid }
+                }
+                Some(ItemResult::Rejected(reason)) => Outcome::Rejected { reason },
+                Some(ItemResult::Failed(e)) => retry(&e),
+                None => Outcome::Retry {
+                    after: None,
+                    error: SinkError::Transport {
+                        sink: SINK,
+                        endpoint: self.client.endpoint_url().to_string(),
+                        message: "the item was not sent".into(),
+                    },
+                },
+            })
+            .collect()
+    }
+
+    /// Deletes (a run of consecutive delete changes).
+    async fn delete_run(&self, changes: &[Change], known: &Self::Known) -> Vec<Outcome> {
+        // Per change: the uuids to delete, or the error that stopped us finding them.
+        let mut targets: Vec<Result<Vec<String>, S1Error>> = Vec::with_capacity(changes.len());
+        let mut abort: Option<S1Error> = None;
+        for c in changes {
+            if let Some(uuid) = c
+                .remote_id
+                .clone()
+                .or_else(|| known.get(&key_of(c)).cloned())
+            {
+                targets.push(Ok(vec![uuid]));
+                continue;
+            }
+            if let Some(e) = &abort {
+                targets.push(Err(e.clone()));
+                continue;
+            }
+            // No uuid known (created before iocsync, or lost): find ours by externalId + value.
+            let kind = S1Type::from_kind(c.ioc.kind);
+            match self
+                .client
+                .find(kind, c.ioc.value.trim(), Some(&c.indicator_id))
+                .await
+            {
+                Ok(found) => targets.push(Ok(found.into_iter().filter_map(|r| r.uuid).collect())),
+                Err(e) => {
+                    abort = Some(e.clone());
+                    targets.push(Err(e));
+                }
+            }
+        }
+
+        let mut all: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for uuid in targets.iter().flatten().flatten() {
+            if seen.insert(uuid.clone()) {
+                all.push(uuid.clone());
+            }
+        }
+        let mut failed: HashMap<String, S1Error> = HashMap::new();
+        for chunk in all.chunks(self.batch_size) {
+            if let Some(e) = &abort {
+                failed.extend(chunk.iter().map(|u| (u.clone(), e.clone())));
+                continue;
+            }
+            if let Err(e) = self.client.delete_uuids(chunk).await {
+                failed.extend(chunk.iter().map(|u| (u.clone(), e.clone())));
+                abort = Some(e);
+            }
+        }
+
+        targets
+            .into_iter()
+            .map(|t| match t {
+                Err(e) => retry(&e),
+                Ok(uuids) => match uuids.iter().find_map(|u| failed.get(u)) {
+                    Some(e) => retry(e),
+                    // Not found, or deleted (affected 0 is fine: already gone).
+                    None => Outcome::Applied { remote_id: None },
+                },
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
 impl Sink for SentinelOneSink {
     fn name(&self) -> &'static str {
         SINK
@@ -474,19 +434,8 @@ impl Sink for SentinelOneSink {
         true
     }
 
-    /// Applies the batch in order, one run of same-kind changes at a time, so a create followed by a
-    /// delete of the same IOC (or the reverse) ends as the source intended.
     async fn apply(&self, batch: &[Change]) -> Vec<Outcome> {
-        let mut out = Vec::with_capacity(batch.len());
-        let mut known: HashMap<Key, String> = HashMap::new();
-        for run in op_runs(batch) {
-            if run[0].op == ChangeOp::Delete {
-                out.extend(self.apply_deletes(run, &known).await);
-            } else {
-                out.extend(self.apply_upserts(run, &mut known).await);
-            }
-        }
-        out
+        self.apply_by_op_runs(batch).await
     }
 
     async fn resolve(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError> {

@@ -5,10 +5,8 @@
 
 use super::config::MispConfig;
 use super::wire::{attributes_of, Feed};
-use crate::metrics;
 use crate::remote::{
-    describe_transport_error, error_body, http_client, join_url, read_body, register_secret,
-    remote_text, retry_after, trim_body,
+    error_body, exchange, http_client, join_url, register_secret, remote_text, trim_body, Backoff,
 };
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
@@ -212,10 +210,8 @@ impl MispClient {
             match self.call_once(path, method.clone(), body).await {
                 Ok(answer) => return Ok(answer),
                 Err(e) if e.is_transient() && attempt < self.attempts => {
-                    let backoff = self
-                        .backoff_min
-                        .saturating_mul(1 << (attempt - 1).min(16))
-                        .min(BACKOFF_MAX);
+                    let backoff = Backoff::new(self.backoff_min, BACKOFF_MAX)
+                        .delay_of_attempt(attempt as usize);
                     let delay = e.retry_after().map_or(backoff, |a| a.max(backoff));
                     tracing::warn!(endpoint = path, attempt, delay_ms = delay.as_millis() as u64, error = %e, "MISP call failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -240,34 +236,27 @@ impl MispClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                metrics::api_call("misp", path, 0);
-                return Err(MispError::Transport {
+        let answer =
+            exchange("misp", path, path, req)
+                .await
+                .map_err(|message| MispError::Transport {
                     endpoint: path.into(),
-                    message: describe_transport_error(&e),
-                });
-            }
-        };
-        let status = resp.status();
-        metrics::api_call("misp", path, status.as_u16());
-        let date = resp
-            .headers()
+                    message,
+                })?;
+        let status = reqwest::StatusCode::from_u16(answer.status)
+            .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+        let date = answer
+            .headers
             .get(reqwest::header::DATE)
             .and_then(|d| d.to_str().ok())
             .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
             .map(|d| d.with_timezone(&Utc));
-        let skipped = resp
-            .headers()
+        let skipped = answer
+            .headers
             .get("x-skipped-elements-count")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let wait = retry_after(resp.headers());
-        let bytes = read_body(resp).await.map_err(|e| MispError::Transport {
-            endpoint: path.into(),
-            message: e.to_string(),
-        })?;
+        let (wait, bytes) = (answer.retry_after, answer.body);
         if !status.is_success() {
             return Err(Self::refusal(path, status, &error_body(&bytes), wait));
         }

@@ -2,11 +2,7 @@
 //! `streamCollection`) and the connector state JSON pycti stores on the platform.
 
 use super::OpenCtiError;
-use crate::metrics;
-use crate::remote::{
-    describe_transport_error, error_body, join_url, read_body, register_secret, remote_text,
-    trim_body,
-};
+use crate::remote::{error_body, exchange, join_url, register_secret, remote_text, trim_body};
 use crate::secret::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -121,29 +117,20 @@ impl GraphqlClient {
         variables: Value,
     ) -> Result<Value, OpenCtiError> {
         let endpoint = format!("graphql {operation}");
-        let sent = self
+        let request = self
             .http
             .post(&self.endpoint)
             .bearer_auth(self.token.expose())
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                metrics::api_call("opencti", operation, 0);
-                return Err(OpenCtiError::Transport {
-                    endpoint,
-                    message: describe_transport_error(&e),
-                });
-            }
-        };
-        let status = resp.status();
-        metrics::api_call("opencti", operation, status.as_u16());
-        let bytes = read_body(resp).await.map_err(|e| OpenCtiError::Transport {
-            endpoint: endpoint.clone(),
-            message: e.to_string(),
-        })?;
+            .json(&json!({ "query": query, "variables": variables }));
+        let answer = exchange("opencti", operation, &endpoint, request)
+            .await
+            .map_err(|message| OpenCtiError::Transport {
+                endpoint: endpoint.clone(),
+                message,
+            })?;
+        let status = reqwest::StatusCode::from_u16(answer.status)
+            .unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = answer.body;
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(OpenCtiError::Auth {
                 endpoint,

@@ -9,10 +9,11 @@
 use super::config::{ConnectorConfig, OpenCtiConfig, RecoverSetting};
 use super::event::{decode_frame, parse_stream_id, ConnectedInfo, TOPIC_CONNECTED};
 use super::graphql::{ConnectorState, GraphqlClient, RecoverUntil, Registration};
-use super::stream::{Backoff, Disconnect, StreamRequest};
+use super::stream::{Disconnect, StreamRequest};
 use super::{OpenCtiError, SOURCE_NAME};
 use crate::metrics;
 use crate::model::{EventKind, Payload, SourceEvent};
+use crate::remote::Backoff;
 use crate::remote::{
     build_client, client_builder, describe_transport_error, http_client, ClientError,
 };

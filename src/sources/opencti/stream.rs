@@ -5,9 +5,7 @@
 use crate::remote::{describe_transport_error, join_url};
 use crate::secret::Secret;
 use futures_util::StreamExt;
-use rand::Rng;
 use reqwest::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
-use std::time::Duration;
 
 /// How much of an error body is read for the log (the rest is not worth waiting for).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -151,62 +149,9 @@ pub fn refused(code: u16, body: &str) -> Disconnect {
     }
 }
 
-/// Exponential reconnect delays with jitter, capped; persistent failures wait the cap.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    /// A policy between `min` and `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max: max.max(min),
-            failures: 0,
-        }
-    }
-
-    /// Call when a connection delivered data: the next failure starts from `min` again.
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    /// The delay before the next attempt after a failure.
-    pub fn next_delay(&mut self, persistent: bool) -> Duration {
-        let exp = self.failures.min(16);
-        self.failures = self.failures.saturating_add(1);
-        let base = if persistent {
-            self.max
-        } else {
-            self.min.saturating_mul(1u32 << exp).min(self.max)
-        };
-        // Jitter in [50 %, 100 %] spreads reconnecting connectors; persistent errors stay slow
-        // ([75 %, 100 %] of the cap) so a bad token never turns into a hot loop.
-        let low = if persistent { 0.75 } else { 0.5 };
-        let factor = rand::rng().random_range(low..=1.0);
-        base.mul_f64(factor).max(self.min.mul_f64(0.5))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_caps_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
-        let d: Vec<Duration> = (0..8).map(|_| b.next_delay(false)).collect();
-        assert!(d[0] >= Duration::from_secs(1) && d[0] <= Duration::from_secs(2));
-        assert!(d[3] >= Duration::from_secs(8) && d[3] <= Duration::from_secs(16));
-        assert!(d.iter().all(|x| *x <= Duration::from_secs(60)));
-        assert!(d[7] >= Duration::from_secs(30));
-        b.reset();
-        assert!(b.next_delay(false) <= Duration::from_secs(2));
-        assert!(b.next_delay(true) >= Duration::from_secs(45));
-    }
 
     #[test]
     fn url_has_no_double_slash() {
