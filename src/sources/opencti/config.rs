@@ -432,6 +432,46 @@ impl ConnectorConfig {
     }
 }
 
+/// pycti settings a user's env block may carry that mean nothing here.
+pub(super) fn log_ignored(opencti: &OpenCtiConfig, c: &ConnectorConfig) {
+    let ignored = [
+        (
+            "opencti.json_logging",
+            opencti.json_logging.map(|b| b.to_string()),
+        ),
+        ("connector.confidence_level", c.confidence_level.clone()),
+        ("connector.auto", c.auto.clone()),
+        ("connector.auto_update", c.auto_update.clone()),
+        ("connector.only_contextual", c.only_contextual.clone()),
+        ("connector.run_and_terminate", c.run_and_terminate.clone()),
+        ("connector.queue_threshold", c.queue_threshold.clone()),
+        ("connector.queue_protocol", c.queue_protocol.clone()),
+        ("connector.duration_period", c.duration_period.clone()),
+        (
+            "connector.update_existing_data",
+            c.update_existing_data.clone(),
+        ),
+        (
+            "connector.validate_before_import",
+            c.validate_before_import.clone(),
+        ),
+        (
+            "connector.enrichment_resolution",
+            c.enrichment_resolution.clone(),
+        ),
+        ("connector.metrics_namespace", c.metrics_namespace.clone()),
+        ("connector.metrics_subsystem", c.metrics_subsystem.clone()),
+        ("connector.listen_protocol", c.listen_protocol.clone()),
+        ("connector.send_to_queue", c.send_to_queue.clone()),
+        ("connector.send_to_directory", c.send_to_directory.clone()),
+    ];
+    for (key, value) in ignored {
+        if value.is_some() {
+            tracing::debug!(key, "pycti setting accepted and ignored");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

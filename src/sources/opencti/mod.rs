@@ -13,6 +13,8 @@
 pub mod config;
 pub mod event;
 pub mod graphql;
+mod ping;
+mod progress;
 pub mod source;
 pub mod stream;
 

@@ -6,10 +6,12 @@
 //! nothing is lost: they are already in the pipeline's channel. A restart resumes from the
 //! checkpoint (`SourceContext.start`), and the pipeline is idempotent for the overlap.
 
-use super::config::{ConnectorConfig, OpenCtiConfig, RecoverSetting};
-use super::event::{decode_frame, parse_stream_id, ConnectedInfo, TOPIC_CONNECTED};
+use super::config::{log_ignored, ConnectorConfig, OpenCtiConfig, RecoverSetting};
+use super::event::{decode_frame, ConnectedInfo, TOPIC_CONNECTED};
 use super::graphql::{ConnectorState, GraphqlClient, RecoverUntil, Registration};
-use super::stream::{Disconnect, StreamRequest};
+use super::ping::{lock, ping_once, ping_task, PingShared};
+use super::progress::Tracker;
+use super::stream::{gave_up, stream_error, ConnectionEnd, StreamRequest};
 use super::{OpenCtiError, SOURCE_NAME};
 use crate::metrics;
 use crate::model::{EventKind, Payload, SourceEvent};
@@ -25,7 +27,7 @@ use futures_util::{FutureExt, StreamExt};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -35,32 +37,32 @@ const UNLISTED_STREAMS: [&str; 2] = ["live", "raw"];
 
 /// The validated settings the source runs with.
 #[derive(Debug, Clone)]
-struct Settings {
-    url: String,
-    token: Secret,
-    stream_id: String,
-    connector_id: String,
-    name: String,
-    scope: Vec<String>,
-    listen_delete: bool,
-    no_dependencies: bool,
-    with_inferences: bool,
-    recover: RecoverSetting,
-    start_id: Option<String>,
-    stream_timeout: Duration,
-    reconnect_min: Duration,
-    reconnect_max: Duration,
-    ping_interval: Duration,
-    progress_interval: Duration,
-    request_timeout: Duration,
-    max_event_bytes: usize,
-    once_attempts: u32,
+pub(super) struct Settings {
+    pub(super) url: String,
+    pub(super) token: Secret,
+    pub(super) stream_id: String,
+    pub(super) connector_id: String,
+    pub(super) name: String,
+    pub(super) scope: Vec<String>,
+    pub(super) listen_delete: bool,
+    pub(super) no_dependencies: bool,
+    pub(super) with_inferences: bool,
+    pub(super) recover: RecoverSetting,
+    pub(super) start_id: Option<String>,
+    pub(super) stream_timeout: Duration,
+    pub(super) reconnect_min: Duration,
+    pub(super) reconnect_max: Duration,
+    pub(super) ping_interval: Duration,
+    pub(super) progress_interval: Duration,
+    pub(super) request_timeout: Duration,
+    pub(super) max_event_bytes: usize,
+    pub(super) once_attempts: u32,
 }
 
 impl Settings {
     /// Where a run with no usable checkpoint starts: the configured start id or the beginning
     /// (`0-0`, as pycti), replaying the current state up to the recover date.
-    fn fresh_start(&self) -> (String, RecoverUntil) {
+    pub(super) fn fresh_start(&self) -> (String, RecoverUntil) {
         let start = self.start_id.clone().unwrap_or_else(|| "0-0".to_string());
         let recover = match &self.recover {
             RecoverSetting::Now => RecoverUntil::Date(
@@ -474,65 +476,6 @@ impl HandshakeError {
     }
 }
 
-/// How one connection ended.
-enum ConnectionEnd {
-    /// Shutdown, `--once` caught up, or the pipeline is gone: the run is over.
-    Finished,
-    /// The operator reset the connector state.
-    Reset,
-    /// The connection failed or died.
-    Lost {
-        /// Why.
-        why: Disconnect,
-        /// It carried at least one id-bearing message (the backoff starts over).
-        delivered: bool,
-    },
-}
-
-impl ConnectionEnd {
-    /// A connection lost for a reason worth retrying soon (no HTTP status involved).
-    fn transient(cause: String, delivered: bool) -> Self {
-        ConnectionEnd::Lost {
-            why: Disconnect {
-                cause,
-                persistent: false,
-                status: None,
-            },
-            delivered,
-        }
-    }
-}
-
-fn stream_error(req: &StreamRequest, why: &Disconnect) -> SourceError {
-    match why.status {
-        Some(401 | 403) => SourceError::Auth {
-            source_name: SOURCE_NAME,
-            endpoint: req.url(),
-            message: why.cause.clone(),
-        },
-        Some(404 | 410) => SourceError::Config {
-            source_name: SOURCE_NAME,
-            key: "connector.live_stream_id",
-            message: why.cause.clone(),
-        },
-        _ => SourceError::Other {
-            source_name: SOURCE_NAME,
-            message: format!("{}: {}", req.url(), why.cause),
-        },
-    }
-}
-
-/// `--once` stops retrying: a cron job gets an answer instead of hanging.
-fn gave_up(attempts: u32, last: &str) -> SourceError {
-    SourceError::Other {
-        source_name: SOURCE_NAME,
-        message: format!(
-            "gave up after {attempts} failed attempts in a row (`run --once`, \
-             opencti.once_attempts): {last}"
-        ),
-    }
-}
-
 fn reset_event() -> SourceEvent {
     SourceEvent {
         position: None,
@@ -551,175 +494,6 @@ async fn emit(ctx: &SourceContext, ev: SourceEvent) -> bool {
                 debug!("the pipeline stopped receiving events");
             }
             sent.is_ok()
-        }
-    }
-}
-
-/// Progress, lag and the `--once` target.
-struct Tracker {
-    /// The `connected` message's `lastEventId`, parsed.
-    target: Option<(u64, u64)>,
-    target_text: Option<String>,
-    interval: Duration,
-    last_log: Instant,
-    since_log: u64,
-    total: u64,
-}
-
-impl Tracker {
-    fn new(interval: Duration) -> Self {
-        Tracker {
-            target: None,
-            target_text: None,
-            interval,
-            last_log: Instant::now(),
-            since_log: 0,
-            total: 0,
-        }
-    }
-
-    fn set_target(&mut self, last_event_id: Option<String>) {
-        self.target = last_event_id.as_deref().and_then(parse_stream_id);
-        self.target_text = last_event_id;
-    }
-
-    fn emitted(&mut self, position: &str) {
-        self.total += 1;
-        self.since_log += 1;
-        if let Some((ms, _)) = parse_stream_id(position) {
-            let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
-            let lag = now.saturating_sub(ms) as f64 / 1000.0;
-            metrics::global().set("iocsync_source_lag_seconds", &[], lag);
-        }
-        let elapsed = self.last_log.elapsed();
-        if elapsed >= self.interval {
-            let rate = self.since_log as f64 / elapsed.as_secs_f64().max(0.001);
-            info!(events = self.total, rate = format!("{rate:.1}/s"), position = %position,
-                stream_last_id = ?self.target_text, "stream progress");
-            self.last_log = Instant::now();
-            self.since_log = 0;
-        }
-    }
-
-    /// Caught up: an emitted id reached the `connected` message's `lastEventId`; or, when the
-    /// server gave no usable target, a heartbeat with nothing else queued. (A heartbeat alone is
-    /// not enough when a target exists: the server also heartbeats during a slow recover replay.)
-    fn caught_up(&self, position: &str, heartbeat: bool, nothing_queued: bool) -> bool {
-        match (parse_stream_id(position), self.target) {
-            (Some(p), Some(t)) => p >= t,
-            (_, None) => heartbeat && nothing_queued,
-            (None, Some(_)) => false,
-        }
-    }
-}
-
-/// What the ping task and the stream loop share.
-struct PingShared {
-    /// The start of the current replay (what we report until the pipeline commits something).
-    base_start: String,
-    recover_until: RecoverUntil,
-    /// After a reset the pipeline's committed value is stale until it changes: ignore it.
-    ignore_committed: Option<Option<String>>,
-    /// The platform's state as last seen was empty: a further empty answer is not a new reset.
-    platform_empty: bool,
-}
-
-impl PingShared {
-    fn state(&mut self, committed: Option<String>) -> ConnectorState {
-        if let Some(stale) = &self.ignore_committed {
-            if *stale == committed {
-                return self.own_state(None);
-            }
-            self.ignore_committed = None;
-        }
-        self.own_state(committed)
-    }
-
-    fn own_state(&self, committed: Option<String>) -> ConnectorState {
-        ConnectorState {
-            start_from: Some(committed.unwrap_or_else(|| self.base_start.clone())),
-            recover_until: self.recover_until.clone(),
-        }
-    }
-
-    fn restart(&mut self, fresh: (String, RecoverUntil), committed: Option<String>) {
-        self.base_start = fresh.0;
-        self.recover_until = fresh.1;
-        self.ignore_committed = Some(committed);
-    }
-}
-
-fn lock(m: &Mutex<PingShared>) -> std::sync::MutexGuard<'_, PingShared> {
-    // A panic elsewhere while holding it leaves plain data behind: keep using it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One ping; true when it revealed a remote reset (then `shared` already holds the fresh start).
-async fn ping_once(
-    gql: &GraphqlClient,
-    s: &Settings,
-    committed: &watch::Receiver<Option<String>>,
-    shared: &Mutex<PingShared>,
-) -> Result<bool, OpenCtiError> {
-    let current = committed.borrow().clone();
-    let state = lock(shared).state(current.clone());
-    let returned = gql.ping(&s.connector_id, &state.to_json()).await?;
-    let remote = ConnectorState::parse(returned.as_deref());
-    let mut sh = lock(shared);
-    let was_empty = std::mem::replace(&mut sh.platform_empty, remote.is_none());
-    if remote.is_none() && !was_empty {
-        sh.restart(s.fresh_start(), current);
-        return Ok(true);
-    }
-    if let Some(remote) = remote.filter(|r| *r != state) {
-        debug!(sent = %state.to_json(), stored = %remote.to_json(), "platform holds another state");
-    }
-    Ok(false)
-}
-
-/// Pings now and every `ping_interval` until cancelled.
-async fn ping_task(
-    gql: GraphqlClient,
-    s: Arc<Settings>,
-    committed: watch::Receiver<Option<String>>,
-    shared: Arc<Mutex<PingShared>>,
-    reset: Arc<Notify>,
-    stop: CancellationToken,
-) {
-    let mut failing = false;
-    loop {
-        match ping_once(&gql, &s, &committed, &shared).await {
-            Ok(true) => reset.notify_one(),
-            Ok(false) => {
-                if failing {
-                    info!("OpenCTI ping back to normal");
-                }
-                failing = false;
-            }
-            Err(OpenCtiError::Graphql { message, .. })
-                if message.contains("No connector found") =>
-            {
-                // Deleted in the UI while we run: register again (its state is gone, which is
-                // not a reset of ours: the next ping stores our position again).
-                warn!("the connector was deleted in OpenCTI: registering it again");
-                let reg = Registration {
-                    id: s.connector_id.clone(),
-                    name: s.name.clone(),
-                    scope: s.scope.clone(),
-                };
-                match gql.register(&reg).await {
-                    Ok(_) => lock(&shared).platform_empty = true,
-                    Err(e) => warn!(cause = %e, "re-registering the connector failed"),
-                }
-            }
-            Err(e) => {
-                failing = true;
-                warn!(cause = %e, "OpenCTI ping failed");
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(s.ping_interval) => {}
         }
     }
 }
@@ -820,92 +594,5 @@ impl Source for OpenCtiSource {
             "OpenCTI {version} at {}: token accepted, {stream}",
             self.s.url
         ))
-    }
-}
-
-/// pycti settings a user's env block may carry that mean nothing here.
-fn log_ignored(opencti: &OpenCtiConfig, c: &ConnectorConfig) {
-    let ignored = [
-        (
-            "opencti.json_logging",
-            opencti.json_logging.map(|b| b.to_string()),
-        ),
-        ("connector.confidence_level", c.confidence_level.clone()),
-        ("connector.auto", c.auto.clone()),
-        ("connector.auto_update", c.auto_update.clone()),
-        ("connector.only_contextual", c.only_contextual.clone()),
-        ("connector.run_and_terminate", c.run_and_terminate.clone()),
-        ("connector.queue_threshold", c.queue_threshold.clone()),
-        ("connector.queue_protocol", c.queue_protocol.clone()),
-        ("connector.duration_period", c.duration_period.clone()),
-        (
-            "connector.update_existing_data",
-            c.update_existing_data.clone(),
-        ),
-        (
-            "connector.validate_before_import",
-            c.validate_before_import.clone(),
-        ),
-        (
-            "connector.enrichment_resolution",
-            c.enrichment_resolution.clone(),
-        ),
-        ("connector.metrics_namespace", c.metrics_namespace.clone()),
-        ("connector.metrics_subsystem", c.metrics_subsystem.clone()),
-        ("connector.listen_protocol", c.listen_protocol.clone()),
-        ("connector.send_to_queue", c.send_to_queue.clone()),
-        ("connector.send_to_directory", c.send_to_directory.clone()),
-    ];
-    for (key, value) in ignored {
-        if value.is_some() {
-            debug!(key, "pycti setting accepted and ignored");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn caught_up_rules() {
-        let mut t = Tracker::new(Duration::from_secs(10));
-        assert!(t.caught_up("5-0", true, true), "no target: idle heartbeat");
-        assert!(!t.caught_up("5-0", false, true));
-        t.set_target(Some("10-2".into()));
-        assert!(
-            !t.caught_up("10-1", true, true),
-            "heartbeat before the target"
-        );
-        assert!(t.caught_up("10-2", false, false));
-        assert!(t.caught_up("11-0", true, false));
-    }
-
-    #[test]
-    fn ping_state_ignores_a_stale_commit_after_reset() {
-        let mut sh = PingShared {
-            base_start: "7-0".into(),
-            recover_until: RecoverUntil::Off,
-            ignore_committed: None,
-            platform_empty: false,
-        };
-        assert_eq!(
-            sh.state(Some("9-9".into())).start_from.as_deref(),
-            Some("9-9")
-        );
-        assert_eq!(sh.state(None).start_from.as_deref(), Some("7-0"));
-        sh.restart(("0-0".into(), RecoverUntil::Off), Some("9-9".into()));
-        assert_eq!(
-            sh.state(Some("9-9".into())).start_from.as_deref(),
-            Some("0-0")
-        );
-        assert_eq!(
-            sh.state(Some("1-0".into())).start_from.as_deref(),
-            Some("1-0")
-        );
-        assert_eq!(
-            sh.state(Some("9-9".into())).start_from.as_deref(),
-            Some("9-9")
-        );
     }
 }

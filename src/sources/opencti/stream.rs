@@ -2,8 +2,10 @@
 //! refused or ended connection means, and the reconnect delay policy. The body is decoded by
 //! [`crate::sources::sse`], not here.
 
+use super::SOURCE_NAME;
 use crate::remote::{describe_transport_error, join_url};
 use crate::secret::Secret;
+use crate::sources::SourceError;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 
@@ -146,6 +148,65 @@ pub fn refused(code: u16, body: &str) -> Disconnect {
         cause,
         persistent: matches!(code, 401 | 403 | 404 | 410),
         status: Some(code),
+    }
+}
+
+/// How one connection ended.
+pub(super) enum ConnectionEnd {
+    /// Shutdown, `--once` caught up, or the pipeline is gone: the run is over.
+    Finished,
+    /// The operator reset the connector state.
+    Reset,
+    /// The connection failed or died.
+    Lost {
+        /// Why.
+        why: Disconnect,
+        /// It carried at least one id-bearing message (the backoff starts over).
+        delivered: bool,
+    },
+}
+
+impl ConnectionEnd {
+    /// A connection lost for a reason worth retrying soon (no HTTP status involved).
+    pub(super) fn transient(cause: String, delivered: bool) -> Self {
+        ConnectionEnd::Lost {
+            why: Disconnect {
+                cause,
+                persistent: false,
+                status: None,
+            },
+            delivered,
+        }
+    }
+}
+
+pub(super) fn stream_error(req: &StreamRequest, why: &Disconnect) -> SourceError {
+    match why.status {
+        Some(401 | 403) => SourceError::Auth {
+            source_name: SOURCE_NAME,
+            endpoint: req.url(),
+            message: why.cause.clone(),
+        },
+        Some(404 | 410) => SourceError::Config {
+            source_name: SOURCE_NAME,
+            key: "connector.live_stream_id",
+            message: why.cause.clone(),
+        },
+        _ => SourceError::Other {
+            source_name: SOURCE_NAME,
+            message: format!("{}: {}", req.url(), why.cause),
+        },
+    }
+}
+
+/// `--once` stops retrying: a cron job gets an answer instead of hanging.
+pub(super) fn gave_up(attempts: u32, last: &str) -> SourceError {
+    SourceError::Other {
+        source_name: SOURCE_NAME,
+        message: format!(
+            "gave up after {attempts} failed attempts in a row (`run --once`, \
+             opencti.once_attempts): {last}"
+        ),
     }
 }
 
