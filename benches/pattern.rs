@@ -1,11 +1,11 @@
 //! Criterion benchmarks of the STIX pattern parser: typical single-comparison patterns (hash,
-//! IPv4, URL, domain), a compound one, a long one, parse + classify for one IOC, and one line of
-//! `iocsync parse` output (parse, classify, JSON into a reused buffer).
+//! IPv4, URL, domain), a compound one, a long one, parse + extract_ioc for one IOC, and one line of
+//! `iocsync parse` output (parse, extract_ioc, JSON into a reused buffer).
 // criterion's group macros define public functions without doc comments.
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use iocsync::pattern::{classify, classify_str, parse, write_report};
+use iocsync::pattern::{extract_ioc, extract_str, parse, write_report};
 use std::hint::black_box;
 
 const SHA256: &str =
@@ -47,7 +47,7 @@ fn single(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, pattern) in [("sha256", SHA256), ("ipv4", IPV4), ("domain", DOMAIN)] {
         group.bench_function(name, |b| {
-            b.iter(|| parse(black_box(pattern)).ok().map(|p| classify(&p)))
+            b.iter(|| parse(black_box(pattern)).ok().map(|p| extract_ioc(&p)))
         });
     }
     group.finish();
@@ -61,7 +61,7 @@ fn bigger(c: &mut Criterion) {
         b.iter(|| parse(black_box(&long)))
     });
     group.bench_function("long_50_expanded", |b| {
-        b.iter(|| classify_str(black_box(&long), true))
+        b.iter(|| extract_str(black_box(&long), true))
     });
     group.finish();
 }

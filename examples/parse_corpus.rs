@@ -12,13 +12,13 @@
 //! spelling, IPv4 with some CIDRs, IPv6, domain, hostname, URL): the bulk of a real feed, and the
 //! corpus of `bench/parse-end-to-end.sh`.
 //! `validate` parses every line, writes `1`/`0` per line to the verdict file, and prints the
-//! throughput of `parse` alone and of `parse` + `classify` (repeating the corpus until at least one
+//! throughput of `parse` alone and of `parse` + `extract_ioc` (repeating the corpus until at least one
 //! second has passed, so the figure is stable).
 //! `typical` times `parse` on typical single-comparison patterns and prints the best of 200
 //! batches of 2,000 parses each: on a shared, oversubscribed machine the best batch is the one
 //! least disturbed by other processes (criterion's mean is not).
 
-use iocsync::pattern::{classify, parse};
+use iocsync::pattern::{extract_ioc, parse};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
@@ -89,7 +89,7 @@ fn validate(corpus: &str, verdicts: &str) -> Result<(), Box<dyn std::error::Erro
         lines
             .iter()
             .filter_map(|l| parse(l).ok())
-            .filter(|p| classify(p).is_ok())
+            .filter(|p| extract_ioc(p).is_ok())
             .count()
     });
     println!(

@@ -4,7 +4,7 @@
 //! function panics when a property fails; returning normally is a pass.
 
 use crate::model::{EventKind, Payload};
-use crate::pattern::{classify, classify_expanded, parse, report};
+use crate::pattern::{extract_ioc, extract_iocs, parse, report};
 use crate::pipeline::classify::{classify_object, ClassifyOptions};
 use crate::sources::misp::mapping::{map_attribute, MapOptions};
 use crate::sources::misp::wire::{attributes_of, Attribute};
@@ -28,8 +28,8 @@ pub fn pattern(data: &[u8]) {
             printed,
             "canonical print is not idempotent"
         );
-        let _ = classify(&pattern);
-        let _ = classify_expanded(&pattern);
+        let _ = extract_ioc(&pattern);
+        let _ = extract_iocs(&pattern);
     }
 }
 

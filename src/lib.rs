@@ -18,8 +18,8 @@
 //!   expiry index; one file per concern under `state/`.
 //! - [`config`] — figment: defaults < config.yml < env (OpenCTI connector names), validation.
 //! - [`app`] — the commands behind the CLI (run, check, state, runs).
-//! - [`cli_s1`] — `iocsync s1 list|add|update|delete`: the SentinelOne IOC manager for analysts.
-//! - [`cli_misp`] — `iocsync misp feeds`: MISP feeds with their iocsync state and last-run counts.
+//! - [`cli`] — the subcommands' front-ends: `s1 list|add|update|delete` (the SentinelOne IOC manager
+//!   for analysts), `misp feeds`, `state`, `runs`, `parse`.
 //! - [`sources`] — the `Source` trait and one folder per source (OpenCTI stream, MISP, file).
 //! - [`sinks`] — the `Sink` trait and one folder per destination (SentinelOne, Sekoia, Zeek, JSONL).
 //! - [`remote`] — URL joining, HTTP client building, `Retry-After` parsing shared by remote clients.
@@ -30,8 +30,7 @@
 //!   targets and the bounded property tests in CI.
 
 pub mod app;
-pub mod cli_misp;
-pub mod cli_s1;
+pub mod cli;
 pub mod config;
 pub mod fuzz;
 pub mod http;

@@ -45,7 +45,7 @@ enum Command {
     /// Show or clear the durable state.
     State {
         #[command(subcommand)]
-        action: StateAction,
+        action: iocsync::cli::state::StateAction,
     },
     /// History of the last 20 runs.
     Runs {
@@ -56,28 +56,12 @@ enum Command {
     /// SentinelOne IOC manager: list, add, update, delete IOCs by hand.
     S1 {
         #[command(subcommand)]
-        command: iocsync::cli_s1::S1Command,
+        command: iocsync::cli::s1::S1Command,
     },
     /// MISP helpers (feeds and their state in iocsync).
     Misp {
         #[command(subcommand)]
-        action: iocsync::cli_misp::MispCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum StateAction {
-    /// Print checkpoints, counts and pending changes.
-    Show {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Clear the checkpoint, id maps, intents and run history.
-    Reset {
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
+        action: iocsync::cli::misp::MispCommand,
     },
 }
 
@@ -167,7 +151,7 @@ fn health(cli: &Cli) -> i32 {
 
 fn real_main(cli: Cli) -> Result<(), AppError> {
     if let Command::Parse { patterns } = &cli.command {
-        return parse_command(patterns);
+        return iocsync::cli::parse::run(patterns);
     }
     let demo = matches!(cli.command, Command::Run { demo: true, .. });
     let cfg = if demo {
@@ -198,168 +182,18 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
                 Ok(())
             }
             Command::Check => app::check(&cfg, &mut std::io::stdout()).await,
-            Command::State { action } => state_command(&cfg, action, &mut std::io::stdout().lock()),
-            Command::Runs { json } => runs_command(&cfg, json, &mut std::io::stdout().lock()),
-            Command::S1 { command } => iocsync::cli_s1::run(&cfg, command).await,
+            Command::State { action } => iocsync::cli::state::run(
+                &cfg,
+                action,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stdin().lock(),
+            ),
+            Command::Runs { json } => iocsync::cli::runs::run(&cfg, json, &mut std::io::stdout().lock()),
+            Command::S1 { command } => iocsync::cli::s1::run(&cfg, command).await,
             Command::Misp { action } => {
-                iocsync::cli_misp::run(&cfg, action, &mut std::io::stdout()).await
+                iocsync::cli::misp::run(&cfg, action, &mut std::io::stdout()).await
             }
             Command::Parse { .. } | Command::Health => Ok(()),
         }
     })
-}
-
-/// `iocsync parse`: one JSON line per argument, or per stdin line (none given, or `-`); the
-/// library streams it (`iocsync::pattern::write_reports`).
-fn parse_command(patterns: &[String]) -> Result<(), AppError> {
-    // The lock is taken once; the library writes whole blocks of lines and flushes each.
-    let stdout = std::io::stdout().lock();
-    let written = if patterns.is_empty() || patterns == ["-"] {
-        // `Stdin`, not its lock: the library reads on its own thread (one lock per 64 KiB read).
-        let stdin =
-            std::io::BufReader::with_capacity(iocsync::pattern::BLOCK_BYTES, std::io::stdin());
-        iocsync::pattern::write_reports(stdin, stdout, iocsync::pattern::default_threads())
-    } else {
-        iocsync::pattern::write_arg_reports(patterns, stdout)
-    };
-    match written {
-        Ok(_) => Ok(()),
-        Err(iocsync::pattern::StreamError::Write(e)) => Err(app::output_error(e)),
-        Err(e) => Err(AppError::Other(e.to_string())),
-    }
-}
-
-fn state_command(cfg: &Config, action: StateAction, out: &mut impl Write) -> Result<(), AppError> {
-    match action {
-        StateAction::Show { json } => {
-            let o = match app::read_state(cfg)? {
-                Some(state) => state.overview()?,
-                None => iocsync::state::Overview {
-                    path: cfg
-                        .state
-                        .dir
-                        .join(iocsync::state::DB_FILE)
-                        .display()
-                        .to_string(),
-                    checkpoints: Vec::new(),
-                    indicators: 0,
-                    sinks: Vec::new(),
-                    pending_intents: 0,
-                },
-            };
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&o).map_err(|e| AppError::Other(e.to_string()))?
-                )
-                .map_err(app::output_error)?;
-                return Ok(());
-            }
-            writeln!(out, "state: {}", o.path).map_err(app::output_error)?;
-            if o.checkpoints.is_empty() {
-                writeln!(
-                    out,
-                    "checkpoint: none (the next run starts from the beginning)"
-                )
-                .map_err(app::output_error)?;
-            }
-            for (source, position, updated) in &o.checkpoints {
-                let when = chrono::DateTime::from_timestamp_millis(*updated)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default();
-                writeln!(out, "checkpoint {source}: {position} (written {when})")
-                    .map_err(app::output_error)?;
-            }
-            writeln!(out, "indicators with IOCs: {}", o.indicators).map_err(app::output_error)?;
-            for (sink, live, pending, rejected) in &o.sinks {
-                writeln!(
-                    out,
-                    "sink {sink}: {live} live, {pending} pending, {rejected} rejected"
-                )
-                .map_err(app::output_error)?;
-            }
-            writeln!(out, "pending intents: {}", o.pending_intents).map_err(app::output_error)?;
-            Ok(())
-        }
-        StateAction::Reset { yes } => {
-            let state = app::open_state(cfg)?;
-            if !yes {
-                eprint!(
-                    "clear the checkpoint, id maps and run history in {}? [y/N] ",
-                    state.path().display()
-                );
-                let mut answer = String::new();
-                std::io::stdin()
-                    .read_line(&mut answer)
-                    .map_err(|e| AppError::Other(format!("failed to read the answer: {e}")))?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    writeln!(out, "state left as it was").map_err(app::output_error)?;
-                    return Ok(());
-                }
-            }
-            state.reset()?;
-            writeln!(out, "state cleared: the next run starts from the beginning")
-                .map_err(app::output_error)?;
-            Ok(())
-        }
-    }
-}
-
-fn runs_command(cfg: &Config, json: bool, out: &mut impl Write) -> Result<(), AppError> {
-    let runs = match app::read_state(cfg)? {
-        Some(state) => state.runs()?,
-        None => Vec::new(),
-    };
-    if json {
-        let list: Vec<_> = runs.iter().map(|r| &r.stats).collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&list).map_err(|e| AppError::Other(e.to_string()))?
-        )
-        .map_err(app::output_error)?;
-        return Ok(());
-    }
-    if runs.is_empty() {
-        writeln!(out, "no runs recorded yet").map_err(app::output_error)?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "{:<20} {:>8} {:>7} {:>9} {:>7} {:>6} {:>6}  skipped by reason",
-        "started", "source", "secs", "received", "pushed", "dead", "errors"
-    )
-    .map_err(app::output_error)?;
-    for r in runs {
-        let s: iocsync::pipeline::RunStats =
-            serde_json::from_value(r.stats.clone()).unwrap_or_default();
-        let pushed: u64 = s
-            .sinks
-            .values()
-            .map(|k| {
-                k.created.values().sum::<u64>()
-                    + k.deleted.values().sum::<u64>()
-                    + k.updated.values().sum::<u64>()
-            })
-            .sum();
-        let skipped: Vec<String> = s.skipped.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let started = chrono::DateTime::from_timestamp_millis(r.started_ms)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "{:<20} {:>8} {:>7.1} {:>9} {:>7} {:>6} {:>6}  {}",
-            started,
-            r.source,
-            (r.ended_ms - r.started_ms) as f64 / 1000.0,
-            s.received,
-            pushed,
-            s.dead_lettered,
-            s.errors.len(),
-            skipped.join(" ")
-        )
-        .map_err(app::output_error)?;
-    }
-    Ok(())
 }

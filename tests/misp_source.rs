@@ -306,7 +306,7 @@ async fn disabled_feeds_are_held_back_and_counted() {
     );
     assert_eq!(skipped(&stats, "ignored_disabled_feed"), 2, "{stats:?}");
 
-    let report = iocsync::cli_misp::feeds_report(&cfg)
+    let report = iocsync::cli::misp::feeds_report(&cfg)
         .await
         .expect("feeds report");
     assert_eq!(report.unknown_disabled, ["Nope"]);
@@ -330,9 +330,9 @@ async fn disabled_feeds_are_held_back_and_counted() {
     );
 
     let mut out = Vec::new();
-    iocsync::cli_misp::run(
+    iocsync::cli::misp::run(
         &cfg,
-        iocsync::cli_misp::MispCommand::Feeds { json: false },
+        iocsync::cli::misp::MispCommand::Feeds { json: false },
         &mut out,
     )
     .await

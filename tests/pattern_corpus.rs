@@ -1,8 +1,8 @@
 //! Runs the hand-written corpus `fixtures/patterns/corpus.tsv` (format in its header) through
-//! `parse`, `classify` and `report`, and checks that every valid pattern's canonical print parses
+//! `parse`, `extract_ioc` and `report`, and checks that every valid pattern's canonical print parses
 //! back to the same tree.
 
-use iocsync::pattern::{classify, parse, report};
+use iocsync::pattern::{extract_ioc, parse, report};
 
 const CORPUS: &str = include_str!("../fixtures/patterns/corpus.tsv");
 
@@ -55,7 +55,7 @@ fn corpus_validity_and_outcome() {
             ));
             continue;
         }
-        let outcome = match parsed.as_ref().map_err(|_| ()).map(classify) {
+        let outcome = match parsed.as_ref().map_err(|_| ()).map(extract_ioc) {
             Err(()) => "skip:invalid".to_owned(),
             Ok(Ok(ioc)) => format!("ioc:{}:{}", ioc.kind, ioc.value),
             Ok(Err(reason)) => format!("skip:{reason}"),

@@ -6,7 +6,7 @@
 //!   `stix2-patterns` (duplicate qualifier kind, hash value form). It never panics, runs in
 //!   linear time, and rejects parentheses and qualifiers nested deeper than [`MAX_NESTING`].
 //! - `Display` on the tree prints a canonical pattern that parses back to an equal tree.
-//! - [`classify`] / [`classify_expanded`] turn a pattern into IOCs or a [`SkipReason`];
+//! - [`extract_ioc`] / [`extract_iocs`] turn a pattern into IOCs or a [`SkipReason`];
 //!   [`report`] is one line of `iocsync parse`, and [`write_reports`] streams the command's
 //!   output (one JSON line per input line) from a reader to a writer.
 //!
@@ -14,7 +14,7 @@
 //! `nom::Err::Failure`, i.e. cut): the grammar is LL(1), so each choice is dispatched on the next
 //! byte or keyword instead of trying `alt` branches, which keeps parsing linear and lets every
 //! error name the token that was expected. Files: `lex` (tokens), `parser` (grammar), `ast`,
-//! `print` (canonical `Display`), `semantic` (hash check), `classify`, `error`, `report`
+//! `print` (canonical `Display`), `semantic` (hash check), `extract`, `error`, `report`
 //! (`iocsync parse` output).
 //!
 //! Known, deliberate differences from `stix2-patterns` (2.1.2):
@@ -28,8 +28,8 @@
 //! - list indexes and `REPEATS` counts beyond 64 bits are errors here.
 
 mod ast;
-mod classify;
 mod error;
+mod extract;
 mod lex;
 mod parser;
 mod print;
@@ -41,10 +41,10 @@ pub use ast::{
     ObjectPath, ObservationExpr, ObservationKind, ObservationOp, PathStep, Pattern, Qualifier,
     QualifierKind, Span, StringOp, Test,
 };
-pub use classify::{
-    classify, classify_expanded, classify_expanded_max, supported_kind, DEFAULT_EXPAND_MAX,
-};
 pub use error::ParseError;
+pub use extract::{
+    extract_ioc, extract_iocs, extract_iocs_max, supported_kind, DEFAULT_EXPAND_MAX,
+};
 pub use parser::{parse, MAX_NESTING};
 pub use report::{
     default_threads, report, write_arg_reports, write_report, write_report_bytes, write_reports,
@@ -55,17 +55,17 @@ use crate::ioc::Ioc;
 use crate::skip::SkipReason;
 
 /// Parses and classifies in one step. A parse error is [`SkipReason::Invalid`]. Without `expand`
-/// the result holds exactly one IOC; with it, see [`classify_expanded`] (default member cap).
-pub fn classify_str(input: &str, expand: bool) -> Result<Vec<Ioc>, SkipReason> {
-    classify_str_max(input, expand.then_some(DEFAULT_EXPAND_MAX))
+/// the result holds exactly one IOC; with it, see [`extract_iocs`] (default member cap).
+pub fn extract_str(input: &str, expand: bool) -> Result<Vec<Ioc>, SkipReason> {
+    extract_str_max(input, expand.then_some(DEFAULT_EXPAND_MAX))
 }
 
-/// Like [`classify_str`]; `expand_max` is `None` for no expansion, else the member cap of
-/// [`classify_expanded_max`] (`pipeline.expand_max`).
-pub fn classify_str_max(input: &str, expand_max: Option<usize>) -> Result<Vec<Ioc>, SkipReason> {
+/// Like [`extract_str`]; `expand_max` is `None` for no expansion, else the member cap of
+/// [`extract_iocs_max`] (`pipeline.expand_max`).
+pub fn extract_str_max(input: &str, expand_max: Option<usize>) -> Result<Vec<Ioc>, SkipReason> {
     let pattern = parse(input).map_err(|_| SkipReason::Invalid)?;
     match expand_max {
-        Some(max) => classify_expanded_max(&pattern, max),
-        None => classify(&pattern).map(|ioc| vec![ioc]),
+        Some(max) => extract_iocs_max(&pattern, max),
+        None => extract_ioc(&pattern).map(|ioc| vec![ioc]),
     }
 }

@@ -16,7 +16,7 @@
 //! output is flushed once per block read, so a script that writes a line and waits for its
 //! answer still gets it at once.
 
-use super::classify::classify;
+use super::extract::extract_ioc;
 use super::parser::parse;
 use crate::ioc::Ioc;
 use crate::skip::SkipReason;
@@ -60,7 +60,7 @@ fn verdict(input: &str) -> Verdict {
         return Verdict::Empty;
     }
     match parse(input) {
-        Ok(pattern) => Verdict::Valid(classify(&pattern)),
+        Ok(pattern) => Verdict::Valid(extract_ioc(&pattern)),
         Err(e) => Verdict::Invalid(e),
     }
 }

@@ -106,7 +106,7 @@ pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -
     let Some(text) = obj.get("pattern").and_then(Value::as_str) else {
         return gone(Some(SkipReason::MissingPattern));
     };
-    match pattern::classify_str_max(text, opts.expand_or.then_some(opts.expand_max)) {
+    match pattern::extract_str_max(text, opts.expand_or.then_some(opts.expand_max)) {
         Ok(iocs) if !iocs.is_empty() => Classified::Indicator(Box::new(IndicatorState {
             id,
             iocs,

@@ -147,7 +147,7 @@ pub fn iocs_of(kind: &str, value: &str, expand: Option<usize>) -> Result<Vec<Ioc
                 _ => Ok(iocs),
             }
         }
-        "stix2-pattern" => crate::pattern::classify_str_max(value.trim(), expand),
+        "stix2-pattern" => crate::pattern::extract_str_max(value.trim(), expand),
         _ => Err(SkipReason::UnsupportedType),
     }
 }

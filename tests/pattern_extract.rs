@@ -1,9 +1,9 @@
 //! Classification of patterns into IOCs or skip reasons: every supported path spelling, every
-//! skip reason, expansion of OR/IN patterns, `classify_str` and the `iocsync parse` report line.
+//! skip reason, expansion of OR/IN patterns, `extract_str` and the `iocsync parse` report line.
 
 use iocsync::ioc::{Ioc, IocKind};
 use iocsync::pattern::{
-    classify, classify_expanded, classify_str, classify_str_max, parse, report, DEFAULT_EXPAND_MAX,
+    extract_ioc, extract_iocs, extract_str, extract_str_max, parse, report, DEFAULT_EXPAND_MAX,
 };
 use iocsync::skip::SkipReason;
 
@@ -21,11 +21,11 @@ fn ioc(kind: IocKind, value: &str) -> Ioc {
 }
 
 fn one(input: &str) -> Result<Ioc, SkipReason> {
-    classify(&parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}")))
+    extract_ioc(&parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}")))
 }
 
 fn expanded(input: &str) -> Result<Vec<Ioc>, SkipReason> {
-    classify_expanded(&parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}")))
+    extract_iocs(&parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}")))
 }
 
 #[test]
@@ -140,16 +140,13 @@ fn every_skip_reason() {
     ];
     for (input, reason) in cases {
         assert_eq!(one(input), Err(reason), "{input}");
-        assert_eq!(classify_str(input, false), Err(reason), "{input}");
+        assert_eq!(extract_str(input, false), Err(reason), "{input}");
     }
     assert_eq!(
-        classify_str("[file:hashes.MD5 = 'abc']", false),
+        extract_str("[file:hashes.MD5 = 'abc']", false),
         Err(SkipReason::Invalid)
     );
-    assert_eq!(
-        classify_str("not a pattern", true),
-        Err(SkipReason::Invalid)
-    );
+    assert_eq!(extract_str("not a pattern", true), Err(SkipReason::Invalid));
 }
 
 #[test]
@@ -205,7 +202,7 @@ fn expansion_of_or_and_in() {
         expanded("[ipv4-addr:value IN ('10.0.0.1', 5)]"),
         Err(SkipReason::InvalidValue)
     );
-    // Anything but OR and = / IN on supported paths keeps classify()'s answer.
+    // Anything but OR and = / IN on supported paths keeps extract_ioc()'s answer.
     for (input, reason) in [
         (
             "[ipv4-addr:value = '10.0.0.1' AND ipv4-addr:value = '10.0.0.2']",
@@ -242,12 +239,12 @@ fn expansion_of_or_and_in() {
     ] {
         assert_eq!(expanded(input), Err(reason), "{input}");
     }
-    // classify_str honours the flag.
+    // extract_str honours the flag.
     let or = "[ipv4-addr:value = '10.0.0.1'] OR [ipv4-addr:value = '10.0.0.2']";
-    assert_eq!(classify_str(or, false), Err(SkipReason::Compound));
-    assert_eq!(classify_str(or, true).map(|v| v.len()), Ok(2));
+    assert_eq!(extract_str(or, false), Err(SkipReason::Compound));
+    assert_eq!(extract_str(or, true).map(|v| v.len()), Ok(2));
     assert_eq!(
-        classify_str("[ipv4-addr:value = '10.0.0.1']", false),
+        extract_str("[ipv4-addr:value = '10.0.0.1']", false),
         Ok(vec![ip("10.0.0.1")])
     );
 }
@@ -303,7 +300,7 @@ fn expansion_is_capped_with_a_named_skip() {
     // 20,000 members: skipped whole, by name, before any member is turned into an IOC.
     let huge = in_of(20_000);
     assert_eq!(expanded(&huge), Err(SkipReason::TooManyMembers));
-    assert_eq!(classify_str(&huge, true), Err(SkipReason::TooManyMembers));
+    assert_eq!(extract_str(&huge, true), Err(SkipReason::TooManyMembers));
     assert_eq!(SkipReason::TooManyMembers.code(), "too_many_members");
     // Up to the default cap everything expands, de-duplicated.
     let at_cap = in_of(DEFAULT_EXPAND_MAX);
@@ -319,23 +316,20 @@ fn expansion_is_capped_with_a_named_skip() {
     // The cap is configurable and counts members as written: repeats count too.
     let repeated = "[ipv4-addr:value IN ('10.0.0.1', '10.0.0.1', '10.0.0.1')]";
     assert_eq!(
-        classify_str_max(repeated, Some(2)),
+        extract_str_max(repeated, Some(2)),
         Err(SkipReason::TooManyMembers)
     );
-    assert_eq!(
-        classify_str_max(repeated, Some(3)),
-        Ok(vec![ip("10.0.0.1")])
-    );
+    assert_eq!(extract_str_max(repeated, Some(3)), Ok(vec![ip("10.0.0.1")]));
     // Across ORs as well as inside an IN.
     let or = "[ipv4-addr:value = '10.0.0.1'] OR [ipv4-addr:value IN ('10.0.0.2', '10.0.0.3')]";
     assert_eq!(
-        classify_str_max(or, Some(2)),
+        extract_str_max(or, Some(2)),
         Err(SkipReason::TooManyMembers)
     );
-    assert_eq!(classify_str_max(or, Some(3)).map(|v| v.len()), Ok(3));
+    assert_eq!(extract_str_max(or, Some(3)).map(|v| v.len()), Ok(3));
     // Without expansion the cap plays no part: a single comparison is one IOC.
     assert_eq!(
-        classify_str_max("[ipv4-addr:value = '10.0.0.1']", None),
+        extract_str_max("[ipv4-addr:value = '10.0.0.1']", None),
         Ok(vec![ip("10.0.0.1")])
     );
 }

@@ -79,7 +79,7 @@ fn refanged(raw: &str) -> Option<String> {
 }
 
 /// The S1 type and normalised value of one typed value, or the message saying why not.
-pub fn classify(raw: &str, forced: Option<S1Type>) -> Result<(S1Type, String), String> {
+pub fn detect_type(raw: &str, forced: Option<S1Type>) -> Result<(S1Type, String), String> {
     let value = raw.trim();
     let quoted = format!("`{value}`");
     if value.is_empty() {
@@ -121,21 +121,24 @@ mod tests {
     #[test]
     fn detects_and_normalises() {
         let sha = "A".repeat(64);
-        assert_eq!(classify(&sha, None), Ok((S1Type::Sha256, "a".repeat(64))));
         assert_eq!(
-            classify(" Evil.Example. ", None),
+            detect_type(&sha, None),
+            Ok((S1Type::Sha256, "a".repeat(64)))
+        );
+        assert_eq!(
+            detect_type(" Evil.Example. ", None),
             Ok((S1Type::Dns, "evil.example".into()))
         );
         assert_eq!(
-            classify("10.0.0.1/32", None),
+            detect_type("10.0.0.1/32", None),
             Ok((S1Type::Ipv4, "10.0.0.1".into()))
         );
         assert_eq!(
-            classify("https://x.example/a?b", None),
+            detect_type("https://x.example/a?b", None),
             Ok((S1Type::Url, "https://x.example/a?b".into()))
         );
         assert_eq!(
-            classify("2001:DB8::1", None),
+            detect_type("2001:DB8::1", None),
             Ok((S1Type::Ipv6, "2001:db8::1".into()))
         );
     }
@@ -154,14 +157,14 @@ mod tests {
             ("abc", "not a value"),
             ("  ", "empty"),
         ] {
-            let e = classify(raw, None).expect_err(raw);
+            let e = detect_type(raw, None).expect_err(raw);
             assert!(e.contains(words), "{raw}: {e}");
         }
         assert_eq!(
-            classify("invoice.zip", Some(S1Type::Dns)),
+            detect_type("invoice.zip", Some(S1Type::Dns)),
             Ok((S1Type::Dns, "invoice.zip".into()))
         );
-        let e = classify(&"a".repeat(40), Some(S1Type::Md5)).expect_err("md5 of 40");
+        let e = detect_type(&"a".repeat(40), Some(S1Type::Md5)).expect_err("md5 of 40");
         assert!(e.contains("not a valid MD5"), "{e}");
     }
 

@@ -63,7 +63,7 @@ fn literal_ioc(kind: IocKind, lit: &Literal) -> Result<Ioc, SkipReason> {
 /// outermost shape decides the reason: a qualifier → `qualified`, AND/OR/FOLLOWEDBY or an `IN`
 /// → `compound`, another path → `unsupported_object`, another operator (incl. `NOT =`, `!=`,
 /// `LIKE`, `EXISTS`) → `unsupported_operator`, a bad value → its reason from [`Ioc::new`].
-pub fn classify(pattern: &Pattern) -> Result<Ioc, SkipReason> {
+pub fn extract_ioc(pattern: &Pattern) -> Result<Ioc, SkipReason> {
     let comparison = match &unwrap_observation(&pattern.root).kind {
         ObservationKind::Observation(cmp) => unwrap_comparison(cmp),
         ObservationKind::Qualified { .. } => return Err(SkipReason::Qualified),
@@ -143,12 +143,12 @@ fn expandable(test: &Test) -> Option<(IocKind, &[Literal])> {
 /// member costs a state row and a sink call per sink.
 pub const DEFAULT_EXPAND_MAX: usize = 1000;
 
-/// [`classify_expanded_max`] with [`DEFAULT_EXPAND_MAX`].
-pub fn classify_expanded(pattern: &Pattern) -> Result<Vec<Ioc>, SkipReason> {
-    classify_expanded_max(pattern, DEFAULT_EXPAND_MAX)
+/// [`extract_iocs_max`] with [`DEFAULT_EXPAND_MAX`].
+pub fn extract_iocs(pattern: &Pattern) -> Result<Vec<Ioc>, SkipReason> {
+    extract_iocs_max(pattern, DEFAULT_EXPAND_MAX)
 }
 
-/// Like [`classify`], but a pattern that is only an OR of `=` comparisons on supported paths
+/// Like [`extract_ioc`], but a pattern that is only an OR of `=` comparisons on supported paths
 /// (inside one observation or across observations) and/or `IN (…)` sets on supported paths
 /// becomes every IOC it names, de-duplicated, in order of appearance.
 ///
@@ -157,8 +157,8 @@ pub fn classify_expanded(pattern: &Pattern) -> Result<Vec<Ioc>, SkipReason> {
 /// Within an expansion, empty-file hashes are dropped (they are never pushed); any other bad
 /// member value skips the whole pattern with that member's reason, so a half-valid indicator is
 /// visible rather than silently trimmed. An expansion with no value left is `empty_file_hash` if
-/// that is why, `invalid_value` for an empty `IN ()`. Every other shape gets [`classify`]'s answer.
-pub fn classify_expanded_max(pattern: &Pattern, max: usize) -> Result<Vec<Ioc>, SkipReason> {
+/// that is why, `invalid_value` for an empty `IN ()`. Every other shape gets [`extract_ioc`]'s answer.
+pub fn extract_iocs_max(pattern: &Pattern, max: usize) -> Result<Vec<Ioc>, SkipReason> {
     let mut tests = Vec::new();
     let or_only = collect_or_observations(&pattern.root, &mut tests);
     let members: Option<Vec<_>> = if or_only {
@@ -167,7 +167,7 @@ pub fn classify_expanded_max(pattern: &Pattern, max: usize) -> Result<Vec<Ioc>, 
         None
     };
     let Some(members) = members else {
-        return classify(pattern).map(|ioc| vec![ioc]);
+        return extract_ioc(pattern).map(|ioc| vec![ioc]);
     };
     let count: usize = members.iter().map(|(_, values)| values.len()).sum();
     if count > max {

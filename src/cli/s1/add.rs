@@ -72,7 +72,7 @@ pub fn build_items(
         .filter(|s| !s.is_empty())
         .unwrap_or(DEFAULT_SOURCE);
     for raw in raws {
-        match values::classify(raw, args.kind) {
+        match values::detect_type(raw, args.kind) {
             Err(message) => problems.push(message),
             Ok((kind, value)) => {
                 if !seen.insert((kind, value.clone())) {
