@@ -182,7 +182,7 @@ pub fn build_source(cfg: &Config, kind: SourceKind) -> Result<Box<dyn Source>, A
         }
         SourceKind::OpenCti => Ok(Box::new(OpenCtiSource::new(&cfg.opencti, &cfg.connector)?)),
         SourceKind::Misp => Ok(Box::new(
-            MispSource::new(&cfg.misp, &cfg.state.dir)?
+            MispSource::new(&cfg.misp)?
                 .with_expansion(cfg.pipeline.expand_or.then_some(cfg.pipeline.expand_max)),
         )),
     }
@@ -309,6 +309,7 @@ pub async fn run(
         committed: committed_rx,
         shutdown: source_token.clone(),
         once: opts.once,
+        store: pipeline.source_store(),
     };
     let source_task = tokio::spawn(source.run(ctx));
 

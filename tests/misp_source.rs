@@ -509,7 +509,8 @@ async fn daemon_polls_on_its_interval_and_stops_on_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(&fake, dir.path()).misp;
     cfg.interval = Some(Duration::from_secs(1));
-    let source = MispSource::new(&cfg, &dir.path().join("state")).expect("source");
+    let source = MispSource::new(&cfg).expect("source");
+    let state = iocsync::state::State::open(&dir.path().join("state")).expect("state");
     let (tx, mut rx) = mpsc::channel(64);
     let (_committed, committed_rx) = watch::channel(None);
     let shutdown = CancellationToken::new();
@@ -519,6 +520,9 @@ async fn daemon_polls_on_its_interval_and_stops_on_shutdown() {
         committed: committed_rx,
         shutdown: shutdown.clone(),
         once: false,
+        store: iocsync::sources::SourceStore::new(std::sync::Arc::new(std::sync::Mutex::new(
+            state,
+        ))),
     };
     let started = std::time::Instant::now();
     let handle = tokio::spawn(Box::new(source).run(ctx));

@@ -8,7 +8,8 @@ mod opencti_fake;
 use iocsync::model::{EventKind, Payload, SourceEvent};
 use iocsync::secret::Secret;
 use iocsync::sources::opencti::{ConnectorConfig, OpenCtiConfig, OpenCtiSource};
-use iocsync::sources::{Source, SourceContext, SourceError};
+use iocsync::sources::{Source, SourceContext, SourceError, SourceStore};
+use iocsync::state::State;
 use opencti_fake::{indicator, FakeOpenCti, BASE_MS};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -58,6 +59,13 @@ struct Run {
     handle: JoinHandle<Result<(), SourceError>>,
 }
 
+/// A state for the source's notes (the OpenCTI source keeps none), in a directory left behind.
+fn scratch_store() -> SourceStore {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let state = State::open(&dir).expect("state");
+    SourceStore::new(std::sync::Arc::new(std::sync::Mutex::new(state)))
+}
+
 impl Run {
     fn start(o: &OpenCtiConfig, c: &ConnectorConfig, start: Option<&str>, once: bool) -> Run {
         let source = OpenCtiSource::new(o, c).expect("valid config");
@@ -70,6 +78,7 @@ impl Run {
             committed: committed_rx,
             shutdown: shutdown.clone(),
             once,
+            store: scratch_store(),
         };
         let handle = tokio::spawn(Box::new(source).run(ctx));
         Run {

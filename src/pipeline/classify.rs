@@ -47,6 +47,16 @@ pub enum Classified {
     },
 }
 
+/// The indicators an OpenCTI merge took away: the merged ids that are indicators, other than the
+/// surviving `object` itself (whatever they held goes, unless the survivor holds it too).
+pub fn merged_away<'a>(object: &Value, merged: &'a [String]) -> impl Iterator<Item = &'a str> {
+    let target = object.get("id").and_then(Value::as_str).map(str::to_string);
+    merged
+        .iter()
+        .map(String::as_str)
+        .filter(move |id| id.starts_with("indicator--") && Some(*id) != target.as_deref())
+}
+
 /// Classifies the object of a create / update / delete event.
 pub fn classify_object(kind: EventKind, object: &Value, opts: ClassifyOptions) -> Classified {
     let Some(obj) = object.as_object() else {

@@ -26,7 +26,7 @@ use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
 use crate::sinks::{Change, ChangeOp, Sink, SinkError};
 use crate::skip::SkipReason;
 use crate::state::{State, StateError};
-use classify::{classify_object, Classified, ClassifyOptions};
+use classify::{classify_object, merged_away, Classified, ClassifyOptions};
 use plan::{plan_indicator, InFlight, PlanError, Planned, SinkCaps};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -245,6 +245,12 @@ impl Pipeline {
     pub async fn checkpoint(&self) -> Result<Option<String>, PipelineError> {
         let source = self.source_name;
         with_state(&self.state, move |s| s.checkpoint(source)).await
+    }
+
+    /// A handle on the state for the source: its own durable notes and the held indicator ids,
+    /// through this pipeline's connection.
+    pub fn source_store(&self) -> crate::sources::SourceStore {
+        crate::sources::SourceStore::new(Arc::clone(&self.state))
     }
 
     /// The statistics of the current run so far.
@@ -607,11 +613,7 @@ impl Pipeline {
                 }
                 Payload::StixMerge { object, merged } => {
                     self.stats.received += 1;
-                    let target = object.get("id").and_then(|i| i.as_str());
-                    for id in merged
-                        .iter()
-                        .filter(|id| id.starts_with("indicator--") && Some(id.as_str()) != target)
-                    {
+                    for id in merged_away(&object, &merged) {
                         // Merged away: whatever it held goes, unless the target holds it too.
                         removals.push((index, IndicatorState::removed(id)));
                     }

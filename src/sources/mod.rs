@@ -5,6 +5,9 @@ pub mod file;
 pub mod misp;
 pub mod opencti;
 pub mod sse;
+pub mod store;
+
+pub use store::SourceStore;
 
 use crate::model::SourceEvent;
 use async_trait::async_trait;
@@ -57,6 +60,8 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// `run --once`: stop when caught up instead of waiting for more.
     pub once: bool,
+    /// The source's durable notes and the held indicator ids, through the pipeline's state.
+    pub store: SourceStore,
 }
 
 /// A producer of events.

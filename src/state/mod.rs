@@ -89,6 +89,9 @@ pub enum StateError {
         /// Version this iocsync writes.
         expected: i64,
     },
+    /// The blocking task that held the database failed (a panic in it).
+    #[error("state database task failed: {0}")]
+    Task(String),
 }
 
 /// Status of a value in a sink.

@@ -16,15 +16,13 @@ use super::wire::{text, Attribute};
 use super::SOURCE_NAME;
 use crate::metrics;
 use crate::model::{EventKind, IndicatorState, IocMeta, Payload, SourceEvent};
-use crate::sources::{Source, SourceContext, SourceError};
-use crate::state::{State, StateError};
+use crate::sources::{Source, SourceContext, SourceError, SourceStore};
+use crate::state::StateError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
@@ -46,7 +44,6 @@ pub struct MispSource {
     cfg: MispConfig,
     client: MispClient,
     schedule: Schedule,
-    state_dir: PathBuf,
     opts: MapOptions,
     disabled: Vec<String>,
     types: Vec<String>,
@@ -123,7 +120,6 @@ struct Memory {
     /// has whole server seconds).
     started_local: Option<DateTime<Utc>>,
     memo: Memo,
-    state: Option<Arc<Mutex<State>>>,
 }
 
 /// Counters of one run, for the log line.
@@ -136,9 +132,9 @@ struct Tally {
 }
 
 impl MispSource {
-    /// A source for `cfg` (validated) keeping its resync view and per-feed counts in the state
-    /// database under `state_dir` (opened on the first run, not here: `iocsync check` builds sources).
-    pub fn new(cfg: &MispConfig, state_dir: &Path) -> Result<MispSource, SourceError> {
+    /// A source for `cfg` (validated). Its per-feed counts and deduplication memo go to the state
+    /// through the run's [`SourceStore`].
+    pub fn new(cfg: &MispConfig) -> Result<MispSource, SourceError> {
         let client = MispClient::new(cfg).map_err(|e| match e {
             MispError::Setup(e) => SourceError::Config {
                 source_name: SOURCE_NAME,
@@ -161,7 +157,6 @@ impl MispSource {
             types: cfg.type_list(),
             cfg: cfg.clone(),
             client,
-            state_dir: state_dir.to_path_buf(),
             opts,
         })
     }
@@ -256,19 +251,6 @@ impl MispSource {
         }
     }
 
-    async fn state(&self, mem: &mut Memory) -> Result<Arc<Mutex<State>>, RunError> {
-        if let Some(s) = &mem.state {
-            return Ok(Arc::clone(s));
-        }
-        let dir = self.state_dir.clone();
-        let state = tokio::task::spawn_blocking(move || State::open(&dir))
-            .await
-            .map_err(|e| RunError::Misp(MispError::Client(format!("state task failed: {e}"))))??;
-        let state = Arc::new(Mutex::new(state));
-        mem.state = Some(Arc::clone(&state));
-        Ok(state)
-    }
-
     /// One run, start to `RunEnd`.
     async fn poll(&self, ctx: &SourceContext, mem: &mut Memory) -> Result<(), RunError> {
         let local_now = Utc::now();
@@ -296,7 +278,6 @@ impl MispSource {
             None => Some(since),
         };
         let resync = self.resync_due(mem.mark.as_ref(), run_start);
-        let state = self.state(mem).await?;
         // The memo of the previous run counts only if that run was acknowledged.
         let memo = if mem.memo.since == since {
             mem.memo.seen.clone()
@@ -360,10 +341,7 @@ impl MispSource {
         // A listing that fails part-way proves nothing about what MISP lacks: it removes nothing,
         // and the resync stays due for the next run, whose incremental part goes on meanwhile.
         let resynced = resync
-            && match self
-                .resync(ctx, &state, &feeds, floor, &sent, &mut tally)
-                .await
-            {
+            && match self.resync(ctx, &feeds, floor, &sent, &mut tally).await {
                 Ok(()) => true,
                 Err(RunError::Stopped) => return Err(RunError::Stopped),
                 Err(e) => {
@@ -403,7 +381,7 @@ impl MispSource {
                 .filter(|(_, (ts, _))| *ts >= next_since)
                 .collect(),
         };
-        self.save_run_notes(&state, &counts, &memo).await;
+        self.save_run_notes(&ctx.store, &counts, &memo).await;
         info!(
             received = tally.received,
             deduplicated = tally.deduped,
@@ -478,19 +456,12 @@ impl MispSource {
     async fn resync(
         &self,
         ctx: &SourceContext,
-        state: &Arc<Mutex<State>>,
         feeds: &FeedIndex,
         floor: Option<i64>,
         sent: &HashSet<String>,
         tally: &mut Tally,
     ) -> Result<(), RunError> {
-        let state = Arc::clone(state);
-        let held: Vec<String> = tokio::task::spawn_blocking(move || {
-            let guard = state.lock().unwrap_or_else(|e| e.into_inner());
-            guard.indicator_ids()
-        })
-        .await
-        .map_err(|e| RunError::Misp(MispError::Client(format!("state task failed: {e}"))))??;
+        let held = ctx.store.held_indicator_ids().await?;
         // Only bare uuids are MISP attributes; `indicator--…` ids belong to another source.
         let held: HashMap<uuid::Uuid, String> = held
             .into_iter()
@@ -554,37 +525,35 @@ impl MispSource {
     }
 
     /// Stores the per-feed counts and the boundary memo; a failure costs only those notes.
-    async fn save_run_notes(&self, state: &Arc<Mutex<State>>, counts: &FeedCounts, memo: &Memo) {
-        let state = Arc::clone(state);
-        let counts = serde_json::to_string(counts).unwrap_or_default();
-        let memo = serde_json::to_string(memo).unwrap_or_default();
-        let result = tokio::task::spawn_blocking(move || {
-            let guard = state.lock().unwrap_or_else(|e| e.into_inner());
-            guard.kv_set(FEED_COUNTS_KEY, &counts)?;
-            guard.kv_set(MEMO_KEY, &memo)
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "cannot store the run's feed counts"),
-            Err(e) => warn!(error = %e, "cannot store the run's feed counts"),
+    async fn save_run_notes(&self, store: &SourceStore, counts: &FeedCounts, memo: &Memo) {
+        let notes = serde_json::to_string(counts).and_then(|c| {
+            Ok(vec![
+                (FEED_COUNTS_KEY, c),
+                (MEMO_KEY, serde_json::to_string(memo)?),
+            ])
+        });
+        let result = match notes {
+            Ok(notes) => store.set(notes).await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot serialise them: {e}")),
+        };
+        if let Err(e) = result {
+            // Only the feed counts of `misp feeds` and the next run's deduplication memo are
+            // lost: the next run re-reads its overlap and the pipeline deduplicates by state.
+            warn!(error = %e, "cannot store the run's feed counts and memo");
         }
     }
 
     /// Reads the memo of the last run from the state (restarts and `--once` keep deduplicating).
-    async fn load_memo(&self, mem: &mut Memory) {
-        let Ok(state) = self.state(mem).await else {
-            return;
-        };
-        let loaded = tokio::task::spawn_blocking(move || {
-            let guard = state.lock().unwrap_or_else(|e| e.into_inner());
-            guard.kv_get(MEMO_KEY)
-        })
-        .await;
-        if let Ok(Ok(Some(text))) = loaded {
-            if let Ok(memo) = serde_json::from_str::<Memo>(&text) {
-                mem.memo = memo;
-            }
+    async fn load_memo(&self, store: &SourceStore, mem: &mut Memory) {
+        match store.get(MEMO_KEY).await {
+            Ok(Some(text)) => match serde_json::from_str::<Memo>(&text) {
+                Ok(memo) => mem.memo = memo,
+                Err(e) => {
+                    warn!(error = %e, "the last run's memo is unreadable; starting without it")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot read the last run's memo; starting without it"),
         }
     }
 }
@@ -647,9 +616,8 @@ impl Source for MispSource {
             mark,
             started_local: None,
             memo: Memo::default(),
-            state: None,
         };
-        self.load_memo(&mut mem).await;
+        self.load_memo(&ctx.store, &mut mem).await;
         if ctx.once {
             return match self.poll(&ctx, &mut mem).await {
                 Ok(()) | Err(RunError::Stopped) => Ok(()),
