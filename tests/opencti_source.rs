@@ -70,6 +70,7 @@ impl Run {
             committed: committed_rx,
             shutdown: shutdown.clone(),
             once,
+            control: iocsync::control::Control::new("opencti", false),
         };
         let handle = tokio::spawn(Box::new(source).run(ctx));
         Run {

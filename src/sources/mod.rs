@@ -6,6 +6,7 @@ pub mod misp;
 pub mod opencti;
 pub mod sse;
 
+use crate::control::Control;
 use crate::model::SourceEvent;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
@@ -57,6 +58,8 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// `run --once`: stop when caught up instead of waiting for more.
     pub once: bool,
+    /// Operator control: a scheduled source (MISP) also wakes on a run request.
+    pub control: Control,
 }
 
 /// A producer of events.
