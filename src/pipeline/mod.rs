@@ -255,6 +255,7 @@ impl Pipeline {
     /// Puts the pipeline under operator control (pause/resume); by default it has a control of its
     /// own that nobody pauses.
     pub fn set_control(&mut self, control: Control) {
+        metrics::global().set("iocsync_paused", &[], 0.0);
         self.control = control;
     }
 
@@ -452,6 +453,7 @@ impl Pipeline {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => {}
+                    _ = self.control.wait_paused() => return Ok(true),
                     event = events.recv() => carry.extend(event),
                     _ = tokio::time::sleep_until(due.into()) => {}
                 }

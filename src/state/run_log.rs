@@ -68,3 +68,42 @@ impl State {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RUNS_KEPT;
+
+    fn line(seq: u64, message: &str) -> LogLine {
+        LogLine {
+            seq,
+            at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap_or_default(),
+            level: "WARN",
+            target: "iocsync::pipeline".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn run_logs_round_trip_and_leave_with_their_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(dir.path()).expect("state");
+        let stats = serde_json::json!({});
+        let first = state.record_run("file", 1, 2, &stats).expect("run");
+        let lines = vec![line(7, "a b=1"), line(8, "run finished")];
+        state.record_run_log(first, &lines).expect("log");
+        assert_eq!(state.run_log(first).expect("read"), lines);
+        // Once the run leaves the history, so does its log.
+        for _ in 0..RUNS_KEPT {
+            let id = state.record_run("file", 1, 2, &stats).expect("run");
+            state.record_run_log(id, &[line(9, "x")]).expect("log");
+        }
+        assert!(state.runs().expect("runs").iter().all(|r| r.id != first));
+        assert!(state.run_log(first).expect("read").is_empty());
+        let rows: i64 = state
+            .conn
+            .query_row("SELECT COUNT(*) FROM run_log", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, RUNS_KEPT);
+    }
+}
