@@ -8,7 +8,6 @@
 
 use crate::logring::LogRing;
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
 
@@ -37,10 +36,9 @@ struct Inner {
     paused: watch::Sender<bool>,
     /// Wakes the source's schedule wait (a permit is kept if it is not waiting yet).
     run_now: Notify,
-    /// A run is being read or applied (from the source's first step to the pipeline's record).
-    run_in_progress: AtomicBool,
-    /// The [`LogRing`] sequence number of the first line of the run in progress.
-    run_first_seq: AtomicU64,
+    /// While a run is requested, read or applied (until the pipeline records it): the
+    /// [`LogRing`] sequence number of its first log line.
+    run: Mutex<Option<u64>>,
     /// When the source's next scheduled run is due.
     next_run: Mutex<Option<DateTime<Utc>>>,
 }
@@ -65,7 +63,7 @@ pub struct ControlSnapshot {
     pub paused: bool,
     /// True when [`Control::request_run`] can start a run (MISP).
     pub supports_run_now: bool,
-    /// True while a run is being read or applied.
+    /// True from a run request (or the start of a run) until the run is recorded.
     pub run_in_progress: bool,
     /// When the next scheduled run is due (MISP, between runs).
     pub next_run: Option<DateTime<Utc>>,
@@ -80,8 +78,7 @@ impl Control {
                 supports_run_now,
                 paused: watch::Sender::new(false),
                 run_now: Notify::new(),
-                run_in_progress: AtomicBool::new(false),
-                run_first_seq: AtomicU64::new(0),
+                run: Mutex::new(None),
                 next_run: Mutex::new(None),
             }),
         }
@@ -116,8 +113,14 @@ impl Control {
                 _ => NOT_SUPPORTED_OTHER,
             });
         }
-        if self.inner.run_in_progress.load(Ordering::SeqCst) {
-            return RunRequest::AlreadyRunning;
+        {
+            // The run counts as started from the request on, so a second request cannot queue a
+            // second run.
+            let mut run = self.run();
+            if run.is_some() {
+                return RunRequest::AlreadyRunning;
+            }
+            *run = Some(LogRing::global().next_seq());
         }
         tracing::info!(source = self.inner.source, "run requested by operator");
         self.inner.run_now.notify_one();
@@ -130,13 +133,18 @@ impl Control {
             source: self.inner.source,
             paused: self.is_paused(),
             supports_run_now: self.inner.supports_run_now,
-            run_in_progress: self.inner.run_in_progress.load(Ordering::SeqCst),
+            run_in_progress: self.run().is_some(),
             next_run: *self
                 .inner
                 .next_run
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         }
+    }
+
+    fn run(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        // Only an `Option<u64>` is behind it: a panic elsewhere cannot leave it half-written.
+        self.inner.run.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The source's name.
@@ -173,16 +181,12 @@ impl Control {
     /// [`Control::begin_run`] for a run whose log started at line `first_seq` (the pipeline's first
     /// run starts with the invocation); when the run had begun already, its first line stays.
     pub fn begin_run_from(&self, first_seq: u64) -> u64 {
-        if self.inner.run_in_progress.swap(true, Ordering::SeqCst) {
-            return self.inner.run_first_seq.load(Ordering::SeqCst);
-        }
-        self.inner.run_first_seq.store(first_seq, Ordering::SeqCst);
-        first_seq
+        *self.run().get_or_insert(first_seq)
     }
 
     /// Marks the run as over (recorded by the pipeline, or failed in the source).
     pub fn end_run(&self) {
-        self.inner.run_in_progress.store(false, Ordering::SeqCst);
+        *self.run() = None;
     }
 
     /// Records when the next scheduled run is due (`None` while running or unscheduled).
@@ -211,7 +215,14 @@ mod tests {
         }
         let misp = Control::new("misp", true);
         assert_eq!(misp.request_run(), RunRequest::Accepted);
-        misp.begin_run();
+        // Until the run is over, another request starts nothing more.
+        assert_eq!(misp.request_run(), RunRequest::AlreadyRunning);
+        let first = misp.begin_run();
+        assert_eq!(
+            misp.begin_run_from(first + 100),
+            first,
+            "the run keeps its start"
+        );
         assert_eq!(misp.request_run(), RunRequest::AlreadyRunning);
         assert!(misp.snapshot().run_in_progress);
         misp.end_run();

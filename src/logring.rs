@@ -167,7 +167,9 @@ pub fn layer() -> LogRingLayer {
 impl<S: Subscriber> Layer<S> for LogRingLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut visitor = LineVisitor::default();
+        let mut visitor = LineVisitor {
+            line: String::with_capacity(128),
+        };
         event.record(&mut visitor);
         let level = match *meta.level() {
             Level::ERROR => "ERROR",
@@ -176,29 +178,32 @@ impl<S: Subscriber> Layer<S> for LogRingLayer {
             Level::DEBUG => "DEBUG",
             Level::TRACE => "TRACE",
         };
-        let mut message = visitor.message;
-        if !visitor.fields.is_empty() {
-            if !message.is_empty() {
-                message.push(' ');
-            }
-            message.push_str(&visitor.fields);
-        }
         self.ring
-            .push(Utc::now(), level, meta.target().to_string(), message);
+            .push(Utc::now(), level, meta.target().to_string(), visitor.line);
     }
 }
 
-/// Collects the message and the `key=value` fields of an event.
-#[derive(Default)]
+/// Writes an event's message, then its fields as `key=value`, into one line. The macros record the
+/// message first; one recorded later is still put in front.
 struct LineVisitor {
-    message: String,
-    fields: String,
+    line: String,
 }
 
 impl LineVisitor {
+    fn message(&mut self, text: std::fmt::Arguments<'_>) {
+        if self.line.is_empty() {
+            let _ = self.line.write_fmt(text);
+        } else {
+            let fields = std::mem::take(&mut self.line);
+            let _ = self.line.write_fmt(text);
+            self.line.push(' ');
+            self.line.push_str(&fields);
+        }
+    }
+
     fn sep(&mut self) {
-        if !self.fields.is_empty() {
-            self.fields.push(' ');
+        if !self.line.is_empty() {
+            self.line.push(' ');
         }
     }
 }
@@ -206,24 +211,22 @@ impl LineVisitor {
 impl Visit for LineVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message.push_str(value);
-            return;
+            return self.message(format_args!("{value}"));
         }
         self.sep();
         if value.is_empty() || value.contains(char::is_whitespace) {
-            let _ = write!(self.fields, "{}={value:?}", field.name());
+            let _ = write!(self.line, "{}={value:?}", field.name());
         } else {
-            let _ = write!(self.fields, "{}={value}", field.name());
+            let _ = write!(self.line, "{}={value}", field.name());
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {
-            let _ = write!(self.message, "{value:?}");
-            return;
+            return self.message(format_args!("{value:?}"));
         }
         self.sep();
-        let _ = write!(self.fields, "{}={value:?}", field.name());
+        let _ = write!(self.line, "{}={value:?}", field.name());
     }
 }
 
@@ -283,5 +286,11 @@ mod tests {
             (lines[1].level, lines[1].message.as_str()),
             ("DEBUG", "done=true")
         );
+        // A message recorded after the fields still comes first.
+        let mut visitor = LineVisitor {
+            line: String::from("a=1"),
+        };
+        visitor.message(format_args!("hello"));
+        assert_eq!(visitor.line, "hello a=1");
     }
 }
