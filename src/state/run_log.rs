@@ -8,8 +8,9 @@ use rusqlite::params;
 impl State {
     /// Stores the log lines of run `run_id` and drops those of runs no longer in the history.
     pub fn record_run_log(&self, run_id: i64, lines: &[LogLine]) -> Result<(), StateError> {
-        let mut stmt = self
-            .conn
+        // One transaction: a commit per line would be a sync to disk per line.
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let mut stmt = tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO run_log(run_id, seq, at, level, target, message)
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
@@ -26,13 +27,13 @@ impl State {
             ])
             .map_err(self.err())?;
         }
-        self.conn
-            .execute(
-                "DELETE FROM run_log WHERE run_id NOT IN (SELECT id FROM run)",
-                [],
-            )
-            .map(|_| ())
-            .map_err(self.err())
+        drop(stmt);
+        tx.execute(
+            "DELETE FROM run_log WHERE run_id NOT IN (SELECT id FROM run)",
+            [],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())
     }
 
     /// The log lines stored with run `run_id`, oldest first (empty for an unknown run).
