@@ -2,6 +2,7 @@
 //! handling, probe endpoints, and read the state. `main.rs` parses arguments and calls these.
 
 use crate::config::{Config, ConfigError, Problem, SinkKind, SourceKind};
+use crate::control::Control;
 use crate::model::SourceEvent;
 use crate::pipeline::{Pipeline, PipelineError, RunMode, RunStats};
 use crate::sinks::jsonl::JsonlSink;
@@ -116,10 +117,12 @@ impl From<crate::state::StateError> for AppError {
 }
 
 /// Options of `iocsync run`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// One pass and exit.
     pub once: bool,
+    /// Operator control (pause, resume, run now); `None`: `run` makes its own.
+    pub control: Option<Control>,
 }
 
 /// Validates without I/O; every problem becomes one line of the error.
@@ -269,6 +272,11 @@ pub async fn run(
         mode,
         committed_tx,
     );
+    let control = opts
+        .control
+        .clone()
+        .unwrap_or_else(|| Control::new(source.name(), kind == SourceKind::Misp));
+    pipeline.set_control(control.clone());
     let drain = cfg.pipeline.shutdown_timeout;
     // `None`: the drain bound expired with a sink call still running.
     let settled = {
@@ -310,6 +318,7 @@ pub async fn run(
         shutdown: source_token.clone(),
         once: opts.once,
         store: pipeline.source_store(),
+        control,
     };
     let source_task = tokio::spawn(source.run(ctx));
 

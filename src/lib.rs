@@ -32,10 +32,12 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod fuzz;
 pub mod http;
 pub mod ioc;
 mod lenient;
+pub mod logring;
 pub mod metrics;
 pub mod model;
 pub mod pattern;

@@ -92,10 +92,22 @@ fn init_logging(level: Option<String>, json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
+    // Every line also goes to the in-memory ring behind the live console and the run logs.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     if json {
-        builder.json().flatten_event(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(iocsync::logring::layer())
+            .init();
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(iocsync::logring::layer())
+            .init();
     }
 }
 
@@ -172,7 +184,7 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             Command::Run { once, .. } => {
                 let token = CancellationToken::new();
                 app::spawn_signal_handler(token.clone());
-                let stats = app::run(&cfg, RunOptions { once }, token).await?;
+                let stats = app::run(&cfg, RunOptions { once, control: None }, token).await?;
                 let mut out = std::io::stdout();
                 writeln!(out, "{}", stats.render().trim_end()).map_err(app::output_error)?;
                 if demo {

@@ -57,7 +57,15 @@ fn config(fake: &FakeMisp, dir: &Path) -> Config {
 }
 
 async fn run_once(cfg: &Config) -> Result<RunStats, app::AppError> {
-    app::run(cfg, RunOptions { once: true }, CancellationToken::new()).await
+    app::run(
+        cfg,
+        RunOptions {
+            once: true,
+            control: None,
+        },
+        CancellationToken::new(),
+    )
+    .await
 }
 
 async fn run_ok(cfg: &Config) -> RunStats {
@@ -523,6 +531,7 @@ async fn daemon_polls_on_its_interval_and_stops_on_shutdown() {
         store: iocsync::sources::SourceStore::new(std::sync::Arc::new(std::sync::Mutex::new(
             state,
         ))),
+        control: iocsync::control::Control::new("misp", true),
     };
     let started = std::time::Instant::now();
     let handle = tokio::spawn(Box::new(source).run(ctx));

@@ -79,6 +79,7 @@ impl Run {
             shutdown: shutdown.clone(),
             once,
             store: scratch_store(),
+            control: iocsync::control::Control::new("opencti", false),
         };
         let handle = tokio::spawn(Box::new(source).run(ctx));
         Run {

@@ -21,6 +21,8 @@ use apply::{DeadLetters, SinkWorker, WorkerReport};
 use collect::collect;
 
 use crate::config::PipelineConfig;
+use crate::control::Control;
+use crate::logring::LogRing;
 use crate::metrics;
 use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
 use crate::sinks::{Change, ChangeOp, Sink, SinkError};
@@ -181,7 +183,14 @@ pub struct Pipeline {
     finished: Option<RunStats>,
     /// When to look for indicators that expired next (never with `keep_expired`).
     next_expiry_sweep: Option<Instant>,
+    /// Operator control: pause/resume, and the run in progress.
+    control: Control,
+    /// The [`LogRing`] seq of the current run's first log line.
+    run_first_seq: u64,
 }
+
+/// Log lines kept with each recorded run (its last ones).
+pub const RUN_LOG_LINES: usize = 1_000;
 
 /// Runs a closure on the state off the async runtime (the connection is never held across `.await`).
 pub(super) async fn with_state<R: Send + 'static>(
@@ -238,7 +247,16 @@ impl Pipeline {
             run_started: Instant::now(),
             finished: None,
             next_expiry_sweep: (!cfg_keep_expired).then(Instant::now),
+            control: Control::new(source_name, false),
+            run_first_seq: LogRing::global().next_seq(),
         }
+    }
+
+    /// Puts the pipeline under operator control (pause/resume); by default it has a control of its
+    /// own that nobody pauses.
+    pub fn set_control(&mut self, control: Control) {
+        metrics::global().set("iocsync_paused", &[], 0.0);
+        self.control = control;
     }
 
     /// The checkpoint to resume from.
@@ -355,6 +373,7 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> Result<RunStats, PipelineError> {
         self.run_started = Instant::now();
+        self.run_first_seq = LogRing::global().next_seq();
         self.stats = RunStats::new(self.source_name);
         self.finished = None;
         // Events received past a batch boundary (after a `RunEnd`) wait here for the next batch.
@@ -406,6 +425,14 @@ impl Pipeline {
         applying: &mut Option<Applying>,
         shutdown: &CancellationToken,
     ) -> Result<bool, PipelineError> {
+        if self.control.is_paused() && !shutdown.is_cancelled() {
+            // The batch in flight is finished and checkpointed before the pause.
+            if let Some(previous) = applying.take() {
+                self.finish(previous).await?;
+            }
+            self.pause_until_resumed(shutdown).await;
+            return Ok(!shutdown.is_cancelled());
+        }
         if let Some(Applying {
             batch,
             mut task,
@@ -432,6 +459,7 @@ impl Pipeline {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => {}
+                    _ = self.control.wait_paused() => return Ok(true),
                     event = events.recv() => carry.extend(event),
                     _ = tokio::time::sleep_until(due.into()) => {}
                 }
@@ -442,6 +470,15 @@ impl Pipeline {
                     // Nothing expired and nothing arrived: wait again (for both).
                     return Ok(true);
                 }
+            }
+        }
+        if carry.is_empty() && applying.is_none() {
+            // Idle: a pause must be noticed before the next event is taken, not after its batch.
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {}
+                _ = self.control.wait_paused() => return Ok(true),
+                event = events.recv() => carry.extend(event),
             }
         }
         let events_in = collect(
@@ -477,6 +514,22 @@ impl Pipeline {
             *applying = Some(launched);
         }
         Ok(!shutdown.is_cancelled())
+    }
+
+    /// Waits while paused (or until shutdown), saying so in the log and the metrics.
+    async fn pause_until_resumed(&self, shutdown: &CancellationToken) {
+        tracing::info!(
+            source = self.source_name,
+            "paused by operator: the batch in flight is applied and checkpointed; no more events are taken until resumed"
+        );
+        metrics::global().set("iocsync_paused", &[], 1.0);
+        tokio::select! {
+            _ = self.control.wait_resumed() => {
+                tracing::info!(source = self.source_name, "resumed: continuing from the checkpoint");
+            }
+            _ = shutdown.cancelled() => {}
+        }
+        metrics::global().set("iocsync_paused", &[], 0.0);
     }
 
     /// Queues an [`EventKind::Expiry`] for each indicator whose validity ended while it held IOCs:
@@ -532,15 +585,7 @@ impl Pipeline {
         let ended_ms = chrono::Utc::now().timestamp_millis();
         let started_ms = ended_ms - stats.duration_ms as i64;
         let first_of_invocation = self.finished.is_none();
-        if stats.received > 0
-            || !stats.errors.is_empty()
-            || (self.mode == RunMode::Ends && first_of_invocation)
-        {
-            with_state(&self.state, move |s| {
-                s.record_run(source, started_ms, ended_ms, &json)
-            })
-            .await?;
-        }
+        // Logged before the run is recorded, so that the run's own log ends with it.
         tracing::info!(
             source,
             received = stats.received,
@@ -550,6 +595,21 @@ impl Pipeline {
             pending = stats.pending,
             "run finished"
         );
+        if stats.received > 0
+            || !stats.errors.is_empty()
+            || (self.mode == RunMode::Ends && first_of_invocation)
+        {
+            // Every line logged since the run started, also by concurrent tasks (the sinks', the
+            // source's), is the run's.
+            let lines = LogRing::global().since(self.run_first_seq, RUN_LOG_LINES);
+            with_state(&self.state, move |s| {
+                let id = s.record_run(source, started_ms, ended_ms, &json)?;
+                s.record_run_log(id, &lines)
+            })
+            .await?;
+        }
+        self.control.end_run();
+        self.run_first_seq = LogRing::global().next_seq();
         self.finished = Some(stats.clone());
         Ok(stats)
     }
@@ -560,6 +620,12 @@ impl Pipeline {
             // A run starts with its first event, not when the previous one ended (MISP idles between).
             self.run_started = Instant::now();
             self.stats.started = RunStats::new(self.source_name).started;
+            // The first run of an invocation logs from its start (connecting, reading a file).
+            let from = match self.finished {
+                None => self.run_first_seq,
+                Some(_) => LogRing::global().next_seq(),
+            };
+            self.run_first_seq = self.control.begin_run_from(from);
         }
         if self.next_expiry_sweep.is_some() {
             self.classify.expired_at = Some(chrono::Utc::now());

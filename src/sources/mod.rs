@@ -9,6 +9,7 @@ pub mod store;
 
 pub use store::SourceStore;
 
+use crate::control::Control;
 use crate::model::SourceEvent;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
@@ -62,6 +63,8 @@ pub struct SourceContext {
     pub once: bool,
     /// The source's durable notes and the held indicator ids, through the pipeline's state.
     pub store: SourceStore,
+    /// Operator control: a scheduled source (MISP) also wakes on a run request.
+    pub control: Control,
 }
 
 /// A producer of events.

@@ -4,27 +4,28 @@ use super::{RunRecord, State, StateError, RUNS_KEPT};
 use rusqlite::params;
 
 impl State {
-    /// Stores a run summary and keeps the last [`RUNS_KEPT`].
+    /// Stores a run summary, keeps the last [`RUNS_KEPT`], and returns the run's id.
     pub fn record_run(
         &self,
         source: &str,
         started_ms: i64,
         ended_ms: i64,
         stats: &serde_json::Value,
-    ) -> Result<(), StateError> {
+    ) -> Result<i64, StateError> {
         self.conn
             .execute(
                 "INSERT INTO run(source, started, ended, stats) VALUES(?1, ?2, ?3, ?4)",
                 params![source, started_ms, ended_ms, stats.to_string()],
             )
             .map_err(self.err())?;
+        let id = self.conn.last_insert_rowid();
         self.conn
             .execute(
                 "DELETE FROM run WHERE id NOT IN (SELECT id FROM run ORDER BY id DESC LIMIT ?1)",
                 [RUNS_KEPT],
             )
-            .map(|_| ())
-            .map_err(self.err())
+            .map_err(self.err())?;
+        Ok(id)
     }
 
     /// The last runs, newest first.

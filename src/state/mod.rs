@@ -197,6 +197,7 @@ pub struct State {
 mod cache;
 mod expiry;
 mod history;
+mod run_log;
 mod schema;
 mod tx;
 

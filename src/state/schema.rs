@@ -165,12 +165,26 @@ impl State {
     }
 }
 
+impl State {
+    /// Version 3: the log lines of each recorded run (console-control).
+    fn migrate_3_run_log(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS run_log(run_id INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, level TEXT NOT NULL, target TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY(run_id, seq));",
+            )
+            .map_err(self.err())
+    }
+}
+
 /// The migrations, in order: entry `i` takes a database from version `i + 1` to the version it
 /// names. Each runs inside the opening transaction, so a database is migrated whole or not at all.
 type Migration = (i64, &'static str, fn(&State) -> Result<(), StateError>);
 
 /// See [`Migration`]. [`SCHEMA_VERSION`] is the last version named here.
-pub(super) const MIGRATIONS: [Migration; 1] = [(2, "expiry index", State::migrate_2_expiry)];
+pub(super) const MIGRATIONS: [Migration; 2] = [
+    (2, "expiry index", State::migrate_2_expiry),
+    (3, "run log lines", State::migrate_3_run_log),
+];
 
 #[cfg(test)]
 mod tests {

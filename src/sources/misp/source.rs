@@ -586,8 +586,8 @@ async fn emit(ctx: &SourceContext, ev: SourceEvent) -> Result<(), RunError> {
     }
 }
 
-/// Sleeps until `at` (wall clock, re-read every minute so a clock change or a suspend is noticed);
-/// false on shutdown.
+/// Sleeps until `at` (wall clock, re-read every minute so a clock change or a suspend is noticed)
+/// or until the operator asks for a run now; false on shutdown.
 async fn sleep_until(at: DateTime<Utc>, ctx: &SourceContext) -> bool {
     loop {
         let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -596,6 +596,10 @@ async fn sleep_until(at: DateTime<Utc>, ctx: &SourceContext) -> bool {
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return false,
+            _ = ctx.control.run_requested() => {
+                info!("MISP run started now at the operator's request");
+                return true;
+            }
             _ = tokio::time::sleep(left.min(Duration::from_secs(60))) => {}
         }
     }
@@ -636,13 +640,18 @@ impl Source for MispSource {
             if next > Utc::now() {
                 info!(at = %next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "next MISP run");
             }
+            ctx.control.set_next_run(Some(next));
             if !sleep_until(next, &ctx).await {
                 return Ok(());
             }
+            ctx.control.set_next_run(None);
+            // The run's log starts here (the pipeline ends it once it recorded the run).
+            ctx.control.begin_run();
             match self.poll(&ctx, &mut mem).await {
                 Ok(()) => retry_at = None,
                 Err(RunError::Stopped) => return Ok(()),
                 Err(e) => {
+                    ctx.control.end_run();
                     let wait = chrono::Duration::from_std(self.cfg.retry_interval)
                         .unwrap_or(chrono::Duration::minutes(5));
                     error!(error = %e, retry_in_s = wait.num_seconds(), "MISP run failed; it will be retried from the same last_run_time");
