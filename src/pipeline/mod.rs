@@ -581,7 +581,10 @@ impl Pipeline {
         stats.duration_ms = elapsed.as_millis() as u64;
         self.run_started = Instant::now();
         let source = self.source_name;
-        let json = serde_json::to_value(&stats).unwrap_or_default();
+        let json = serde_json::to_value(&stats).map_err(|e| StateError::Encode {
+            what: "the run summary",
+            message: e.to_string(),
+        })?;
         let ended_ms = chrono::Utc::now().timestamp_millis();
         let started_ms = ended_ms - stats.duration_ms as i64;
         let first_of_invocation = self.finished.is_none();

@@ -89,9 +89,28 @@ pub enum StateError {
         /// Version this iocsync writes.
         expected: i64,
     },
+    /// A record could not be serialised for storage (nothing was written).
+    #[error("cannot encode {what} for the state database: {message}")]
+    Encode {
+        /// Which record.
+        what: &'static str,
+        /// The serialiser's message.
+        message: String,
+    },
     /// The blocking task that held the database failed (a panic in it).
     #[error("state database task failed: {0}")]
     Task(String),
+}
+
+/// Serialises a record for a JSON column; a failure is an error, never an empty document.
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+) -> Result<String, StateError> {
+    serde_json::to_string(value).map_err(|e| StateError::Encode {
+        what,
+        message: e.to_string(),
+    })
 }
 
 /// Status of a value in a sink.

@@ -110,8 +110,8 @@ impl<'a> Tx<'a> {
         } else {
             expiry_ms(meta)
         };
-        let iocs = serde_json::to_string(iocs).unwrap_or_else(|_| "[]".into());
-        let meta = serde_json::to_string(meta).unwrap_or_else(|_| "{}".into());
+        let iocs = super::encode("an indicator's IOCs", iocs)?;
+        let meta = super::encode("an indicator's metadata", meta)?;
         self.exec(
                 "INSERT INTO indicator(id, iocs, meta, version, updated_at) VALUES(?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET iocs=excluded.iocs, meta=excluded.meta,
@@ -203,7 +203,7 @@ impl<'a> Tx<'a> {
 
     /// Inserts or replaces a sink entry.
     pub fn put_sink_entry(&self, sink: &str, entry: &SinkEntry) -> Result<(), StateError> {
-        let meta = serde_json::to_string(&entry.meta).unwrap_or_else(|_| "{}".into());
+        let meta = super::encode("a sink entry's metadata", &entry.meta)?;
         self.exec(
                 "INSERT INTO sink_ioc(sink, kind, value, ioc_kind, indicator_id, remote_id, status, meta, updated_at)
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -235,7 +235,9 @@ impl<'a> Tx<'a> {
         remote_id: Option<&str>,
         meta: Option<&IocMeta>,
     ) -> Result<(), StateError> {
-        let meta = meta.map(|m| serde_json::to_string(m).unwrap_or_else(|_| "{}".into()));
+        let meta = meta
+            .map(|m| super::encode("a sink entry's metadata", m))
+            .transpose()?;
         self.exec(
             "UPDATE sink_ioc SET status=?1, remote_id=COALESCE(?2, remote_id), meta=COALESCE(?3, meta),
                updated_at=?4 WHERE sink=?5 AND kind=?6 AND value=?7",
@@ -262,7 +264,7 @@ impl<'a> Tx<'a> {
     pub fn insert_intent(&self, sink: &str, mut change: Change) -> Result<Change, StateError> {
         // The row id is the intent id; the stored JSON carries 0 and readers fill it in.
         change.intent_id = 0;
-        let json = serde_json::to_string(&change).unwrap_or_else(|_| "{}".into());
+        let json = super::encode("an intent", &change)?;
         self.exec(
             "INSERT INTO intent(sink, kind, value, change, created_at) VALUES(?1, ?2, ?3, ?4, ?5)",
             params![
@@ -279,7 +281,7 @@ impl<'a> Tx<'a> {
 
     /// Replaces an intent's change (e.g. newer metadata for a not-yet-sent update).
     pub fn rewrite_intent(&self, change: &Change) -> Result<(), StateError> {
-        let json = serde_json::to_string(change).unwrap_or_else(|_| "{}".into());
+        let json = super::encode("an intent", change)?;
         self.exec(
             "UPDATE intent SET change=?1 WHERE id=?2",
             params![json, change.intent_id],

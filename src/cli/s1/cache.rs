@@ -46,11 +46,11 @@ pub fn store(
         scope: scope.to_string(),
         count: items.len(),
     };
-    let rows: Vec<String> = items
+    let rows = items
         .iter()
-        .filter_map(|i| serde_json::to_string(i).ok())
-        .collect();
-    let meta = serde_json::to_string(&meta).unwrap_or_default();
+        .map(|i| crate::state::encode("a cached IOC", i))
+        .collect::<Result<Vec<String>, _>>()?;
+    let meta = crate::state::encode("the listing cache's header", &meta)?;
     state.cache_put(NAME, &meta, &rows)
 }
 
