@@ -14,6 +14,8 @@ pub mod client;
 pub mod config;
 pub mod feeds;
 pub mod mapping;
+mod memo;
+mod resync;
 pub mod schedule;
 pub mod source;
 pub mod wire;

@@ -9,14 +9,14 @@
 
 use super::client::{MispClient, MispError};
 use super::config::MispConfig;
-use super::feeds::{FeedCounts, FeedIndex, FEED_COUNTS_KEY};
-use super::mapping::{gate, map_attribute, Gate, MapOptions};
+use super::feeds::{FeedCounts, FeedIndex};
+use super::mapping::{map_attribute, MapOptions};
 use super::schedule::{Mark, Schedule};
 use super::wire::{text, Attribute};
 use super::SOURCE_NAME;
 use crate::metrics;
-use crate::model::{EventKind, IndicatorState, IocMeta, Payload, SourceEvent};
-use crate::sources::{Source, SourceContext, SourceError, SourceStore};
+use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
+use crate::sources::{Source, SourceContext, SourceError};
 use crate::state::StateError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -27,31 +27,31 @@ use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
 /// The state kv key of the last run's boundary memo (see [`Memo`]).
-const MEMO_KEY: &str = "misp.boundary";
+pub(super) const MEMO_KEY: &str = "misp.boundary";
 
 /// How far before the watermark a poll asks from. MISP timestamps are whole seconds: an attribute
 /// changed in the watermark's second after that second was read has the same timestamp, so the
 /// window must include that second again (and the one before, for a server `Date` that runs a
 /// second ahead of its attribute clock).
-const OVERLAP_SECS: i64 = 1;
+pub(super) const OVERLAP_SECS: i64 = 1;
 
 /// The order every `restSearch` asks for. Without one the query is unordered: between two page
 /// reads an edited attribute can move, and `limit`/`page` then overlap or skip.
-const ORDER: &str = "Attribute.id ASC";
+pub(super) const ORDER: &str = "Attribute.id ASC";
 
 /// Polls a MISP server on a schedule.
 pub struct MispSource {
-    cfg: MispConfig,
-    client: MispClient,
-    schedule: Schedule,
-    opts: MapOptions,
-    disabled: Vec<String>,
-    types: Vec<String>,
+    pub(super) cfg: MispConfig,
+    pub(super) client: MispClient,
+    pub(super) schedule: Schedule,
+    pub(super) opts: MapOptions,
+    pub(super) disabled: Vec<String>,
+    pub(super) types: Vec<String>,
 }
 
 /// Why a run did not complete.
 #[derive(Debug, thiserror::Error)]
-enum RunError {
+pub(super) enum RunError {
     /// A MISP call failed.
     #[error(transparent)]
     Misp(#[from] MispError),
@@ -95,9 +95,9 @@ impl RunError {
 /// run; used only by the poll that asks from `since`, i.e. when the checkpoint shows that run was
 /// acknowledged, so nothing unapplied is ever dropped.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Memo {
-    since: i64,
-    seen: HashMap<String, Version>,
+pub(super) struct Memo {
+    pub(super) since: i64,
+    pub(super) seen: HashMap<String, Version>,
 }
 
 /// One attribute version: (timestamp, digest of its JSON).
@@ -105,7 +105,7 @@ type Version = (i64, u64);
 
 /// FNV-1a over the attribute's JSON: stable across builds (the memo outlives the process), cheap,
 /// and keys are sorted by serde_json, so the same answer always gives the same digest.
-fn digest(raw: &Value) -> u64 {
+pub(super) fn digest(raw: &Value) -> u64 {
     raw.to_string()
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -114,21 +114,21 @@ fn digest(raw: &Value) -> u64 {
 }
 
 /// What one run leaves for the next, in this process.
-struct Memory {
-    mark: Option<Mark>,
+pub(super) struct Memory {
+    pub(super) mark: Option<Mark>,
     /// Local start time of the last run sent in this process (the schedule's reference; the mark
     /// has whole server seconds).
-    started_local: Option<DateTime<Utc>>,
-    memo: Memo,
+    pub(super) started_local: Option<DateTime<Utc>>,
+    pub(super) memo: Memo,
 }
 
 /// Counters of one run, for the log line.
 #[derive(Debug, Default)]
-struct Tally {
-    received: u64,
-    deduped: u64,
-    removed_by_resync: u64,
-    added_by_resync: u64,
+pub(super) struct Tally {
+    pub(super) received: u64,
+    pub(super) deduped: u64,
+    pub(super) removed_by_resync: u64,
+    pub(super) added_by_resync: u64,
 }
 
 impl MispSource {
@@ -169,7 +169,7 @@ impl MispSource {
     }
 
     /// The filters every `restSearch` carries.
-    fn filters(&self) -> serde_json::Map<String, Value> {
+    pub(super) fn filters(&self) -> serde_json::Map<String, Value> {
         let mut body = serde_json::Map::new();
         body.insert("returnFormat".into(), json!("json"));
         body.insert("type".into(), json!(self.types));
@@ -202,39 +202,16 @@ impl MispSource {
 
     /// The incremental poll: everything changed since `since`, soft deletions included, `to_ids`
     /// not filtered (a flag turned off must reach us to remove the IOC).
-    fn incremental_body(&self, since: i64) -> serde_json::Map<String, Value> {
+    pub(super) fn incremental_body(&self, since: i64) -> serde_json::Map<String, Value> {
         let mut body = self.filters();
         body.insert("timestamp".into(), json!(since));
         body.insert("deleted".into(), json!([0, 1]));
         body
     }
 
-    /// The resync listing: live attributes that can yield IOCs, changed since the floor.
-    fn resync_body(&self, floor: Option<i64>) -> serde_json::Map<String, Value> {
-        let mut body = self.filters();
-        if let Some(floor) = floor {
-            body.insert("timestamp".into(), json!(floor));
-        }
-        body.insert("deleted".into(), json!(0));
-        if self.cfg.only_to_ids {
-            body.insert("to_ids".into(), json!(1));
-        }
-        body
-    }
-
-    fn resync_due(&self, mark: Option<&Mark>, run_start: i64) -> bool {
-        let every = self.cfg.resync_interval.as_secs() as i64;
-        match mark {
-            // The first run reads the whole look-back window: it is its own full view.
-            None => false,
-            Some(_) if every == 0 => false,
-            Some(m) => m.last_resync.is_none_or(|r| run_start - r >= every),
-        }
-    }
-
     /// The feeds, resolved against `misp.disabled_feeds`. Without disabled feeds a failure only
     /// costs the per-feed counts; with some, the run cannot tell what to hold back and fails.
-    async fn load_feeds(&self) -> Result<FeedIndex, RunError> {
+    pub(super) async fn load_feeds(&self) -> Result<FeedIndex, RunError> {
         match self.client.feeds().await {
             Ok(feeds) => {
                 let (index, unknown) = FeedIndex::new(feeds, &self.disabled);
@@ -252,7 +229,7 @@ impl MispSource {
     }
 
     /// One run, start to `RunEnd`.
-    async fn poll(&self, ctx: &SourceContext, mem: &mut Memory) -> Result<(), RunError> {
+    pub(super) async fn poll(&self, ctx: &SourceContext, mem: &mut Memory) -> Result<(), RunError> {
         let local_now = Utc::now();
         let server = match self.client.version().await {
             Ok(s) => s,
@@ -400,7 +377,7 @@ impl MispSource {
     /// and sending what it returns. MISP filters warninglists and allowlists after the SQL `LIMIT`,
     /// so a short page does not mean the last one: paging ends at an empty page, unless the server
     /// says (`X-Skipped-Elements-Count`) that it emptied that page by filtering.
-    async fn pages(
+    pub(super) async fn pages(
         &self,
         ctx: &SourceContext,
         mut body: serde_json::Map<String, Value>,
@@ -448,117 +425,9 @@ impl MispSource {
             page += 1;
         }
     }
-
-    /// The full resync: lists every attribute MISP would have us hold, removes from the sinks the
-    /// ones it no longer has (hard deletes, deleted events, filter changes, feeds disabled since),
-    /// and sends the ones the sinks miss (within the floor; an incremental poll can miss an
-    /// attribute when a hard delete shifts pages under it, or when only event tags changed).
-    async fn resync(
-        &self,
-        ctx: &SourceContext,
-        feeds: &FeedIndex,
-        floor: Option<i64>,
-        sent: &HashSet<String>,
-        tally: &mut Tally,
-    ) -> Result<(), RunError> {
-        let held = ctx.store.held_indicator_ids().await?;
-        // Only bare uuids are MISP attributes; `indicator--…` ids belong to another source.
-        let held: HashMap<uuid::Uuid, String> = held
-            .into_iter()
-            .filter_map(|id| uuid::Uuid::parse_str(&id).ok().map(|u| (u, id)))
-            .collect();
-        let mut present: HashSet<uuid::Uuid> = HashSet::new();
-        let mut added = 0u64;
-        let body = self.resync_body(floor);
-        self.pages(ctx, body, |_, attr| {
-            let attr = attr.ok()?;
-            let feed = feeds.link(&attr);
-            let disabled = feed.is_some_and(|f| feeds.is_disabled(f));
-            if gate(&attr, disabled, &self.opts) != Gate::Open {
-                return None;
-            }
-            let state = map_attribute(&attr, disabled, &self.opts);
-            if state.iocs.is_empty() {
-                return None;
-            }
-            let key = uuid::Uuid::parse_str(&attr.uuid).ok();
-            if let Some(u) = key {
-                present.insert(u);
-            }
-            let missing = key.is_some_and(|u| !held.contains_key(&u));
-            if floor.is_some() && missing && !sent.contains(&attr.uuid) {
-                added += 1;
-                return Some(classified(state));
-            }
-            None
-        })
-        .await?;
-        let mut removed = 0u64;
-        for (u, id) in &held {
-            if present.contains(u) || sent.contains(id) {
-                continue;
-            }
-            removed += 1;
-            emit(
-                ctx,
-                classified(IndicatorState {
-                    id: id.clone(),
-                    iocs: Vec::new(),
-                    skip: None,
-                    meta: IocMeta::default(),
-                    version: None,
-                }),
-            )
-            .await?;
-        }
-        info!(
-            held = held.len(),
-            present = present.len(),
-            removed,
-            added,
-            "MISP resync compared what the sinks hold with what MISP has"
-        );
-        tally.received += removed + added;
-        tally.removed_by_resync = removed;
-        tally.added_by_resync = added;
-        Ok(())
-    }
-
-    /// Stores the per-feed counts and the boundary memo; a failure costs only those notes.
-    async fn save_run_notes(&self, store: &SourceStore, counts: &FeedCounts, memo: &Memo) {
-        let notes = serde_json::to_string(counts).and_then(|c| {
-            Ok(vec![
-                (FEED_COUNTS_KEY, c),
-                (MEMO_KEY, serde_json::to_string(memo)?),
-            ])
-        });
-        let result = match notes {
-            Ok(notes) => store.set(notes).await.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("cannot serialise them: {e}")),
-        };
-        if let Err(e) = result {
-            // Only the feed counts of `misp feeds` and the next run's deduplication memo are
-            // lost: the next run re-reads its overlap and the pipeline deduplicates by state.
-            warn!(error = %e, "cannot store the run's feed counts and memo");
-        }
-    }
-
-    /// Reads the memo of the last run from the state (restarts and `--once` keep deduplicating).
-    async fn load_memo(&self, store: &SourceStore, mem: &mut Memory) {
-        match store.get(MEMO_KEY).await {
-            Ok(Some(text)) => match serde_json::from_str::<Memo>(&text) {
-                Ok(memo) => mem.memo = memo,
-                Err(e) => {
-                    warn!(error = %e, "the last run's memo is unreadable; starting without it")
-                }
-            },
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, "cannot read the last run's memo; starting without it"),
-        }
-    }
 }
 
-fn classified(state: IndicatorState) -> SourceEvent {
+pub(super) fn classified(state: IndicatorState) -> SourceEvent {
     let kind = if state.iocs.is_empty() && state.skip.is_none() {
         EventKind::Delete
     } else {
@@ -571,14 +440,14 @@ fn classified(state: IndicatorState) -> SourceEvent {
     }
 }
 
-fn fmt_time(unix: i64) -> String {
+pub(super) fn fmt_time(unix: i64) -> String {
     DateTime::from_timestamp(unix, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| unix.to_string())
 }
 
 /// Sends an event unless shutdown comes first.
-async fn emit(ctx: &SourceContext, ev: SourceEvent) -> Result<(), RunError> {
+pub(super) async fn emit(ctx: &SourceContext, ev: SourceEvent) -> Result<(), RunError> {
     tokio::select! {
         biased;
         _ = ctx.shutdown.cancelled() => Err(RunError::Stopped),
@@ -588,7 +457,7 @@ async fn emit(ctx: &SourceContext, ev: SourceEvent) -> Result<(), RunError> {
 
 /// Sleeps until `at` (wall clock, re-read every minute so a clock change or a suspend is noticed)
 /// or until the operator asks for a run now; false on shutdown.
-async fn sleep_until(at: DateTime<Utc>, ctx: &SourceContext) -> bool {
+pub(super) async fn sleep_until(at: DateTime<Utc>, ctx: &SourceContext) -> bool {
     loop {
         let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         if left.is_zero() {
