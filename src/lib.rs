@@ -33,6 +33,7 @@ pub mod app;
 pub mod cli_misp;
 pub mod cli_s1;
 pub mod config;
+pub mod explain;
 pub mod fuzz;
 pub mod http;
 pub mod ioc;

@@ -53,6 +53,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The life of an indicator, or of every indicator holding an IOC value: events, skips,
+    /// changes per sink and their outcomes, and where the value stands in each sink.
+    Explain {
+        /// An indicator id, or an IOC value.
+        query: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// SentinelOne IOC manager: list, add, update, delete IOCs by hand.
     S1 {
         #[command(subcommand)]
@@ -200,6 +209,9 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             Command::Check => app::check(&cfg, &mut std::io::stdout()).await,
             Command::State { action } => state_command(&cfg, action, &mut std::io::stdout().lock()),
             Command::Runs { json } => runs_command(&cfg, json, &mut std::io::stdout().lock()),
+            Command::Explain { query, json } => {
+                iocsync::explain::command(&cfg, &query, json, &mut std::io::stdout().lock())
+            }
             Command::S1 { command } => iocsync::cli_s1::run(&cfg, command).await,
             Command::Misp { action } => {
                 iocsync::cli_misp::run(&cfg, action, &mut std::io::stdout()).await

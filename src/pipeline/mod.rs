@@ -25,7 +25,7 @@ use crate::metrics;
 use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
 use crate::sinks::{Change, ChangeOp, Sink, SinkError};
 use crate::skip::SkipReason;
-use crate::state::{State, StateError};
+use crate::state::{EventNote, JournalPolicy, State, StateError};
 use classify::{classify_object, Classified, ClassifyOptions};
 use plan::{plan_indicator, InFlight, PlanError, Planned, SinkCaps};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -89,6 +89,8 @@ struct ClassifiedBatch {
     /// Indicator states to plan, with the index of the event each came from.
     states: Vec<(usize, IndicatorState)>,
     marks: BatchMarks,
+    /// Per event (by index): what the journal records of it.
+    notes: Vec<EventNote>,
 }
 
 /// What a batch's events say beyond their changes; acted on once the batch is settled.
@@ -181,6 +183,8 @@ pub struct Pipeline {
     finished: Option<RunStats>,
     /// When to look for indicators that expired next (never with `keep_expired`).
     next_expiry_sweep: Option<Instant>,
+    /// What the event journal keeps (`iocsync explain`).
+    journal: JournalPolicy,
 }
 
 /// Runs a closure on the state off the async runtime (the connection is never held across `.await`).
@@ -222,6 +226,7 @@ impl Pipeline {
             expired_at: None,
         };
         let cfg_keep_expired = cfg.keep_expired;
+        let journal = JournalPolicy::new(cfg.journal_events, cfg.journal_days);
         Pipeline {
             source_name,
             sinks,
@@ -238,6 +243,7 @@ impl Pipeline {
             run_started: Instant::now(),
             finished: None,
             next_expiry_sweep: (!cfg_keep_expired).then(Instant::now),
+            journal,
         }
     }
 
@@ -452,7 +458,8 @@ impl Pipeline {
         let events = events_in.len();
         let classified = self.classify_batch(events_in);
         let planning = Instant::now();
-        let planned = self.plan_batch(classified.states, applying).await?;
+        let notes = Arc::new(classified.notes);
+        let planned = self.plan_batch(classified.states, notes, applying).await?;
         let batch = PlannedBatch {
             events,
             planned,
@@ -563,6 +570,7 @@ impl Pipeline {
         let mut last_position: Option<String> = None;
         let mut reset = false;
         let mut run_end = false;
+        let mut notes = Vec::with_capacity(batch.len());
         for (index, event) in batch.into_iter().enumerate() {
             let SourceEvent {
                 position,
@@ -583,6 +591,7 @@ impl Pipeline {
                 EventKind::Expiry => "expiry",
             };
             metrics::global().inc("iocsync_events_received_total", &[("type", kind_label)], 1);
+            notes.push(EventNote::of(position.as_deref(), kind_label, &payload));
             match kind {
                 EventKind::Reset => {
                     reset = true;
@@ -650,6 +659,7 @@ impl Pipeline {
                 reset,
                 run_end,
             },
+            notes,
         }
     }
 
@@ -681,6 +691,7 @@ impl Pipeline {
     async fn plan_batch(
         &mut self,
         states: Vec<(usize, IndicatorState)>,
+        notes: Arc<Vec<EventNote>>,
         applying: &mut Option<Applying>,
     ) -> Result<Vec<(usize, Planned)>, PipelineError> {
         let mut planned: Vec<(usize, Planned)> = Vec::new();
@@ -692,7 +703,10 @@ impl Pipeline {
                 .as_ref()
                 .map(|a| Arc::clone(&a.in_flight))
                 .unwrap_or_default();
-            match self.plan_chunk(chunk, in_flight).await? {
+            match self
+                .plan_chunk(chunk, in_flight, Arc::clone(&notes))
+                .await?
+            {
                 ChunkPlan::Planned {
                     changes,
                     cancelled: gone,
@@ -722,15 +736,26 @@ impl Pipeline {
         &self,
         states: Vec<(usize, IndicatorState)>,
         in_flight: Arc<InFlight>,
+        notes: Arc<Vec<EventNote>>,
     ) -> Result<ChunkPlan, PipelineError> {
         let caps = self.caps.clone();
+        let (source, journal) = (self.source_name, self.journal.clone());
         with_state(&self.state, move |s| {
             let tx = s.tx()?;
             let mut changes: Vec<(usize, Planned)> = Vec::new();
             let mut cancelled = Vec::new();
             for (index, state) in &states {
                 match plan_indicator(&tx, &caps, state, &in_flight, &mut cancelled) {
-                    Ok(planned) => changes.extend(planned.into_iter().map(|p| (*index, p))),
+                    Ok(planned) => {
+                        if let Some(note) = notes.get(*index).filter(|_| journal.enabled()) {
+                            let journaled: Vec<_> = planned
+                                .iter()
+                                .map(|p| (caps[p.sink].name, &p.change))
+                                .collect();
+                            tx.journal_event(&journal, source, note, state, &journaled)?;
+                        }
+                        changes.extend(planned.into_iter().map(|p| (*index, p)))
+                    }
                     Err(PlanError::State(e)) => return Err(e),
                     Err(why @ PlanError::InFlight { .. }) => {
                         drop(tx); // rolls back
@@ -741,6 +766,8 @@ impl Pipeline {
                     }
                 }
             }
+            tx.journal_cancelled(&journal, &cancelled)?;
+            tx.journal_sweep_if_due(&journal)?;
             tx.commit()?;
             Ok(ChunkPlan::Planned { changes, cancelled })
         })

@@ -170,7 +170,10 @@ impl State {
 type Migration = (i64, &'static str, fn(&State) -> Result<(), StateError>);
 
 /// See [`Migration`]. [`SCHEMA_VERSION`] is the last version named here.
-pub(super) const MIGRATIONS: [Migration; 1] = [(2, "expiry index", State::migrate_2_expiry)];
+pub(super) const MIGRATIONS: [Migration; 2] = [
+    (2, "expiry index", State::migrate_2_expiry),
+    (3, "event journal", State::migrate_3_journal),
+];
 
 #[cfg(test)]
 mod tests {
