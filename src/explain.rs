@@ -172,6 +172,7 @@ fn verdict(
     };
     let at = position_text(&e.event);
     if let (Some(code), Some(text)) = (&e.event.skip, &e.skip_reason) {
+        let text = text.strip_prefix(&format!("{code}: ")).unwrap_or(text);
         return format!(
             "not in any sink: {} skipped with code {code} ({text}) {at}",
             e.event.indicator_id
@@ -194,8 +195,8 @@ fn verdict(
         ),
         "expiry" => format!("not in any sink: {} expired", e.event.indicator_id),
         _ if !holders.is_empty() => "held by an indicator but in no sink".into(),
-        _ => format!(
-            "not in any sink: no indicator holds it since {} {at}",
+        kind => format!(
+            "not in any sink: {} stopped holding it ({kind} {at}) and no other indicator holds it",
             e.event.indicator_id
         ),
     }

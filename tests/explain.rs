@@ -321,7 +321,7 @@ fn explain_tells_the_life_of_fixture_indicators() {
     let position = &stream[TURNED_COMPOUND][1].0;
     assert_eq!(
         v["verdict"],
-        format!("not in any sink: {TURNED_COMPOUND} skipped with code compound (compound: OR of 2 observations) at position {position}")
+        format!("not in any sink: {TURNED_COMPOUND} skipped with code compound (OR of 2 observations) at position {position}")
     );
     // Skipped values are found by value too, from their patterns.
     for (value, code) in [

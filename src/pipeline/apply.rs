@@ -224,11 +224,11 @@ impl SinkWorker {
                 failed_calls += 1;
                 report.retries += 1;
                 if self.journal() {
-                    let ids: Vec<i64> = pending.iter().map(|c| c.intent_id).collect();
+                    let still = pending.clone();
                     let text = error.to_string();
                     with_state(&self.state, move |s| {
                         let tx = s.tx()?;
-                        tx.journal_attempt_failed(&ids, failed_calls, &text)?;
+                        tx.journal_attempt_failed(name, &still, failed_calls, &text)?;
                         tx.commit()
                     })
                     .await?;
@@ -509,7 +509,7 @@ pub(super) async fn record_outcomes(
                     },
                     Final::Rejected(reason) => ChangeFate::Rejected { reason },
                 };
-                tx.journal_outcome(change.intent_id, fate_of, retries)?;
+                tx.journal_outcome(sink, &change, fate_of, retries)?;
             }
             let kind = change.ioc.kind.sink_kind();
             let value = change.ioc.value.as_str();

@@ -748,11 +748,9 @@ impl Pipeline {
                 match plan_indicator(&tx, &caps, state, &in_flight, &mut cancelled) {
                     Ok(planned) => {
                         if let Some(note) = notes.get(*index).filter(|_| journal.enabled()) {
-                            let journaled: Vec<_> = planned
-                                .iter()
-                                .map(|p| (caps[p.sink].name, &p.change))
-                                .collect();
-                            tx.journal_event(&journal, source, note, state, &journaled)?;
+                            let ids = planned.iter().map(|p| p.change.intent_id);
+                            let range = ids.clone().min().zip(ids.max());
+                            tx.journal_event(&journal, source, note, state, range)?;
                         }
                         changes.extend(planned.into_iter().map(|p| (*index, p)))
                     }
@@ -766,7 +764,12 @@ impl Pipeline {
                     }
                 }
             }
-            tx.journal_cancelled(&journal, &cancelled)?;
+            let gone: Vec<_> = changes
+                .iter()
+                .filter(|(_, p)| cancelled.contains(&p.change.intent_id))
+                .map(|(_, p)| (caps[p.sink].name, &p.change))
+                .collect();
+            tx.journal_cancelled(&journal, &gone)?;
             tx.journal_sweep_if_due(&journal)?;
             tx.commit()?;
             Ok(ChunkPlan::Planned { changes, cancelled })

@@ -90,16 +90,18 @@ pub enum ChangeFate<'a> {
 }
 
 impl Tx<'_> {
-    /// Journals one planned indicator state: the event, its classification and the intents planned
-    /// for it (`changes`: sink name and change), then drops the indicator's events beyond the
-    /// policy's count. Nothing when the journal is off.
+    /// Journals one planned indicator state: the event, its classification and the ids of the
+    /// intents planned for it (`intents`: the first and last; the planner writes an indicator's
+    /// intents one after the other), then drops the indicator's events beyond the policy's count.
+    /// The changes themselves are journaled when they settle (until then their intents say what
+    /// they are), so planning pays one row per event. Nothing when the journal is off.
     pub fn journal_event(
         &self,
         policy: &JournalPolicy,
         source: &str,
         note: &EventNote,
         state: &IndicatorState,
-        changes: &[(&str, &Change)],
+        intents: Option<(i64, i64)>,
     ) -> Result<(), StateError> {
         if !policy.enabled() {
             return Ok(());
@@ -120,8 +122,9 @@ impl Tx<'_> {
             .then_some(note.merge_target.as_deref())
             .flatten();
         self.exec(
-            "INSERT INTO journal_event(indicator_id, at, source, position, kind, version, iocs, skip, pattern, note)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO journal_event(indicator_id, at, source, position, kind, version, iocs, skip, pattern, note,
+               first_intent, last_intent)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 state.id,
                 now_ms(),
@@ -132,24 +135,11 @@ impl Tx<'_> {
                 iocs,
                 state.skip.map(|s| s.code()),
                 pattern,
-                note_text
+                note_text,
+                intents.map(|i| i.0),
+                intents.map(|i| i.1)
             ],
         )?;
-        let event_id = self.conn.last_insert_rowid();
-        for (sink, change) in changes {
-            self.exec(
-                "INSERT OR REPLACE INTO journal_change(intent_id, event_id, sink, op, kind, value)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    change.intent_id,
-                    event_id,
-                    sink,
-                    change.op.as_str(),
-                    change.ioc.kind.as_str(),
-                    change.ioc.value
-                ],
-            )?;
-        }
         // Only the newest `events` of this indicator stay (their changes go with them, by trigger).
         self.exec(
             "DELETE FROM journal_event WHERE indicator_id=?1 AND id <= (
@@ -159,55 +149,83 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Marks planned changes that a later event of the same batch cancelled before they were sent.
+    /// Writes one change's row (an outcome, or a failed attempt while it is still pending).
+    #[allow(clippy::too_many_arguments)]
+    fn journal_change(
+        &self,
+        sink: &str,
+        change: &Change,
+        outcome: &str,
+        remote_id: Option<&str>,
+        retries: u64,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.exec(
+            "INSERT INTO journal_change(intent_id, sink, op, kind, value, outcome, at, remote_id, retries, error)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(intent_id) DO UPDATE SET outcome=excluded.outcome, at=excluded.at,
+               remote_id=COALESCE(excluded.remote_id, remote_id), retries=excluded.retries,
+               error=COALESCE(excluded.error, error)",
+            params![
+                change.intent_id,
+                sink,
+                change.op.as_str(),
+                change.ioc.kind.as_str(),
+                change.ioc.value,
+                outcome,
+                now_ms(),
+                remote_id,
+                retries as i64,
+                error
+            ],
+        )
+        .map(|_| ())
+    }
+
+    /// Records planned changes that a later event of the same batch cancelled before they were
+    /// sent (their intents are gone).
     pub fn journal_cancelled(
         &self,
         policy: &JournalPolicy,
-        intent_ids: &[i64],
+        changes: &[(&str, &Change)],
     ) -> Result<(), StateError> {
         if !policy.enabled() {
             return Ok(());
         }
-        for id in intent_ids {
-            self.exec(
-                "UPDATE journal_change SET outcome='cancelled', at=?1 WHERE intent_id=?2",
-                params![now_ms(), id],
-            )?;
+        for (sink, change) in changes {
+            self.journal_change(sink, change, "cancelled", None, 0, None)?;
         }
         Ok(())
     }
 
-    /// Records the final outcome of a journaled change (`retries`: failed attempts before it).
+    /// Records the final outcome of a change in `sink` (`retries`: failed attempts before it).
     pub fn journal_outcome(
         &self,
-        intent_id: i64,
+        sink: &str,
+        change: &Change,
         fate: ChangeFate<'_>,
         retries: u64,
     ) -> Result<(), StateError> {
-        let (outcome, remote_id, error) = match fate {
-            ChangeFate::Applied { remote_id } => ("applied", remote_id, None),
-            ChangeFate::Rejected { reason } => ("rejected", None, Some(reason)),
-        };
-        self.exec(
-            "UPDATE journal_change SET outcome=?1, at=?2, remote_id=COALESCE(?3, remote_id), retries=?4,
-               error=COALESCE(?5, error) WHERE intent_id=?6",
-            params![outcome, now_ms(), remote_id, retries as i64, error, intent_id],
-        )
-        .map(|_| ())
+        match fate {
+            ChangeFate::Applied { remote_id } => {
+                self.journal_change(sink, change, "applied", remote_id, retries, None)
+            }
+            ChangeFate::Rejected { reason } => {
+                self.journal_change(sink, change, "rejected", None, retries, Some(reason))
+            }
+        }
     }
 
     /// Notes a failed attempt on changes still pending: how many so far and the last error.
     pub fn journal_attempt_failed(
         &self,
-        intent_ids: &[i64],
+        sink: &str,
+        changes: &[Change],
         retries: u64,
         error: &str,
     ) -> Result<(), StateError> {
-        for id in intent_ids {
-            self.exec(
-                "UPDATE journal_change SET retries=?1, error=?2 WHERE intent_id=?3",
-                params![retries as i64, error, id],
-            )?;
+        for change in changes {
+            self.journal_change(sink, change, "pending", None, retries, Some(error))?;
         }
         Ok(())
     }
@@ -315,7 +333,8 @@ impl State {
     /// The journaled events of an indicator, oldest first, with their changes.
     pub fn journal_of(&self, indicator_id: &str) -> Result<Vec<JournalEvent>, StateError> {
         self.journal_events(
-            "SELECT id, indicator_id, at, source, position, kind, version, iocs, skip, pattern, note
+            "SELECT id, indicator_id, at, source, position, kind, version, iocs, skip, pattern, note,
+               first_intent, last_intent
              FROM journal_event WHERE indicator_id=?1 ORDER BY id",
             indicator_id,
         )
@@ -335,6 +354,8 @@ impl State {
             Option<String>,
             Option<String>,
             Option<String>,
+            Option<i64>,
+            Option<i64>,
         );
         let rows: Vec<Row> = stmt
             .query_map([arg], |r| {
@@ -350,21 +371,39 @@ impl State {
                     r.get(8)?,
                     r.get(9)?,
                     r.get(10)?,
+                    r.get(11)?,
+                    r.get(12)?,
                 ))
             })
             .map_err(self.err())?
             .collect::<Result<_, _>>()
             .map_err(self.err())?;
         let mut out = Vec::with_capacity(rows.len());
-        for (id, indicator_id, at, source, position, kind, version, iocs, skip, pattern, note) in
-            rows
+        for (
+            id,
+            indicator_id,
+            at,
+            source,
+            position,
+            kind,
+            version,
+            iocs,
+            skip,
+            pattern,
+            note,
+            first,
+            last,
+        ) in rows
         {
             let iocs = match iocs {
                 Some(json) => parse_json(&self.path, "journal iocs", &json)?,
                 None => Vec::new(),
             };
             out.push(JournalEvent {
-                changes: self.journal_changes(id)?,
+                changes: match (first, last) {
+                    (Some(first), Some(last)) => self.journal_changes(first, last)?,
+                    _ => Vec::new(),
+                },
                 id,
                 indicator_id,
                 at_ms: at,
@@ -381,16 +420,18 @@ impl State {
         Ok(out)
     }
 
-    fn journal_changes(&self, event_id: i64) -> Result<Vec<JournalChange>, StateError> {
+    /// The changes of intents `first..=last`: settled (or failed) ones from the journal, the
+    /// others from their intents, still outstanding.
+    fn journal_changes(&self, first: i64, last: i64) -> Result<Vec<JournalChange>, StateError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT intent_id, sink, op, kind, value, outcome, at, remote_id, retries, error
-                 FROM journal_change WHERE event_id=?1 ORDER BY intent_id",
+                 FROM journal_change WHERE intent_id BETWEEN ?1 AND ?2 ORDER BY intent_id",
             )
             .map_err(self.err())?;
         let rows = stmt
-            .query_map([event_id], |r| {
+            .query_map([first, last], |r| {
                 Ok(JournalChange {
                     intent_id: r.get(0)?,
                     sink: r.get(1)?,
@@ -405,7 +446,44 @@ impl State {
                 })
             })
             .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
+        let mut out: Vec<JournalChange> = rows.collect::<Result<_, _>>().map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, sink, change FROM intent WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let intents = stmt
+            .query_map([first, last], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        for (id, sink, json) in intents {
+            if out.iter().any(|c| c.intent_id == id) {
+                continue;
+            }
+            let change: Change = parse_json(&self.path, "intent", &json)?;
+            out.push(JournalChange {
+                intent_id: id,
+                sink,
+                op: change.op.as_str().to_string(),
+                kind: change.ioc.kind.as_str().to_string(),
+                value: change.ioc.value,
+                outcome: "pending".into(),
+                at_ms: None,
+                remote_id: change.remote_id,
+                retries: 0,
+                error: None,
+            });
+        }
+        out.sort_by_key(|c| c.intent_id);
+        Ok(out)
     }
 
     /// Every indicator that ever carried `value` as far as the state knows: current holders, the
@@ -418,7 +496,8 @@ impl State {
             .prepare(
                 "SELECT indicator_id FROM holder WHERE value=?1
                  UNION SELECT indicator_id FROM sink_ioc WHERE value=?1
-                 UNION SELECT e.indicator_id FROM journal_change c JOIN journal_event e ON e.id=c.event_id WHERE c.value=?1
+                 UNION SELECT e.indicator_id FROM journal_change c JOIN journal_event e
+                   ON c.intent_id BETWEEN e.first_intent AND e.last_intent WHERE c.value=?1
                  UNION SELECT indicator_id FROM journal_event WHERE iocs LIKE ?2 ESCAPE '\\'
                  UNION SELECT indicator_id FROM journal_event WHERE pattern LIKE ?3 ESCAPE '\\'
                  ORDER BY 1",
@@ -507,16 +586,148 @@ impl State {
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS journal_event(id INTEGER PRIMARY KEY, indicator_id TEXT NOT NULL,
                    at INTEGER NOT NULL, source TEXT NOT NULL, position TEXT, kind TEXT NOT NULL, version TEXT,
-                   iocs TEXT, skip TEXT, pattern TEXT, note TEXT);
+                   iocs TEXT, skip TEXT, pattern TEXT, note TEXT, first_intent INTEGER, last_intent INTEGER);
                  CREATE INDEX IF NOT EXISTS journal_event_by_indicator ON journal_event(indicator_id, id);
-                 CREATE TABLE IF NOT EXISTS journal_change(intent_id INTEGER PRIMARY KEY, event_id INTEGER NOT NULL,
+                 CREATE TABLE IF NOT EXISTS journal_change(intent_id INTEGER PRIMARY KEY,
                    sink TEXT NOT NULL, op TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
                    outcome TEXT NOT NULL DEFAULT 'pending', at INTEGER, remote_id TEXT,
                    retries INTEGER NOT NULL DEFAULT 0, error TEXT);
-                 CREATE INDEX IF NOT EXISTS journal_change_by_event ON journal_change(event_id);
                  CREATE TRIGGER IF NOT EXISTS journal_event_dropped AFTER DELETE ON journal_event
-                   BEGIN DELETE FROM journal_change WHERE event_id=old.id; END;",
+                   WHEN old.first_intent IS NOT NULL
+                   BEGIN DELETE FROM journal_change WHERE intent_id BETWEEN old.first_intent AND old.last_intent; END;",
             )
             .map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ioc::IocKind;
+    use crate::model::{ChangeOp, IocMeta};
+
+    fn state_of(id: &str, value: &str) -> IndicatorState {
+        IndicatorState {
+            id: id.into(),
+            iocs: vec![Ioc {
+                kind: IocKind::Domain,
+                value: value.into(),
+            }],
+            skip: None,
+            meta: IocMeta::default(),
+            version: None,
+        }
+    }
+
+    fn note(position: &str) -> EventNote {
+        EventNote {
+            position: Some(position.into()),
+            kind: "update",
+            merge_target: None,
+        }
+    }
+
+    /// Writes `n` events for `id`, each with one planned change; all but the last settle.
+    fn write(state: &mut State, policy: &JournalPolicy, id: &str, n: usize) {
+        let tx = state.tx().expect("tx");
+        for i in 0..n {
+            let s = state_of(id, &format!("d{i}.example"));
+            let change = Change {
+                intent_id: 0,
+                op: ChangeOp::Create,
+                ioc: s.iocs[0].clone(),
+                indicator_id: id.into(),
+                remote_id: None,
+                meta: IocMeta::default(),
+            };
+            let change = tx.insert_intent("jsonl", change).expect("intent");
+            let range = Some((change.intent_id, change.intent_id));
+            tx.journal_event(policy, "file", &note(&format!("p{i}")), &s, range)
+                .expect("journal");
+            if i + 1 < n && policy.enabled() {
+                let applied = ChangeFate::Applied {
+                    remote_id: Some("r"),
+                };
+                tx.journal_outcome("jsonl", &change, applied, 1)
+                    .expect("outcome");
+                tx.delete_intent(change.intent_id).expect("settled");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+
+    fn count(state: &State, table: &str) -> i64 {
+        state
+            .conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+
+    #[test]
+    fn only_the_newest_events_of_an_indicator_are_kept_with_their_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("open");
+        let policy = JournalPolicy::new(3, 0);
+        write(&mut state, &policy, "indicator--a", 5);
+        write(&mut state, &policy, "indicator--b", 2);
+        let a = state.journal_of("indicator--a").expect("read");
+        let positions: Vec<_> = a.iter().filter_map(|e| e.position.as_deref()).collect();
+        assert_eq!(positions, ["p2", "p3", "p4"]);
+        let first = &a[0].changes[0];
+        assert_eq!(
+            (first.outcome.as_str(), first.value.as_str(), first.retries),
+            ("applied", "d2.example", 1)
+        );
+        assert_eq!(first.remote_id.as_deref(), Some("r"));
+        // The last one's intent is still outstanding: pending, read from the intent.
+        let last = &a[2].changes[0];
+        assert_eq!(
+            (
+                last.outcome.as_str(),
+                last.value.as_str(),
+                last.sink.as_str()
+            ),
+            ("pending", "d4.example", "jsonl")
+        );
+        assert_eq!(state.journal_of("indicator--b").expect("read").len(), 2);
+        // The pruned events' changes went with them: a's p2 and p3 and b's first are left.
+        assert_eq!(count(&state, "journal_event"), 5);
+        assert_eq!(count(&state, "journal_change"), 3);
+    }
+
+    #[test]
+    fn events_older_than_the_age_limit_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("open");
+        let policy = JournalPolicy::new(20, 1);
+        write(&mut state, &policy, "indicator--a", 3);
+        // The first two are two days old.
+        state
+            .conn
+            .execute(
+                "UPDATE journal_event SET at = at - 2 * 86400000 WHERE id IN (SELECT id FROM journal_event ORDER BY id LIMIT 2)",
+                [],
+            )
+            .expect("age");
+        let tx = state.tx().expect("tx");
+        tx.journal_sweep_if_due(&policy).expect("sweep");
+        tx.commit().expect("commit");
+        let left = state.journal_of("indicator--a").expect("read");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].position.as_deref(), Some("p2"));
+        assert_eq!(
+            count(&state, "journal_change"),
+            0,
+            "the two settled changes went"
+        );
+    }
+
+    #[test]
+    fn a_journal_of_zero_events_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("open");
+        write(&mut state, &JournalPolicy::new(0, 90), "indicator--a", 3);
+        assert_eq!(count(&state, "journal_event"), 0);
+        assert_eq!(count(&state, "journal_change"), 0);
     }
 }
