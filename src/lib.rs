@@ -33,6 +33,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod explain;
 pub mod fuzz;
 pub mod http;
 pub mod ioc;

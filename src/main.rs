@@ -53,6 +53,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The life of an indicator, or of every indicator holding an IOC value: events, skips,
+    /// changes per sink and their outcomes, and where the value stands in each sink.
+    Explain {
+        /// An indicator id, or an IOC value.
+        query: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// SentinelOne IOC manager: list, add, update, delete IOCs by hand.
     S1 {
         #[command(subcommand)]
@@ -201,6 +210,9 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
                 &mut std::io::stdin().lock(),
             ),
             Command::Runs { json } => iocsync::cli::runs::run(&cfg, json, &mut std::io::stdout().lock()),
+            Command::Explain { query, json } => {
+                iocsync::explain::command(&cfg, &query, json, &mut std::io::stdout().lock())
+            }
             Command::S1 { command } => iocsync::cli::s1::run(&cfg, command).await,
             Command::Misp { action } => {
                 iocsync::cli::misp::run(&cfg, action, &mut std::io::stdout()).await

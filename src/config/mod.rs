@@ -120,6 +120,10 @@ pub struct PipelineConfig {
     /// How often the state is searched for indicators that expired since the last look.
     #[serde(with = "humantime_serde")]
     pub expiry_interval: Duration,
+    /// Events kept per indicator in the journal `iocsync explain` reads; 0 turns it off.
+    pub journal_events: u32,
+    /// Days a journal event is kept; 0 keeps them regardless of age.
+    pub journal_days: u32,
 }
 
 impl Default for PipelineConfig {
@@ -137,6 +141,8 @@ impl Default for PipelineConfig {
             expand_max: crate::pattern::DEFAULT_EXPAND_MAX,
             keep_expired: false,
             expiry_interval: Duration::from_secs(60),
+            journal_events: 20,
+            journal_days: 90,
         }
     }
 }

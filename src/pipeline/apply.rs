@@ -5,7 +5,7 @@ use super::{with_state, PipelineError, RunMode};
 use crate::config::PipelineConfig;
 use crate::metrics;
 use crate::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
-use crate::state::{EntryStatus, State};
+use crate::state::{ChangeFate, EntryStatus, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -63,7 +63,8 @@ impl DeadLetters {
 /// A change's final fate.
 pub(super) enum Final {
     Applied(Option<String>),
-    Rejected,
+    /// Refused, with the sink's reason.
+    Rejected(String),
 }
 
 /// What one sink worker did with its share of a batch.
@@ -85,6 +86,11 @@ pub(super) struct SinkWorker {
 }
 
 impl SinkWorker {
+    /// True when outcomes are journaled (`pipeline.journal_events` > 0).
+    fn journal(&self) -> bool {
+        self.cfg.journal_events > 0
+    }
+
     pub(super) fn report(&self) -> WorkerReport {
         WorkerReport {
             sink: self.sink.name(),
@@ -123,6 +129,9 @@ impl SinkWorker {
     ) -> Result<(), PipelineError> {
         let name = self.sink.name();
         let mut attempt = 0usize;
+        // Failed calls so far for this chunk (not reset by progress, unlike `attempt`): the journal's
+        // retry count.
+        let mut failed_calls = 0u64;
         while !pending.is_empty() {
             let started = Instant::now();
             let outcomes = self.sink.apply(&pending).await;
@@ -160,7 +169,7 @@ impl SinkWorker {
                                 1,
                             );
                             report.rejected.push(change.intent_id);
-                            done.push((change, Final::Rejected));
+                            done.push((change, Final::Rejected(reason)));
                         }
                         Outcome::Retry { after, error } => {
                             let keep = last_error.as_ref().and_then(|(_, a)| *a);
@@ -197,7 +206,7 @@ impl SinkWorker {
             let call_ms = started.elapsed().as_millis() as u64;
             let recording = Instant::now();
             let recorded = done.len();
-            record_outcomes(&self.state, name, done).await?;
+            record_outcomes(&self.state, name, done, failed_calls, self.journal()).await?;
             tracing::debug!(
                 sink = name,
                 recorded,
@@ -211,7 +220,18 @@ impl SinkWorker {
                     break;
                 }
                 attempt += 1;
+                failed_calls += 1;
                 report.retries += 1;
+                if self.journal() {
+                    let still = pending.clone();
+                    let text = error.to_string();
+                    with_state(&self.state, move |s| {
+                        let tx = s.tx()?;
+                        tx.journal_attempt_failed(name, &still, failed_calls, &text)?;
+                        tx.commit()
+                    })
+                    .await?;
+                }
                 let cause = if error.is_auth() {
                     "auth"
                 } else if matches!(error, SinkError::RateLimited { .. }) {
@@ -294,7 +314,8 @@ impl SinkWorker {
                         );
                     }
                     let progress = !done.is_empty() || !resend.is_empty();
-                    record_outcomes(&self.state, name, done).await?;
+                    record_outcomes(&self.state, name, done, *attempt as u64, self.journal())
+                        .await?;
                     if unknown.is_empty() {
                         return Ok(resend);
                     }
@@ -455,11 +476,14 @@ pub(super) fn sink_of(error: &SinkError) -> &'static str {
     }
 }
 
-/// Records final outcomes: updates what the sink holds and removes the intents, in one transaction.
+/// Records final outcomes: updates what the sink holds, journals them (`retries`: failed calls
+/// before them) and removes the intents, in one transaction.
 pub(super) async fn record_outcomes(
     state: &Arc<Mutex<State>>,
     sink: &'static str,
     done: Vec<(Change, Final)>,
+    retries: u64,
+    journal: bool,
 ) -> Result<(), PipelineError> {
     if done.is_empty() {
         return Ok(());
@@ -468,6 +492,15 @@ pub(super) async fn record_outcomes(
         let tx = s.tx()?;
         let mut settled = Vec::with_capacity(done.len());
         for (change, fate) in done {
+            if journal {
+                let fate_of = match &fate {
+                    Final::Applied(remote_id) => ChangeFate::Applied {
+                        remote_id: remote_id.as_deref().or(change.remote_id.as_deref()),
+                    },
+                    Final::Rejected(reason) => ChangeFate::Rejected { reason },
+                };
+                tx.journal_outcome(sink, &change, fate_of, retries)?;
+            }
             let kind = change.ioc.kind.sink_kind();
             let value = change.ioc.value.as_str();
             match (change.op, fate) {
@@ -481,7 +514,7 @@ pub(super) async fn record_outcomes(
                         None,
                     )?;
                 }
-                (ChangeOp::Create, Final::Rejected) => {
+                (ChangeOp::Create, Final::Rejected(_)) => {
                     tx.settle_entry(sink, kind, value, EntryStatus::Rejected, None, None)?;
                 }
                 (ChangeOp::Update, Final::Applied(remote_id)) => {
@@ -495,7 +528,7 @@ pub(super) async fn record_outcomes(
                         meta,
                     )?;
                 }
-                (ChangeOp::Update, Final::Rejected) => {
+                (ChangeOp::Update, Final::Rejected(_)) => {
                     tx.settle_entry(sink, kind, value, EntryStatus::Live, None, None)?;
                 }
                 (ChangeOp::Delete, _) => tx.remove_sink_entry(sink, kind, value)?,

@@ -27,7 +27,7 @@ use crate::metrics;
 use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
 use crate::sinks::{Change, ChangeOp, Sink, SinkError};
 use crate::skip::SkipReason;
-use crate::state::{State, StateError};
+use crate::state::{EventNote, JournalPolicy, State, StateError};
 use classify::{classify_object, merged_away, Classified, ClassifyOptions};
 use plan::{plan_indicator, InFlight, PlanError, Planned, SinkCaps};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -91,6 +91,8 @@ struct ClassifiedBatch {
     /// Indicator states to plan, with the index of the event each came from.
     states: Vec<(usize, IndicatorState)>,
     marks: BatchMarks,
+    /// Per event (by index): what the journal records of it.
+    notes: Vec<EventNote>,
 }
 
 /// What a batch's events say beyond their changes; acted on once the batch is settled.
@@ -187,6 +189,8 @@ pub struct Pipeline {
     control: Control,
     /// The [`LogRing`] seq of the current run's first log line.
     run_first_seq: u64,
+    /// What the event journal keeps (`iocsync explain`).
+    journal: JournalPolicy,
 }
 
 /// Log lines kept with each recorded run (its last ones).
@@ -231,6 +235,7 @@ impl Pipeline {
             expired_at: None,
         };
         let cfg_keep_expired = cfg.keep_expired;
+        let journal = JournalPolicy::new(cfg.journal_events, cfg.journal_days);
         Pipeline {
             source_name,
             sinks,
@@ -249,6 +254,7 @@ impl Pipeline {
             next_expiry_sweep: (!cfg_keep_expired).then(Instant::now),
             control: Control::new(source_name, false),
             run_first_seq: LogRing::global().next_seq(),
+            journal,
         }
     }
 
@@ -495,7 +501,8 @@ impl Pipeline {
         let events = events_in.len();
         let classified = self.classify_batch(events_in);
         let planning = Instant::now();
-        let planned = self.plan_batch(classified.states, applying).await?;
+        let notes = Arc::new(classified.notes);
+        let planned = self.plan_batch(classified.states, notes, applying).await?;
         let batch = PlannedBatch {
             events,
             planned,
@@ -638,6 +645,7 @@ impl Pipeline {
         let mut last_position: Option<String> = None;
         let mut reset = false;
         let mut run_end = false;
+        let mut notes = Vec::with_capacity(batch.len());
         for (index, event) in batch.into_iter().enumerate() {
             let SourceEvent {
                 position,
@@ -658,6 +666,7 @@ impl Pipeline {
                 EventKind::Expiry => "expiry",
             };
             metrics::global().inc("iocsync_events_received_total", &[("type", kind_label)], 1);
+            notes.push(EventNote::of(position.as_deref(), kind_label, &payload));
             match kind {
                 EventKind::Reset => {
                     reset = true;
@@ -721,6 +730,7 @@ impl Pipeline {
                 reset,
                 run_end,
             },
+            notes,
         }
     }
 
@@ -752,6 +762,7 @@ impl Pipeline {
     async fn plan_batch(
         &mut self,
         states: Vec<(usize, IndicatorState)>,
+        notes: Arc<Vec<EventNote>>,
         applying: &mut Option<Applying>,
     ) -> Result<Vec<(usize, Planned)>, PipelineError> {
         let mut planned: Vec<(usize, Planned)> = Vec::new();
@@ -763,7 +774,10 @@ impl Pipeline {
                 .as_ref()
                 .map(|a| Arc::clone(&a.in_flight))
                 .unwrap_or_default();
-            match self.plan_chunk(chunk, in_flight).await? {
+            match self
+                .plan_chunk(chunk, in_flight, Arc::clone(&notes))
+                .await?
+            {
                 ChunkPlan::Planned {
                     changes,
                     cancelled: gone,
@@ -793,15 +807,24 @@ impl Pipeline {
         &self,
         states: Vec<(usize, IndicatorState)>,
         in_flight: Arc<InFlight>,
+        notes: Arc<Vec<EventNote>>,
     ) -> Result<ChunkPlan, PipelineError> {
         let caps = self.caps.clone();
+        let (source, journal) = (self.source_name, self.journal.clone());
         with_state(&self.state, move |s| {
             let tx = s.tx()?;
             let mut changes: Vec<(usize, Planned)> = Vec::new();
             let mut cancelled = Vec::new();
             for (index, state) in &states {
                 match plan_indicator(&tx, &caps, state, &in_flight, &mut cancelled) {
-                    Ok(planned) => changes.extend(planned.into_iter().map(|p| (*index, p))),
+                    Ok(planned) => {
+                        if let Some(note) = notes.get(*index).filter(|_| journal.enabled()) {
+                            let ids = planned.iter().map(|p| p.change.intent_id);
+                            let range = ids.clone().min().zip(ids.max());
+                            tx.journal_event(&journal, source, note, state, range)?;
+                        }
+                        changes.extend(planned.into_iter().map(|p| (*index, p)))
+                    }
                     Err(PlanError::State(e)) => return Err(e),
                     Err(why @ PlanError::InFlight { .. }) => {
                         drop(tx); // rolls back
@@ -812,6 +835,13 @@ impl Pipeline {
                     }
                 }
             }
+            let gone: Vec<_> = changes
+                .iter()
+                .filter(|(_, p)| cancelled.contains(&p.change.intent_id))
+                .map(|(_, p)| (caps[p.sink].name, &p.change))
+                .collect();
+            tx.journal_cancelled(&journal, &gone)?;
+            tx.journal_sweep_if_due(&journal)?;
             tx.commit()?;
             Ok(ChunkPlan::Planned { changes, cancelled })
         })

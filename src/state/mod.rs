@@ -216,10 +216,12 @@ pub struct State {
 mod cache;
 mod expiry;
 mod history;
+mod journal;
 mod run_log;
 mod schema;
 mod tx;
 
+pub use journal::{ChangeFate, EventNote, JournalChange, JournalEvent, JournalPolicy, SinkValue};
 use schema::restrict_to_owner;
 pub use tx::Tx;
 
@@ -467,7 +469,8 @@ impl State {
         self.conn
             .execute_batch(
                 "DELETE FROM checkpoint; DELETE FROM indicator; DELETE FROM holder; DELETE FROM sink_ioc;
-                 DELETE FROM intent; DELETE FROM run; DELETE FROM kv; DELETE FROM listing_cache; DELETE FROM expiry;",
+                 DELETE FROM intent; DELETE FROM run; DELETE FROM kv; DELETE FROM listing_cache; DELETE FROM expiry;
+                 DELETE FROM journal_event; DELETE FROM journal_change;",
             )
             .map_err(self.err())
     }

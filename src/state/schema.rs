@@ -166,7 +166,7 @@ impl State {
 }
 
 impl State {
-    /// Version 3: the log lines of each recorded run (console-control).
+    /// Version 3: the log lines of each recorded run (the console's run pages).
     fn migrate_3_run_log(&self) -> Result<(), StateError> {
         self.conn
             .execute_batch(
@@ -181,9 +181,10 @@ impl State {
 type Migration = (i64, &'static str, fn(&State) -> Result<(), StateError>);
 
 /// See [`Migration`]. [`SCHEMA_VERSION`] is the last version named here.
-pub(super) const MIGRATIONS: [Migration; 2] = [
+pub(super) const MIGRATIONS: [Migration; 3] = [
     (2, "expiry index", State::migrate_2_expiry),
     (3, "run log lines", State::migrate_3_run_log),
+    (4, "event journal", State::migrate_4_journal),
 ];
 
 #[cfg(test)]

@@ -51,7 +51,11 @@ impl<'a> Tx<'a> {
     }
 
     /// Runs a statement (planning runs a handful per indicator).
-    fn exec<P: rusqlite::Params>(&self, sql: &'static str, params: P) -> Result<usize, StateError> {
+    pub(super) fn exec<P: rusqlite::Params>(
+        &self,
+        sql: &'static str,
+        params: P,
+    ) -> Result<usize, StateError> {
         self.with_statement(sql, |st| st.execute(params))
     }
 

@@ -1,0 +1,738 @@
+//! The per-indicator event journal behind `iocsync explain`: each event an indicator received, what
+//! the classifier made of it, the changes planned for it per sink and their outcomes. Bounded: the
+//! last `pipeline.journal_events` events per indicator (pruned on write) and `pipeline.journal_days`
+//! of age (an occasional sweep). Written inside the transactions the pipeline already runs, so it
+//! costs a few statements per event, no extra commit.
+
+use super::{now_ms, parse_json, State, StateError, Tx};
+use crate::ioc::Ioc;
+use crate::model::{Change, IndicatorState, Payload};
+use rusqlite::params;
+use serde::Serialize;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// Sweep journal rows older than the retention age at most this often.
+const SWEEP_EVERY_MS: i64 = 3_600_000;
+
+/// How much of the journal to keep.
+#[derive(Debug, Clone, Default)]
+pub struct JournalPolicy {
+    /// Events kept per indicator; 0 turns the journal off.
+    pub events: u32,
+    /// Age limit in days; 0 keeps events regardless of age.
+    pub days: u32,
+    /// When the next age sweep is due (unix ms), shared by every copy of the policy.
+    next_sweep_ms: Arc<AtomicI64>,
+}
+
+impl JournalPolicy {
+    /// A policy keeping `events` per indicator for `days` (0 = off / no age limit).
+    pub fn new(events: u32, days: u32) -> Self {
+        JournalPolicy {
+            events,
+            days,
+            next_sweep_ms: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// True when events are journaled at all.
+    pub fn enabled(&self) -> bool {
+        self.events > 0
+    }
+}
+
+/// What the pipeline knows of the source event an indicator state came from.
+#[derive(Debug, Clone)]
+pub struct EventNote {
+    /// The source position, when the event has one.
+    pub position: Option<String>,
+    /// `create`, `update`, `delete`, `merge` or `expiry`.
+    pub kind: &'static str,
+    /// For a merge: the surviving indicator (the others were merged into it).
+    pub merge_target: Option<String>,
+}
+
+impl EventNote {
+    /// The note for an event of kind `kind` (its metrics label) at `position`.
+    pub fn of(position: Option<&str>, kind: &'static str, payload: &Payload) -> Self {
+        let (kind, merge_target) = match payload {
+            Payload::StixMerge { object, .. } => (
+                "merge",
+                object
+                    .get("id")
+                    .and_then(|i| i.as_str())
+                    .map(str::to_string),
+            ),
+            _ => (kind, None),
+        };
+        EventNote {
+            position: position.map(str::to_string),
+            kind,
+            merge_target,
+        }
+    }
+}
+
+/// The sink-side outcome of one journaled change.
+#[derive(Debug, Clone)]
+pub enum ChangeFate<'a> {
+    /// The sink applied it.
+    Applied {
+        /// The sink's id for the entry, when it gave one.
+        remote_id: Option<&'a str>,
+    },
+    /// The sink refused it (dead-lettered) with this message.
+    Rejected {
+        /// The sink's reason.
+        reason: &'a str,
+    },
+}
+
+impl Tx<'_> {
+    /// Journals one planned indicator state: the event, its classification and the ids of the
+    /// intents planned for it (`intents`: the first and last; the planner writes an indicator's
+    /// intents one after the other), then drops the indicator's events beyond the policy's count.
+    /// The changes themselves are journaled when they settle (until then their intents say what
+    /// they are), so planning pays one row per event. Nothing when the journal is off.
+    pub fn journal_event(
+        &self,
+        policy: &JournalPolicy,
+        source: &str,
+        note: &EventNote,
+        state: &IndicatorState,
+        intents: Option<(i64, i64)>,
+    ) -> Result<(), StateError> {
+        if !policy.enabled() {
+            return Ok(());
+        }
+        let merged_away =
+            note.kind == "merge" && note.merge_target.as_deref().is_some_and(|t| t != state.id);
+        let kind = if merged_away { "merged" } else { note.kind };
+        let iocs = (!state.iocs.is_empty())
+            .then(|| serde_json::to_string(&state.iocs).unwrap_or_else(|_| "[]".into()));
+        // The pattern is kept only when it yielded nothing: the IOCs say the rest, and a skipped
+        // value can only be found by its pattern.
+        let pattern = state
+            .skip
+            .is_some()
+            .then_some(state.meta.pattern.as_deref())
+            .flatten();
+        let note_text = merged_away
+            .then_some(note.merge_target.as_deref())
+            .flatten();
+        self.exec(
+            "INSERT INTO journal_event(indicator_id, at, source, position, kind, version, iocs, skip, pattern, note,
+               first_intent, last_intent)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                state.id,
+                now_ms(),
+                source,
+                note.position,
+                kind,
+                state.version,
+                iocs,
+                state.skip.map(|s| s.code()),
+                pattern,
+                note_text,
+                intents.map(|i| i.0),
+                intents.map(|i| i.1)
+            ],
+        )?;
+        // Only the newest `events` of this indicator stay (their changes go with them, by trigger).
+        // A create is almost always an indicator's first event, and the look for older ones cost
+        // a third of journaling one (S1 bench): creates skip it. Replayed creates (a stream reset)
+        // are trimmed by the indicator's next other event or by the age sweep.
+        if note.kind != "create" {
+            self.exec(
+                "DELETE FROM journal_event WHERE indicator_id=?1 AND id <= (
+                   SELECT id FROM journal_event WHERE indicator_id=?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                params![state.id, policy.events],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes one change's row (an outcome, or a failed attempt while it is still pending).
+    #[allow(clippy::too_many_arguments)]
+    fn journal_change(
+        &self,
+        sink: &str,
+        change: &Change,
+        outcome: &str,
+        remote_id: Option<&str>,
+        retries: u64,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.exec(
+            "INSERT INTO journal_change(intent_id, sink, op, kind, value, outcome, at, remote_id, retries, error)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(intent_id) DO UPDATE SET outcome=excluded.outcome, at=excluded.at,
+               remote_id=COALESCE(excluded.remote_id, remote_id), retries=excluded.retries,
+               error=COALESCE(excluded.error, error)",
+            params![
+                change.intent_id,
+                sink,
+                change.op.as_str(),
+                change.ioc.kind.as_str(),
+                change.ioc.value,
+                outcome,
+                now_ms(),
+                remote_id,
+                retries as i64,
+                error
+            ],
+        )
+        .map(|_| ())
+    }
+
+    /// Records planned changes that a later event of the same batch cancelled before they were
+    /// sent (their intents are gone).
+    pub fn journal_cancelled(
+        &self,
+        policy: &JournalPolicy,
+        changes: &[(&str, &Change)],
+    ) -> Result<(), StateError> {
+        if !policy.enabled() {
+            return Ok(());
+        }
+        for (sink, change) in changes {
+            self.journal_change(sink, change, "cancelled", None, 0, None)?;
+        }
+        Ok(())
+    }
+
+    /// Records the final outcome of a change in `sink` (`retries`: failed attempts before it).
+    pub fn journal_outcome(
+        &self,
+        sink: &str,
+        change: &Change,
+        fate: ChangeFate<'_>,
+        retries: u64,
+    ) -> Result<(), StateError> {
+        match fate {
+            ChangeFate::Applied { remote_id } => {
+                self.journal_change(sink, change, "applied", remote_id, retries, None)
+            }
+            ChangeFate::Rejected { reason } => {
+                self.journal_change(sink, change, "rejected", None, retries, Some(reason))
+            }
+        }
+    }
+
+    /// Notes a failed attempt on changes still pending: how many so far and the last error.
+    pub fn journal_attempt_failed(
+        &self,
+        sink: &str,
+        changes: &[Change],
+        retries: u64,
+        error: &str,
+    ) -> Result<(), StateError> {
+        for change in changes {
+            self.journal_change(sink, change, "pending", None, retries, Some(error))?;
+        }
+        Ok(())
+    }
+
+    /// Drops journal events older than the policy's age, at most once per hour (cheap when due:
+    /// rows are in time order, so the scan stops at the first young one).
+    pub fn journal_sweep_if_due(&self, policy: &JournalPolicy) -> Result<(), StateError> {
+        if policy.days == 0 || !policy.enabled() {
+            return Ok(());
+        }
+        let now = now_ms();
+        if policy.next_sweep_ms.load(Ordering::Relaxed) > now {
+            return Ok(());
+        }
+        policy
+            .next_sweep_ms
+            .store(now + SWEEP_EVERY_MS, Ordering::Relaxed);
+        let cutoff = now - i64::from(policy.days) * 86_400_000;
+        let removed = self.exec(
+            "DELETE FROM journal_event WHERE id < COALESCE(
+               (SELECT id FROM journal_event WHERE at >= ?1 ORDER BY id LIMIT 1), 9223372036854775807)",
+            [cutoff],
+        )?;
+        if removed > 0 {
+            tracing::debug!(removed, days = policy.days, "journal: old events dropped");
+        }
+        Ok(())
+    }
+}
+
+/// One journaled event of an indicator, with what was planned for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalEvent {
+    /// Row id (orders events).
+    pub id: i64,
+    /// The indicator.
+    pub indicator_id: String,
+    /// When it was planned (unix ms).
+    pub at_ms: i64,
+    /// The source's name.
+    pub source: String,
+    /// The source position, when the event had one.
+    pub position: Option<String>,
+    /// `create`, `update`, `delete`, `merge`, `merged` (merged into another) or `expiry`.
+    pub kind: String,
+    /// STIX `modified` / MISP timestamp.
+    pub version: Option<String>,
+    /// The IOCs the classifier found (empty when none).
+    pub iocs: Vec<Ioc>,
+    /// The skip code, when the indicator yielded nothing for a reason.
+    pub skip: Option<String>,
+    /// The pattern, kept for skipped indicators.
+    pub pattern: Option<String>,
+    /// For `merged`: the indicator it was merged into.
+    pub merged_into: Option<String>,
+    /// The changes planned for this event.
+    pub changes: Vec<JournalChange>,
+}
+
+/// A change planned for a journaled event and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalChange {
+    /// The intent id.
+    pub intent_id: i64,
+    /// The sink.
+    pub sink: String,
+    /// `create`, `update` or `delete`.
+    pub op: String,
+    /// The IOC type.
+    pub kind: String,
+    /// The IOC value.
+    pub value: String,
+    /// `pending`, `applied`, `rejected` or `cancelled`.
+    pub outcome: String,
+    /// When the outcome was recorded (unix ms).
+    pub at_ms: Option<i64>,
+    /// The sink's id for the entry.
+    pub remote_id: Option<String>,
+    /// Failed attempts before the outcome (or so far).
+    pub retries: i64,
+    /// The sink's refusal, or the last error while still pending.
+    pub error: Option<String>,
+}
+
+/// What a sink holds for a value, as the state records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkValue {
+    /// The sink.
+    pub sink: String,
+    /// The IOC type as created.
+    pub kind: String,
+    /// The value.
+    pub value: String,
+    /// The indicator the entry was created for.
+    pub indicator_id: String,
+    /// The sink's id.
+    pub remote_id: Option<String>,
+    /// `live`, `pending_create`, `pending_update`, `pending_delete` or `rejected`.
+    pub status: String,
+    /// The outstanding intent, when one is.
+    pub intent_id: Option<i64>,
+}
+
+impl State {
+    /// The journaled events of an indicator, oldest first, with their changes.
+    pub fn journal_of(&self, indicator_id: &str) -> Result<Vec<JournalEvent>, StateError> {
+        self.journal_events(
+            "SELECT id, indicator_id, at, source, position, kind, version, iocs, skip, pattern, note,
+               first_intent, last_intent
+             FROM journal_event WHERE indicator_id=?1 ORDER BY id",
+            indicator_id,
+        )
+    }
+
+    fn journal_events(&self, sql: &str, arg: &str) -> Result<Vec<JournalEvent>, StateError> {
+        let mut stmt = self.conn.prepare(sql).map_err(self.err())?;
+        type Row = (
+            i64,
+            String,
+            i64,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = stmt
+            .query_map([arg], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                    r.get(12)?,
+                ))
+            })
+            .map_err(self.err())?
+            .collect::<Result<_, _>>()
+            .map_err(self.err())?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (
+            id,
+            indicator_id,
+            at,
+            source,
+            position,
+            kind,
+            version,
+            iocs,
+            skip,
+            pattern,
+            note,
+            first,
+            last,
+        ) in rows
+        {
+            let iocs = match iocs {
+                Some(json) => parse_json(&self.path, "journal iocs", &json)?,
+                None => Vec::new(),
+            };
+            out.push(JournalEvent {
+                changes: match (first, last) {
+                    (Some(first), Some(last)) => self.journal_changes(first, last)?,
+                    _ => Vec::new(),
+                },
+                id,
+                indicator_id,
+                at_ms: at,
+                source,
+                position,
+                kind,
+                version,
+                iocs,
+                skip,
+                pattern,
+                merged_into: note,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The changes of intents `first..=last`: settled (or failed) ones from the journal, the
+    /// others from their intents, still outstanding.
+    fn journal_changes(&self, first: i64, last: i64) -> Result<Vec<JournalChange>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT intent_id, sink, op, kind, value, outcome, at, remote_id, retries, error
+                 FROM journal_change WHERE intent_id BETWEEN ?1 AND ?2 ORDER BY intent_id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([first, last], |r| {
+                Ok(JournalChange {
+                    intent_id: r.get(0)?,
+                    sink: r.get(1)?,
+                    op: r.get(2)?,
+                    kind: r.get(3)?,
+                    value: r.get(4)?,
+                    outcome: r.get(5)?,
+                    at_ms: r.get(6)?,
+                    remote_id: r.get(7)?,
+                    retries: r.get(8)?,
+                    error: r.get(9)?,
+                })
+            })
+            .map_err(self.err())?;
+        let mut out: Vec<JournalChange> = rows.collect::<Result<_, _>>().map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, sink, change FROM intent WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let intents = stmt
+            .query_map([first, last], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        for (id, sink, json) in intents {
+            if out.iter().any(|c| c.intent_id == id) {
+                continue;
+            }
+            let change: Change = parse_json(&self.path, "intent", &json)?;
+            out.push(JournalChange {
+                intent_id: id,
+                sink,
+                op: change.op.as_str().to_string(),
+                kind: change.ioc.kind.as_str().to_string(),
+                value: change.ioc.value,
+                outcome: "pending".into(),
+                at_ms: None,
+                remote_id: change.remote_id,
+                retries: 0,
+                error: None,
+            });
+        }
+        out.sort_by_key(|c| c.intent_id);
+        Ok(out)
+    }
+
+    /// Every indicator that ever carried `value` as far as the state knows: current holders, the
+    /// journal's IOCs and planned changes, and skipped patterns that mention it. Sorted.
+    pub fn indicators_with_value(&self, value: &str) -> Result<Vec<String>, StateError> {
+        let like = format!("%{}%", escape_like(value));
+        let json_value = serde_json::to_string(value).unwrap_or_default();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT indicator_id FROM holder WHERE value=?1
+                 UNION SELECT indicator_id FROM sink_ioc WHERE value=?1
+                 UNION SELECT e.indicator_id FROM journal_change c JOIN journal_event e
+                   ON c.intent_id BETWEEN e.first_intent AND e.last_intent WHERE c.value=?1
+                 UNION SELECT indicator_id FROM journal_event WHERE iocs LIKE ?2 ESCAPE '\\'
+                 UNION SELECT indicator_id FROM journal_event WHERE pattern LIKE ?3 ESCAPE '\\'
+                 ORDER BY 1",
+            )
+            .map_err(self.err())?;
+        let like_json = format!("%{}%", escape_like(&json_value));
+        let rows = stmt
+            .query_map(params![value, like_json, like], |r| r.get(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The indicators currently holding (kind-insensitively) `value`.
+    pub fn holders_of(&self, value: &str) -> Result<Vec<(String, String)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT kind, indicator_id FROM holder WHERE value=?1 ORDER BY kind, indicator_id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([value], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// What every sink holds for `value`, with the outstanding intent if any.
+    pub fn sink_values(&self, value: &str) -> Result<Vec<SinkValue>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.sink, s.ioc_kind, s.value, s.indicator_id, s.remote_id, s.status,
+                        (SELECT MAX(i.id) FROM intent i WHERE i.sink=s.sink AND i.kind=s.kind AND i.value=s.value)
+                 FROM sink_ioc s WHERE s.value=?1 ORDER BY s.sink, s.kind",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([value], |r| {
+                Ok(SinkValue {
+                    sink: r.get(0)?,
+                    kind: r.get(1)?,
+                    value: r.get(2)?,
+                    indicator_id: r.get(3)?,
+                    remote_id: r.get(4)?,
+                    status: r.get(5)?,
+                    intent_id: r.get(6)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The IOCs an indicator desires now, `None` when the state never saw it.
+    pub fn desired_iocs(&self, indicator_id: &str) -> Result<Option<Vec<Ioc>>, StateError> {
+        use rusqlite::OptionalExtension;
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT iocs FROM indicator WHERE id=?1",
+                [indicator_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        json.map(|j| parse_json(&self.path, "indicator iocs", &j))
+            .transpose()
+    }
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'`.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl State {
+    /// Version 4: the event journal (`iocsync explain`).
+    pub(super) fn migrate_4_journal(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS journal_event(id INTEGER PRIMARY KEY, indicator_id TEXT NOT NULL,
+                   at INTEGER NOT NULL, source TEXT NOT NULL, position TEXT, kind TEXT NOT NULL, version TEXT,
+                   iocs TEXT, skip TEXT, pattern TEXT, note TEXT, first_intent INTEGER, last_intent INTEGER);
+                 CREATE INDEX IF NOT EXISTS journal_event_by_indicator ON journal_event(indicator_id, id);
+                 CREATE TABLE IF NOT EXISTS journal_change(intent_id INTEGER PRIMARY KEY,
+                   sink TEXT NOT NULL, op TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
+                   outcome TEXT NOT NULL DEFAULT 'pending', at INTEGER, remote_id TEXT,
+                   retries INTEGER NOT NULL DEFAULT 0, error TEXT);
+                 CREATE TRIGGER IF NOT EXISTS journal_event_dropped AFTER DELETE ON journal_event
+                   WHEN old.first_intent IS NOT NULL
+                   BEGIN DELETE FROM journal_change WHERE intent_id BETWEEN old.first_intent AND old.last_intent; END;",
+            )
+            .map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ioc::IocKind;
+    use crate::model::{ChangeOp, IocMeta};
+
+    fn state_of(id: &str, value: &str) -> IndicatorState {
+        IndicatorState {
+            id: id.into(),
+            iocs: vec![Ioc {
+                kind: IocKind::Domain,
+                value: value.into(),
+            }],
+            skip: None,
+            meta: IocMeta::default(),
+            version: None,
+        }
+    }
+
+    fn note(position: &str) -> EventNote {
+        EventNote {
+            position: Some(position.into()),
+            kind: "update",
+            merge_target: None,
+        }
+    }
+
+    /// Writes `n` events for `id`, each with one planned change; all but the last settle.
+    fn write(state: &mut State, policy: &JournalPolicy, id: &str, n: usize) {
+        let tx = state.tx().expect("tx");
+        for i in 0..n {
+            let s = state_of(id, &format!("d{i}.example"));
+            let change = Change {
+                intent_id: 0,
+                op: ChangeOp::Create,
+                ioc: s.iocs[0].clone(),
+                indicator_id: id.into(),
+                remote_id: None,
+                meta: IocMeta::default(),
+            };
+            let change = tx.insert_intent("jsonl", change).expect("intent");
+            let range = Some((change.intent_id, change.intent_id));
+            tx.journal_event(policy, "file", &note(&format!("p{i}")), &s, range)
+                .expect("journal");
+            if i + 1 < n && policy.enabled() {
+                let applied = ChangeFate::Applied {
+                    remote_id: Some("r"),
+                };
+                tx.journal_outcome("jsonl", &change, applied, 1)
+                    .expect("outcome");
+                tx.delete_intent(change.intent_id).expect("settled");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+
+    fn count(state: &State, table: &str) -> i64 {
+        state
+            .conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+
+    #[test]
+    fn only_the_newest_events_of_an_indicator_are_kept_with_their_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("open");
+        let policy = JournalPolicy::new(3, 0);
+        write(&mut state, &policy, "indicator--a", 5);
+        write(&mut state, &policy, "indicator--b", 2);
+        let a = state.journal_of("indicator--a").expect("read");
+        let positions: Vec<_> = a.iter().filter_map(|e| e.position.as_deref()).collect();
+        assert_eq!(positions, ["p2", "p3", "p4"]);
+        let first = &a[0].changes[0];
+        assert_eq!(
+            (first.outcome.as_str(), first.value.as_str(), first.retries),
+            ("applied", "d2.example", 1)
+        );
+        assert_eq!(first.remote_id.as_deref(), Some("r"));
+        // The last one's intent is still outstanding: pending, read from the intent.
+        let last = &a[2].changes[0];
+        assert_eq!(
+            (
+                last.outcome.as_str(),
+                last.value.as_str(),
+                last.sink.as_str()
+            ),
+            ("pending", "d4.example", "jsonl")
+        );
+        assert_eq!(state.journal_of("indicator--b").expect("read").len(), 2);
+        // The pruned events' changes went with them: a's p2 and p3 and b's first are left.
+        assert_eq!(count(&state, "journal_event"), 5);
+        assert_eq!(count(&state, "journal_change"), 3);
+    }
+
+    #[test]
+    fn events_older_than_the_age_limit_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("open");
+        let policy = JournalPolicy::new(20, 1);
+        write(&mut state, &policy, "indicator--a", 3);
+        // The first two are two days old.
+        state
+            .conn
+            .execute(
+                "UPDATE journal_event SET at = at - 2 * 86400000 WHERE id IN (SELECT id FROM journal_event ORDER BY id LIMIT 2)",
+                [],
+            )
+            .expect("age");
+        let tx = state.tx().expect("tx");
+        tx.journal_sweep_if_due(&policy).expect("sweep");
+        tx.commit().expect("commit");
+        let left = state.journal_of("indicator--a").expect("read");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].position.as_deref(), Some("p2"));
+        assert_eq!(
+            count(&state, "journal_change"),
+            0,
+            "the two settled changes went"
+        );
+    }
+
+    #[test]
+    fn a_journal_of_zero_events_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::open(dir.path()).expect("open");
+        write(&mut state, &JournalPolicy::new(0, 90), "indicator--a", 3);
+        assert_eq!(count(&state, "journal_event"), 0);
+        assert_eq!(count(&state, "journal_change"), 0);
+    }
+}
