@@ -33,7 +33,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod explain;
 pub mod fuzz;
 pub mod http;
 pub mod ioc;

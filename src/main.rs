@@ -211,7 +211,7 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             ),
             Command::Runs { json } => iocsync::cli::runs::run(&cfg, json, &mut std::io::stdout().lock()),
             Command::Explain { query, json } => {
-                iocsync::explain::command(&cfg, &query, json, &mut std::io::stdout().lock())
+                iocsync::cli::explain::command(&cfg, &query, json, &mut std::io::stdout().lock())
             }
             Command::S1 { command } => iocsync::cli::s1::run(&cfg, command).await,
             Command::Misp { action } => {

@@ -2,6 +2,7 @@
 //! so tests reach it; `main.rs` only parses arguments, sets up logging and maps errors to exit codes.
 //! The daemon itself (`run`) and `check` live in [`crate::app`].
 
+pub mod explain;
 pub mod misp;
 pub mod parse;
 pub mod runs;
