@@ -159,6 +159,10 @@ pub struct PipelineConfig {
     /// How often the state is searched for indicators that expired since the last look.
     #[serde(with = "humantime_serde")]
     pub expiry_interval: Duration,
+    /// How often the daemon compares its sinks with the state (`iocsync reconcile`, dry run);
+    /// unset or 0: never.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Option<Duration>,
 }
 
 impl Default for PipelineConfig {
@@ -176,6 +180,7 @@ impl Default for PipelineConfig {
             expand_max: crate::pattern::DEFAULT_EXPAND_MAX,
             keep_expired: false,
             expiry_interval: Duration::from_secs(60),
+            reconcile_interval: None,
         }
     }
 }

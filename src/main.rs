@@ -58,6 +58,22 @@ enum Command {
         #[command(subcommand)]
         command: iocsync::cli_s1::S1Command,
     },
+    /// Compare each sink with the state: in sync, missing, extra, stale, not managed (exit 4 on
+    /// drift); --apply repairs, --adopt rebuilds a lost state from the sinks.
+    Reconcile {
+        /// Only this sink (repeatable); default every configured sink.
+        #[arg(long = "sink", value_name = "NAME")]
+        sinks: Vec<String>,
+        /// Repair the drift through the pipeline's intents.
+        #[arg(long, conflicts_with = "adopt")]
+        apply: bool,
+        /// Rebuild the state's sink entries from what the sinks hold with iocsync's marker.
+        #[arg(long)]
+        adopt: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// MISP helpers (feeds and their state in iocsync).
     Misp {
         #[command(subcommand)]
@@ -203,6 +219,24 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             Command::S1 { command } => iocsync::cli_s1::run(&cfg, command).await,
             Command::Misp { action } => {
                 iocsync::cli_misp::run(&cfg, action, &mut std::io::stdout()).await
+            }
+            Command::Reconcile { sinks, apply, adopt, json } => {
+                let token = CancellationToken::new();
+                app::spawn_signal_handler(token.clone());
+                let opts = iocsync::reconcile::Options { sinks, apply, adopt };
+                let report = iocsync::reconcile::run(&cfg, &opts, token).await?;
+                let mut out = std::io::stdout();
+                if json {
+                    let text = serde_json::to_string_pretty(&report).map_err(|e| AppError::Other(e.to_string()))?;
+                    writeln!(out, "{text}").map_err(app::output_error)?;
+                } else {
+                    write!(out, "{}", report.render()).map_err(app::output_error)?;
+                }
+                if report.mode == "dry-run" && report.drift {
+                    out.flush().map_err(app::output_error)?;
+                    std::process::exit(iocsync::reconcile::EXIT_DRIFT);
+                }
+                Ok(())
             }
             Command::Parse { .. } | Command::Health => Ok(()),
         }

@@ -194,6 +194,7 @@ pub struct State {
 mod cache;
 mod expiry;
 mod history;
+mod reconcile;
 mod schema;
 mod tx;
 

@@ -304,6 +304,15 @@ impl FakeS1 {
         uuid
     }
 
+    /// Removes a stored IOC by uuid, as a deletion in the console would; false when absent.
+    pub fn remove(&self, uuid: &str) -> bool {
+        let mut s = lock(&self.state);
+        let before = s.iocs.len();
+        s.iocs
+            .retain(|st| st.ioc.get("uuid").and_then(Value::as_str) != Some(uuid));
+        s.iocs.len() != before
+    }
+
     /// Every request so far.
     pub fn journal(&self) -> Vec<Recorded> {
         lock(&self.state)
