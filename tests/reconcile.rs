@@ -262,3 +262,71 @@ async fn adopt_after_the_state_is_lost_then_a_full_replay_creates_nothing() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_jsonl_file_is_found_and_repaired() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("iocs.jsonl");
+    let jsonl = |args: &[&str]| {
+        let mut cmd = iocsync(dir.path());
+        cmd.env("IOCSYNC_FILE_PATH", fixture("opencti/stream.sse"))
+            .env("IOCSYNC_JSONL_PATH", &path)
+            .env("IOCSYNC_STATE_DIR", dir.path().join("state"))
+            .env("IOCSYNC_PIPELINE_LINGER", "20ms")
+            .args(args);
+        cmd.output().expect("run iocsync")
+    };
+    run_ok(&mut {
+        let mut cmd = iocsync(dir.path());
+        cmd.env("IOCSYNC_FILE_PATH", fixture("opencti/stream.sse"))
+            .env("IOCSYNC_JSONL_PATH", &path)
+            .env("IOCSYNC_STATE_DIR", dir.path().join("state"))
+            .env("IOCSYNC_PIPELINE_LINGER", "20ms")
+            .arg("run");
+        cmd
+    });
+    let expected = jsonl_live_set(&read_jsonl(&path));
+    let out = jsonl(&["reconcile", "--json"]);
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(
+        report["sinks"][0]["total"]["in_sync"].as_u64(),
+        Some(expected.len() as u64)
+    );
+
+    // Cut the file at a line in its middle, with a line of someone else's at its top (the sink
+    // refuses to append after a last line that is not its own).
+    let text = std::fs::read_to_string(&path).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+    let kept = format!(
+        "# a note by hand\n{}\n",
+        lines[..lines.len() / 2].join("\n")
+    );
+    std::fs::write(&path, kept).expect("truncate");
+
+    let out = jsonl(&["reconcile", "--json"]);
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(4), "{report}");
+    let total = &report["sinks"][0]["total"];
+    assert!(total["missing"].as_u64().expect("missing") > 0, "{report}");
+    assert_eq!(total["not_managed"], json!(1), "{report}");
+
+    let out = jsonl(&["reconcile", "--apply", "--json"]);
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["sinks"][0]["repaired"]["still_pending"], json!(0));
+    let text = std::fs::read_to_string(&path).expect("read");
+    let records: Vec<JsonlRecord> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    assert_eq!(jsonl_live_set(&records), expected);
+    let out = jsonl(&["reconcile"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

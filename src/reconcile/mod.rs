@@ -8,6 +8,7 @@
 //! pipeline's own. `--adopt` rebuilds a lost state's sink entries from what the sink holds.
 
 pub mod compare;
+pub mod files;
 pub mod s1;
 
 use crate::app::{self, AppError};
@@ -197,18 +198,21 @@ impl Report {
 /// How reconcile reads one sink.
 enum Reader {
     SentinelOne(SentinelOneClient),
+    Jsonl(std::path::PathBuf),
 }
 
 impl Reader {
     fn expectation(&self) -> &'static dyn Expectation {
         match self {
             Reader::SentinelOne(_) => &s1::S1Expectation,
+            Reader::Jsonl(_) => &files::JsonlExpectation,
         }
     }
 
     async fn stream(&self, on_entry: impl FnMut(RemoteEntry)) -> Result<(), SinkError> {
         match self {
             Reader::SentinelOne(client) => s1::stream(client, on_entry).await,
+            Reader::Jsonl(path) => files::stream_jsonl(path, on_entry),
         }
     }
 }
@@ -219,7 +223,11 @@ fn reader(cfg: &Config, kind: SinkKind) -> Result<Result<Reader, String>, AppErr
         SinkKind::SentinelOne => Ok(Reader::SentinelOne(SentinelOneClient::new(
             &cfg.sentinelone_intel,
         )?)),
-        SinkKind::Sekoia | SinkKind::Zeek | SinkKind::Jsonl => Err(format!(
+        SinkKind::Jsonl => match &cfg.jsonl.path {
+            Some(path) => Ok(Reader::Jsonl(path.clone())),
+            None => Err("jsonl.path is not set".into()),
+        },
+        SinkKind::Sekoia | SinkKind::Zeek => Err(format!(
             "reconcile does not read the {} sink yet",
             kind.name()
         )),

@@ -813,21 +813,44 @@ fn list(s: &mut Inner, query: &str) -> Response {
             .unwrap_or("")
             .to_string()
     };
-    let contains = |st: &Stored, k: &str, param: &str| {
-        get(param).is_none_or(|needle| field(st, k).to_lowercase().contains(&needle.to_lowercase()))
+    // Each parameter read once per request, not once per stored IOC: a listing of a million IOCs
+    // pages a thousand times.
+    let (value, external_id, kind, source) =
+        (get("value"), get("externalId"), get("type"), get("source"));
+    let needles: Vec<(&str, String)> = [
+        ("name", "name__contains"),
+        ("description", "description__contains"),
+        ("creator", "creator__contains"),
+    ]
+    .into_iter()
+    .filter_map(|(k, param)| get(param).map(|n| (k, n.to_lowercase())))
+    .collect();
+    let is = |st: &Stored, k: &str, want: &Option<String>| {
+        want.as_deref()
+            .is_none_or(|v| st.ioc.get(k).and_then(Value::as_str).unwrap_or("") == v)
     };
     let matching: Vec<&Stored> = s
         .iocs
         .iter()
         .filter(|st| in_scope(st, &accounts, &sites, &[]))
-        .filter(|st| get("value").is_none_or(|v| field(st, "value") == v))
-        .filter(|st| get("externalId").is_none_or(|v| field(st, "externalId") == v))
-        .filter(|st| get("type").is_none_or(|v| field(st, "type").eq_ignore_ascii_case(&v)))
-        .filter(|st| get("source").is_none_or(|v| field(st, "source") == v))
+        .filter(|st| is(st, "value", &value))
+        .filter(|st| is(st, "externalId", &external_id))
+        .filter(|st| {
+            kind.as_deref().is_none_or(|v| {
+                st.ioc
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .eq_ignore_ascii_case(v)
+            })
+        })
+        .filter(|st| is(st, "source", &source))
         .filter(|st| uuids.is_empty() || uuids.contains(&field(st, "uuid")))
-        .filter(|st| contains(st, "name", "name__contains"))
-        .filter(|st| contains(st, "description", "description__contains"))
-        .filter(|st| contains(st, "creator", "creator__contains"))
+        .filter(|st| {
+            needles
+                .iter()
+                .all(|(k, n)| field(st, k).to_lowercase().contains(n.as_str()))
+        })
         .collect();
     let size = limit.min(s.page_cap);
     let page: Vec<Value> = matching
