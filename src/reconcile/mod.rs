@@ -661,6 +661,11 @@ pub fn spawn_schedule(
     }))
 }
 
+/// The schedule's period; `None` when off (unset or 0).
+fn spawn_schedule_interval(cfg: &Config) -> Option<std::time::Duration> {
+    cfg.pipeline.reconcile_interval.filter(|d| !d.is_zero())
+}
+
 /// Sets the drift gauges from a report.
 pub fn publish(report: &Report) {
     let metrics = crate::metrics::global();
@@ -683,5 +688,57 @@ pub fn publish(report: &Report) {
         } else {
             tracing::info!(sink = %sink.sink, in_sync = t.in_sync, "reconcile: in sync");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_is_off_by_default_and_set_from_the_environment() {
+        let cfg = Config::load(None, std::iter::empty::<(String, String)>()).expect("defaults");
+        assert!(spawn_schedule_interval(&cfg).is_none());
+        let cfg = Config::load(
+            None,
+            [(
+                "IOCSYNC_PIPELINE_RECONCILE_INTERVAL".to_string(),
+                "10m".to_string(),
+            )],
+        )
+        .expect("config");
+        assert_eq!(
+            spawn_schedule_interval(&cfg),
+            Some(std::time::Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn a_report_sets_the_drift_gauges() {
+        let report = Report {
+            mode: "dry-run",
+            drift: true,
+            sinks: vec![SinkReport {
+                sink: "jsonl".into(),
+                total: Counts {
+                    missing: 3,
+                    extra: 1,
+                    ..Counts::default()
+                },
+                ..SinkReport::default()
+            }],
+        };
+        publish(&report);
+        let m = crate::metrics::global();
+        let gauge = |kind| {
+            m.gauge(
+                "iocsync_reconcile_drift",
+                &[("sink", "jsonl"), ("kind", kind)],
+            )
+        };
+        assert_eq!(gauge("missing"), Some(3.0));
+        assert_eq!(gauge("extra"), Some(1.0));
+        assert_eq!(gauge("stale"), Some(0.0));
+        assert!(report.render().contains("1 extra"));
     }
 }
