@@ -641,7 +641,7 @@ pub fn spawn_schedule(
     cfg: &Config,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let every = cfg.pipeline.reconcile_interval.filter(|d| !d.is_zero())?;
+    let every = spawn_schedule_interval(cfg)?;
     let cfg = cfg.clone();
     Some(tokio::spawn(async move {
         loop {
