@@ -143,6 +143,8 @@ struct Inner {
     seed: u64,
     counter: u64,
     repeat_cursor: bool,
+    /// The last listing's total: (query without its cursor, store size, total).
+    list_total: Option<(String, usize, usize)>,
     page_cap: usize,
     started: DateTime<Utc>,
 }
@@ -188,6 +190,7 @@ pub async fn start_seeded(seed: u64) -> FakeS1 {
         seed,
         counter: 0,
         repeat_cursor: false,
+        list_total: None,
         page_cap: 1000,
         started: Utc::now(),
     }));
@@ -829,43 +832,56 @@ fn list(s: &mut Inner, query: &str) -> Response {
         want.as_deref()
             .is_none_or(|v| st.ioc.get(k).and_then(Value::as_str).unwrap_or("") == v)
     };
-    let matching: Vec<&Stored> = s
-        .iocs
-        .iter()
-        .filter(|st| in_scope(st, &accounts, &sites, &[]))
-        .filter(|st| is(st, "value", &value))
-        .filter(|st| is(st, "externalId", &external_id))
-        .filter(|st| {
-            kind.as_deref().is_none_or(|v| {
+    let matches = |st: &Stored| {
+        in_scope(st, &accounts, &sites, &[])
+            && is(st, "value", &value)
+            && is(st, "externalId", &external_id)
+            && kind.as_deref().is_none_or(|v| {
                 st.ioc
                     .get("type")
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .eq_ignore_ascii_case(v)
             })
-        })
-        .filter(|st| is(st, "source", &source))
-        .filter(|st| uuids.is_empty() || uuids.contains(&field(st, "uuid")))
-        .filter(|st| {
-            needles
+            && is(st, "source", &source)
+            && (uuids.is_empty() || uuids.contains(&field(st, "uuid")))
+            && needles
                 .iter()
                 .all(|(k, n)| field(st, k).to_lowercase().contains(n.as_str()))
-        })
-        .collect();
+    };
+    // The cursor is the position in the store to resume from, so a page costs its own length,
+    // not the whole store again; the total is counted once per listing (and store size).
     let size = limit.min(s.page_cap);
-    let page: Vec<Value> = matching
+    let mut page: Vec<Value> = Vec::with_capacity(size);
+    let mut resume = None;
+    for (at, st) in s.iocs.iter().enumerate().skip(offset) {
+        if !matches(st) {
+            continue;
+        }
+        if page.len() == size {
+            resume = Some(at);
+            break;
+        }
+        page.push(Value::Object(st.ioc.clone()));
+    }
+    let listing: String = pairs
         .iter()
-        .skip(offset)
-        .take(size)
-        .map(|st| Value::Object(st.ioc.clone()))
+        .filter(|(k, _)| k != "cursor")
+        .map(|(k, v)| format!("{k}={v}&"))
         .collect();
-    let next = (offset + size < matching.len()).then(|| match get("cursor") {
+    let total = match &s.list_total {
+        Some((q, len, total)) if *q == listing && *len == s.iocs.len() => *total,
+        _ => s.iocs.iter().filter(|st| matches(st)).count(),
+    };
+    let len = s.iocs.len();
+    s.list_total = Some((listing, len, total));
+    let next = resume.map(|at| match get("cursor") {
         Some(c) if s.repeat_cursor => c,
-        _ => format!("cur-{:x}", offset + size),
+        _ => format!("cur-{at:x}"),
     });
     axum::Json(json!({
         "data": page,
-        "pagination": {"nextCursor": next, "totalItems": matching.len()}
+        "pagination": {"nextCursor": next, "totalItems": total}
     }))
     .into_response()
 }
