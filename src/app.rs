@@ -257,6 +257,8 @@ pub async fn run(
         .iter()
         .filter_map(|s| Arc::clone(s).spawn_upkeep(upkeep_token.clone()))
         .collect();
+    // Reconcile (issue 16): the periodic dry run, stopped with the upkeep tasks.
+    let reconcile = crate::reconcile::spawn_schedule(cfg, upkeep_token.clone());
     let mode = if opts.once || kind == SourceKind::File {
         RunMode::Ends
     } else {
@@ -333,7 +335,7 @@ pub async fn run(
     };
     source_token.cancel();
     upkeep_token.cancel();
-    for task in upkeep {
+    for task in upkeep.into_iter().chain(reconcile) {
         let _ = task.await;
     }
     let source_result = join_source(source_task, shutdown.is_cancelled().then_some(drain)).await;

@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod model;
 pub mod pattern;
 pub mod pipeline;
+pub mod reconcile;
 pub mod remote;
 pub mod secret;
 pub mod sinks;

@@ -62,6 +62,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare each sink with the state: in sync, missing, extra, stale, not managed (exit 4 on
+    /// drift); --apply repairs, --adopt rebuilds a lost state from the sinks.
+    Reconcile {
+        /// Only this sink (repeatable); default every configured sink.
+        #[arg(long = "sink", value_name = "NAME")]
+        sinks: Vec<String>,
+        /// Repair the drift through the pipeline's intents.
+        #[arg(long, conflicts_with = "adopt")]
+        apply: bool,
+        /// Rebuild the state's sink entries from what the sinks hold with iocsync's marker.
+        #[arg(long)]
+        adopt: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// SentinelOne IOC manager: list, add, update, delete IOCs by hand.
     S1 {
         #[command(subcommand)]
@@ -216,6 +232,23 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             Command::S1 { command } => iocsync::cli::s1::run(&cfg, command).await,
             Command::Misp { action } => {
                 iocsync::cli::misp::run(&cfg, action, &mut std::io::stdout()).await
+            }
+            Command::Reconcile {
+                sinks,
+                apply,
+                adopt,
+                json,
+            } => {
+                let token = CancellationToken::new();
+                app::spawn_signal_handler(token.clone());
+                let opts = iocsync::reconcile::Options { sinks, apply, adopt };
+                let drift =
+                    iocsync::cli::reconcile::run(&cfg, &opts, json, token, &mut std::io::stdout())
+                        .await?;
+                if drift {
+                    std::process::exit(iocsync::reconcile::EXIT_DRIFT);
+                }
+                Ok(())
             }
             Command::Parse { .. } | Command::Health => Ok(()),
         }

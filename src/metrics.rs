@@ -85,6 +85,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "gauge",
         "1 while an operator has paused the pipeline, else 0.",
     ),
+    (
+        "iocsync_reconcile_drift",
+        "gauge",
+        "Drift the last scheduled reconcile found, by sink and kind (missing, extra, stale).",
+    ),
 ];
 
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];

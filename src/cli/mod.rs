@@ -5,6 +5,7 @@
 pub mod explain;
 pub mod misp;
 pub mod parse;
+pub mod reconcile;
 pub mod runs;
 pub mod s1;
 pub mod state;

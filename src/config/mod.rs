@@ -124,6 +124,10 @@ pub struct PipelineConfig {
     pub journal_events: u32,
     /// Days a journal event is kept; 0 keeps them regardless of age.
     pub journal_days: u32,
+    /// How often the daemon compares its sinks with the state (`iocsync reconcile`, dry run);
+    /// unset or 0: never.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Option<Duration>,
 }
 
 impl Default for PipelineConfig {
@@ -143,6 +147,7 @@ impl Default for PipelineConfig {
             expiry_interval: Duration::from_secs(60),
             journal_events: 20,
             journal_days: 90,
+            reconcile_interval: None,
         }
     }
 }

@@ -217,6 +217,7 @@ mod cache;
 mod expiry;
 mod history;
 mod journal;
+mod reconcile;
 mod run_log;
 mod schema;
 mod tx;

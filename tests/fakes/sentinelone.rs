@@ -143,6 +143,8 @@ struct Inner {
     seed: u64,
     counter: u64,
     repeat_cursor: bool,
+    /// The last listing's total: (query without its cursor, store size, total).
+    list_total: Option<(String, usize, usize)>,
     page_cap: usize,
     started: DateTime<Utc>,
 }
@@ -188,6 +190,7 @@ pub async fn start_seeded(seed: u64) -> FakeS1 {
         seed,
         counter: 0,
         repeat_cursor: false,
+        list_total: None,
         page_cap: 1000,
         started: Utc::now(),
     }));
@@ -302,6 +305,15 @@ impl FakeS1 {
             groups: Vec::new(),
         });
         uuid
+    }
+
+    /// Removes a stored IOC by uuid, as a deletion in the console would; false when absent.
+    pub fn remove(&self, uuid: &str) -> bool {
+        let mut s = lock(&self.state);
+        let before = s.iocs.len();
+        s.iocs
+            .retain(|st| st.ioc.get("uuid").and_then(Value::as_str) != Some(uuid));
+        s.iocs.len() != before
     }
 
     /// Every request so far.
@@ -804,36 +816,72 @@ fn list(s: &mut Inner, query: &str) -> Response {
             .unwrap_or("")
             .to_string()
     };
-    let contains = |st: &Stored, k: &str, param: &str| {
-        get(param).is_none_or(|needle| field(st, k).to_lowercase().contains(&needle.to_lowercase()))
+    // Each parameter read once per request, not once per stored IOC: a listing of a million IOCs
+    // pages a thousand times.
+    let (value, external_id, kind, source) =
+        (get("value"), get("externalId"), get("type"), get("source"));
+    let needles: Vec<(&str, String)> = [
+        ("name", "name__contains"),
+        ("description", "description__contains"),
+        ("creator", "creator__contains"),
+    ]
+    .into_iter()
+    .filter_map(|(k, param)| get(param).map(|n| (k, n.to_lowercase())))
+    .collect();
+    let is = |st: &Stored, k: &str, want: &Option<String>| {
+        want.as_deref()
+            .is_none_or(|v| st.ioc.get(k).and_then(Value::as_str).unwrap_or("") == v)
     };
-    let matching: Vec<&Stored> = s
-        .iocs
-        .iter()
-        .filter(|st| in_scope(st, &accounts, &sites, &[]))
-        .filter(|st| get("value").is_none_or(|v| field(st, "value") == v))
-        .filter(|st| get("externalId").is_none_or(|v| field(st, "externalId") == v))
-        .filter(|st| get("type").is_none_or(|v| field(st, "type").eq_ignore_ascii_case(&v)))
-        .filter(|st| get("source").is_none_or(|v| field(st, "source") == v))
-        .filter(|st| uuids.is_empty() || uuids.contains(&field(st, "uuid")))
-        .filter(|st| contains(st, "name", "name__contains"))
-        .filter(|st| contains(st, "description", "description__contains"))
-        .filter(|st| contains(st, "creator", "creator__contains"))
-        .collect();
+    let matches = |st: &Stored| {
+        in_scope(st, &accounts, &sites, &[])
+            && is(st, "value", &value)
+            && is(st, "externalId", &external_id)
+            && kind.as_deref().is_none_or(|v| {
+                st.ioc
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .eq_ignore_ascii_case(v)
+            })
+            && is(st, "source", &source)
+            && (uuids.is_empty() || uuids.contains(&field(st, "uuid")))
+            && needles
+                .iter()
+                .all(|(k, n)| field(st, k).to_lowercase().contains(n.as_str()))
+    };
+    // The cursor is the position in the store to resume from, so a page costs its own length,
+    // not the whole store again; the total is counted once per listing (and store size).
     let size = limit.min(s.page_cap);
-    let page: Vec<Value> = matching
+    let mut page: Vec<Value> = Vec::with_capacity(size);
+    let mut resume = None;
+    for (at, st) in s.iocs.iter().enumerate().skip(offset) {
+        if !matches(st) {
+            continue;
+        }
+        if page.len() == size {
+            resume = Some(at);
+            break;
+        }
+        page.push(Value::Object(st.ioc.clone()));
+    }
+    let listing: String = pairs
         .iter()
-        .skip(offset)
-        .take(size)
-        .map(|st| Value::Object(st.ioc.clone()))
+        .filter(|(k, _)| k != "cursor")
+        .map(|(k, v)| format!("{k}={v}&"))
         .collect();
-    let next = (offset + size < matching.len()).then(|| match get("cursor") {
+    let total = match &s.list_total {
+        Some((q, len, total)) if *q == listing && *len == s.iocs.len() => *total,
+        _ => s.iocs.iter().filter(|st| matches(st)).count(),
+    };
+    let len = s.iocs.len();
+    s.list_total = Some((listing, len, total));
+    let next = resume.map(|at| match get("cursor") {
         Some(c) if s.repeat_cursor => c,
-        _ => format!("cur-{:x}", offset + size),
+        _ => format!("cur-{at:x}"),
     });
     axum::Json(json!({
         "data": page,
-        "pagination": {"nextCursor": next, "totalItems": matching.len()}
+        "pagination": {"nextCursor": next, "totalItems": total}
     }))
     .into_response()
 }
