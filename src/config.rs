@@ -29,7 +29,9 @@ const REMOTE_SECTIONS: &[(&str, &str)] = &[
 ];
 
 /// iocsync's own sections: env `IOCSYNC_SECTION_KEY`.
-const OWN_SECTIONS: &[&str] = &["state", "file", "jsonl", "zeek", "pipeline", "log", "http"];
+const OWN_SECTIONS: &[&str] = &[
+    "state", "file", "jsonl", "zeek", "pipeline", "log", "http", "console",
+];
 
 /// The keys that hold a secret ([`crate::secret::Secret`]). Each can also be read from a file named by
 /// its variable with `_FILE` appended (`OPENCTI_TOKEN_FILE`): Docker and Kubernetes secrets, systemd
@@ -39,6 +41,8 @@ pub const SECRET_KEYS: &[&str] = &[
     "misp.key",
     "sentinelone_intel.api_key",
     "sekoia_intel.apikey",
+    "console.password",
+    "console.password_hash",
 ];
 
 /// The secret key a `<NAME>_FILE` variable stands for (`OPENCTI_TOKEN_FILE` → `opencti.token`).
@@ -96,6 +100,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Metrics / health endpoint.
     pub http: HttpConfig,
+    /// The web console (issue 15).
+    pub console: crate::console::config::ConsoleConfig,
 }
 
 /// `file.*`: the file source.
@@ -673,6 +679,7 @@ impl Config {
             }
             Err(p) => push(vec![(p.key, p.message)]),
         }
+        push(self.console.problems(self.console.enabled));
         let p = &self.pipeline;
         let mut own = Vec::new();
         if p.batch_events == 0 {

@@ -33,6 +33,7 @@ pub mod app;
 pub mod cli_misp;
 pub mod cli_s1;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod fuzz;
 pub mod http;

@@ -63,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         action: iocsync::cli_misp::MispCommand,
     },
+    /// Serve the web console read-only on console.listen (beside a running daemon or alone).
+    Console {
+        #[command(subcommand)]
+        action: Option<iocsync::console::cli::ConsoleCommand>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +186,9 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
     if let Command::Parse { patterns } = &cli.command {
         return parse_command(patterns);
     }
+    if let Command::Console { action: Some(a) } = &cli.command {
+        return iocsync::console::cli::offline(a);
+    }
     let demo = matches!(cli.command, Command::Run { demo: true, .. });
     let cfg = if demo {
         app::demo_config(&app::demo_dir())?
@@ -195,6 +203,7 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
     init_logging(cfg.log_level(), json_logs);
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| AppError::Other(format!("failed to start the async runtime: {e}")))?;
+    let config_file = config_path(&cli);
     runtime.block_on(async move {
         match cli.command {
             Command::Run { once, .. } => {
@@ -215,6 +224,9 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
             Command::S1 { command } => iocsync::cli_s1::run(&cfg, command).await,
             Command::Misp { action } => {
                 iocsync::cli_misp::run(&cfg, action, &mut std::io::stdout()).await
+            }
+            Command::Console { .. } => {
+                iocsync::console::cli::serve(&cfg, config_file).await
             }
             Command::Parse { .. } | Command::Health => Ok(()),
         }

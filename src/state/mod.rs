@@ -192,12 +192,14 @@ pub struct State {
 }
 
 mod cache;
+mod console;
 mod expiry;
 mod history;
 mod run_log;
 mod schema;
 mod tx;
 
+pub use console::{IocRow, IocSearch, PAGE_SIZE as IOC_PAGE_SIZE};
 use schema::restrict_to_owner;
 pub use tx::Tx;
 

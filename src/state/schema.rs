@@ -181,9 +181,14 @@ impl State {
 type Migration = (i64, &'static str, fn(&State) -> Result<(), StateError>);
 
 /// See [`Migration`]. [`SCHEMA_VERSION`] is the last version named here.
-pub(super) const MIGRATIONS: [Migration; 2] = [
+pub(super) const MIGRATIONS: [Migration; 3] = [
     (2, "expiry index", State::migrate_2_expiry),
     (3, "run log lines", State::migrate_3_run_log),
+    (
+        4,
+        "console search indexes",
+        State::migrate_4_console_indexes,
+    ),
 ];
 
 #[cfg(test)]
