@@ -10,7 +10,7 @@ use crate::config::{Config, ConfigError, Problem};
 use crate::control::{Control, RunRequest};
 use crate::logring::LogRing;
 use crate::state::{IocSearch, State, StateError};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -301,7 +301,7 @@ async fn guard(AxState(app): AxState<Shared>, req: Request, next: Next) -> Respo
             warn!(user = %session.user, path = %path, "console: POST refused, CSRF token missing or wrong");
             return (StatusCode::FORBIDDEN, "CSRF token missing or wrong").into_response();
         }
-        req = Request::from_parts(parts, Body::from(Bytes::from(bytes)));
+        req = Request::from_parts(parts, Body::from(bytes));
     }
     req.extensions_mut().insert(Authed(session));
     next.run(req).await
@@ -628,37 +628,33 @@ async fn live_api() -> Response {
 async fn live_stream() -> Response {
     let rx = LogRing::global().subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(line) => {
-                    let ev = Event::default()
-                        .json_data(&line)
-                        .unwrap_or_else(|_| Event::default().comment("unencodable line"));
-                    return Some((Ok::<_, std::convert::Infallible>(ev), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    let ev = Event::default().event("lagged").data(n.to_string());
-                    return Some((Ok(ev), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        let ev = match rx.recv().await {
+            Ok(line) => Event::default()
+                .json_data(&line)
+                .unwrap_or_else(|_| Event::default().comment("unencodable line")),
+            // Too slow a reader: say how many lines it missed and go on with the newest.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                Event::default().event("lagged").data(n.to_string())
             }
-        }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(ev), rx))
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
-fn control_of(app: &App) -> Result<&Control, Response> {
+fn control_of(app: &App) -> Result<&Control, Box<Response>> {
     app.control.as_ref().ok_or_else(|| {
-        (
+        Box::new((
             StatusCode::CONFLICT,
             html(pages::message(
                 "Read-only console",
                 "This console (iocsync console) reads the state only; start and stop runs from the console of iocsync run.",
             )),
         )
-            .into_response()
+            .into_response())
     })
 }
 
@@ -668,7 +664,7 @@ async fn control_start(
 ) -> Response {
     let c = match control_of(&app) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let answer = c.request_run();
     info!(user = %s.user, answer = ?answer, "console: start run now");
@@ -692,7 +688,7 @@ async fn control_stop(
             c.pause();
             Redirect::to("/live").into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -706,6 +702,6 @@ async fn control_resume(
             c.resume();
             Redirect::to("/live").into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }

@@ -71,8 +71,8 @@ impl State {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(self.err())?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(self.err());
-        rows
+            .map_err(self.err())?;
+        Ok(rows)
     }
 
     /// One page of entries matching `q`, ordered by value, each with its holders.
