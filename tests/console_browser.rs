@@ -119,6 +119,8 @@ async fn dashboard_matches_runs_and_every_page_renders() {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"]
         }),
     );
+    // fantoccini's rustls finds both ring and aws-lc-rs in the build: pick one (the session is plain HTTP).
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let b = ClientBuilder::rustls()
         .expect("tls")
         .capabilities(caps)

@@ -53,7 +53,12 @@ struct App {
     secure: bool,
     settings: Vec<SettingRow>,
     status: tokio::sync::Mutex<Option<Status>>,
+    dashboard: tokio::sync::Mutex<Option<(Instant, data::Dashboard)>>,
 }
+
+/// The dashboard's counts scan the whole id map (seconds at a million values): they are reused
+/// this long, so page loads and the auto-refresh stay fast.
+const DASHBOARD_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Shared = Arc<App>;
 
@@ -152,6 +157,7 @@ pub async fn start(cfg: &Config, opts: ConsoleOptions) -> Result<ConsoleHandle, 
         started: Instant::now(),
         secure: cfg.console.secure(),
         status: tokio::sync::Mutex::new(None),
+        dashboard: tokio::sync::Mutex::new(None),
     });
     let router = router(app);
     let stop = CancellationToken::new();
@@ -436,9 +442,23 @@ async fn with_state<T: Send + 'static>(
 }
 
 async fn dashboard_data(app: &Shared) -> Result<data::Dashboard, PageError> {
+    let mut cached = app.dashboard.lock().await;
+    if let Some((_, d)) = cached
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < DASHBOARD_TTL)
+    {
+        let mut d = d.clone();
+        // What is cheap stays live: uptime, the worker's state, the API call count.
+        d.uptime_secs = app.started.elapsed().as_secs();
+        d.control = app.control.as_ref().map(Control::snapshot);
+        d.s1_api_calls = data::s1_api_calls();
+        return Ok(d);
+    }
     let uptime = app.started.elapsed().as_secs();
     let control = app.control.clone();
-    with_state(app, move |s| data::dashboard(s, uptime, control.as_ref())).await
+    let d = with_state(app, move |s| data::dashboard(s, uptime, control.as_ref())).await?;
+    *cached = Some((Instant::now(), d.clone()));
+    Ok(d)
 }
 
 async fn dashboard_page(

@@ -45,7 +45,7 @@ fn secret_value(cfg: &Config, key: &str) -> Option<String> {
 
 fn show(v: &serde_json::Value) -> String {
     match v {
-        serde_json::Value::Null => String::new(),
+        serde_json::Value::Null => "—".to_string(),
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     }

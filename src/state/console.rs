@@ -53,7 +53,8 @@ impl State {
             .execute_batch(
                 "CREATE INDEX IF NOT EXISTS sink_ioc_by_value ON sink_ioc(value);
                  CREATE INDEX IF NOT EXISTS sink_ioc_by_indicator ON sink_ioc(indicator_id);
-                 CREATE INDEX IF NOT EXISTS sink_ioc_by_status_kind ON sink_ioc(status, ioc_kind);",
+                 CREATE INDEX IF NOT EXISTS sink_ioc_by_status_kind ON sink_ioc(status, ioc_kind);
+                 CREATE INDEX IF NOT EXISTS sink_ioc_by_kind_value ON sink_ioc(ioc_kind, value);",
             )
             .map_err(self.err())
     }
@@ -96,7 +97,13 @@ impl State {
                 args.push(Value::Text(v.to_string()));
             }
         }
-        sql.push_str(" ORDER BY value, sink LIMIT ? OFFSET ?");
+        // With an indicator filter its index finds the few rows and `+value` keeps SQLite from
+        // walking the value index instead (it has no statistics to know better).
+        if blank(&q.indicator).is_some() && blank(&q.value).is_none() {
+            sql.push_str(" ORDER BY +value, sink LIMIT ? OFFSET ?");
+        } else {
+            sql.push_str(" ORDER BY value, sink LIMIT ? OFFSET ?");
+        }
         args.push(Value::Integer(i64::from(PAGE_SIZE)));
         args.push(Value::Integer(
             i64::from(q.page.unwrap_or(0)) * i64::from(PAGE_SIZE),
