@@ -279,6 +279,8 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| Control::new(source.name(), kind == SourceKind::Misp));
     pipeline.set_control(control.clone());
+    // The web console (issue 15) when console.enabled; dropping the handle stops it.
+    let _console = crate::console::start_for_daemon(cfg, control.clone()).await?;
     let drain = cfg.pipeline.shutdown_timeout;
     // `None`: the drain bound expired with a sink call still running.
     let settled = {

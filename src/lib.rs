@@ -32,6 +32,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod fuzz;
 pub mod http;

@@ -88,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         action: iocsync::cli::misp::MispCommand,
     },
+    /// Serve the web console read-only on console.listen (beside a running daemon or alone).
+    Console {
+        #[command(subcommand)]
+        action: Option<iocsync::console::cli::ConsoleCommand>,
+    },
 }
 
 fn config_path(cli: &Cli) -> Option<PathBuf> {
@@ -190,6 +195,9 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
     if let Command::Parse { patterns } = &cli.command {
         return iocsync::cli::parse::run(patterns);
     }
+    if let Command::Console { action: Some(a) } = &cli.command {
+        return iocsync::console::cli::offline(a);
+    }
     let demo = matches!(cli.command, Command::Run { demo: true, .. });
     let cfg = if demo {
         app::demo_config(&app::demo_dir())?
@@ -204,6 +212,7 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
     init_logging(cfg.log_level(), json_logs);
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| AppError::Other(format!("failed to start the async runtime: {e}")))?;
+    let config_file = config_path(&cli);
     runtime.block_on(async move {
         match cli.command {
             Command::Run { once, .. } => {
@@ -249,6 +258,9 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
                     std::process::exit(iocsync::reconcile::EXIT_DRIFT);
                 }
                 Ok(())
+            }
+            Command::Console { .. } => {
+                iocsync::console::cli::serve(&cfg, config_file).await
             }
             Command::Parse { .. } | Command::Health => Ok(()),
         }

@@ -16,8 +16,9 @@ pub(super) const REMOTE_SECTIONS: &[(&str, &str)] = &[
 ];
 
 /// iocsync's own sections: env `IOCSYNC_SECTION_KEY`.
-pub(super) const OWN_SECTIONS: &[&str] =
-    &["state", "file", "jsonl", "zeek", "pipeline", "log", "http"];
+pub(super) const OWN_SECTIONS: &[&str] = &[
+    "state", "file", "jsonl", "zeek", "pipeline", "log", "http", "console",
+];
 
 /// The keys that hold a secret ([`crate::secret::Secret`]). Each can also be read from a file named by
 /// its variable with `_FILE` appended (`OPENCTI_TOKEN_FILE`): Docker and Kubernetes secrets, systemd
@@ -27,6 +28,8 @@ pub const SECRET_KEYS: &[&str] = &[
     "misp.key",
     "sentinelone_intel.api_key",
     "sekoia_intel.apikey",
+    "console.password",
+    "console.password_hash",
 ];
 
 /// The secret key a `<NAME>_FILE` variable stands for (`OPENCTI_TOKEN_FILE` → `opencti.token`).

@@ -57,6 +57,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Metrics / health endpoint.
     pub http: HttpConfig,
+    /// The web console (issue 15).
+    pub console: crate::console::config::ConsoleConfig,
 }
 
 /// `file.*`: the file source.
@@ -455,6 +457,7 @@ impl Config {
             }
             Err(p) => push(vec![(p.key, p.message)]),
         }
+        push(self.console.problems(self.console.enabled));
         let p = &self.pipeline;
         let mut own = Vec::new();
         if p.batch_events == 0 {

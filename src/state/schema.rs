@@ -181,10 +181,15 @@ impl State {
 type Migration = (i64, &'static str, fn(&State) -> Result<(), StateError>);
 
 /// See [`Migration`]. [`SCHEMA_VERSION`] is the last version named here.
-pub(super) const MIGRATIONS: [Migration; 3] = [
+pub(super) const MIGRATIONS: [Migration; 4] = [
     (2, "expiry index", State::migrate_2_expiry),
     (3, "run log lines", State::migrate_3_run_log),
     (4, "event journal", State::migrate_4_journal),
+    (
+        5,
+        "console search indexes",
+        State::migrate_5_console_indexes,
+    ),
 ];
 
 #[cfg(test)]

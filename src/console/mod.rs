@@ -1,0 +1,21 @@
+//! The web console (issue 15): login, dashboard, status, live log, runs, IOC search and settings,
+//! served on its own listener (`console.listen`) from `iocsync run` (with control of the running
+//! pipeline) or from `iocsync console` (read-only, beside a daemon or alone).
+//!
+//! - [`cli`] — `iocsync console` and `iocsync console hash-password`.
+//! - [`config`] — the `console.*` section.
+//! - [`auth`] — password hashing, sessions, CSRF, the login rate limit.
+//! - [`server`] — the router, the login and security middleware, the handlers.
+//! - [`data`] — the facts behind each page, gathered from the state, the metrics and `check`.
+//! - [`pages`] — the HTML (maud), one function per page.
+//! - [`settings`] — every effective setting with its source, secrets masked.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod pages;
+pub mod server;
+pub mod settings;
+
+pub use server::{start, start_for_daemon, ConsoleHandle, ConsoleOptions};

@@ -1,0 +1,234 @@
+//! The web console's read queries: the IOC search over the sinks' id map, the live distribution
+//! by IOC type, and the indexes they need (migration `migrate_5_console_indexes`).
+
+use super::{State, StateError};
+use rusqlite::types::Value;
+
+/// What to look for in `/iocs`; every given field narrows the result.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct IocSearch {
+    /// Values starting with this.
+    pub value: Option<String>,
+    /// The IOC type (`ipv4`, `sha256`, ...).
+    pub kind: Option<String>,
+    /// Entries created for this indicator.
+    pub indicator: Option<String>,
+    /// Entries of this sink.
+    pub sink: Option<String>,
+    /// Page number, from 0.
+    pub page: Option<u32>,
+}
+
+/// One value in one sink.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IocRow {
+    /// Sink name.
+    pub sink: String,
+    /// IOC type.
+    pub kind: String,
+    /// The value.
+    pub value: String,
+    /// The indicator the entry was created for.
+    pub indicator_id: String,
+    /// Every indicator that holds the value.
+    pub holders: Vec<String>,
+    /// The sink's id.
+    pub remote_id: Option<String>,
+    /// live, pending_create, ... rejected.
+    pub status: String,
+}
+
+/// Rows per `/iocs` page.
+pub const PAGE_SIZE: u32 = 50;
+
+fn blank(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl State {
+    /// Version 5: indexes for the console's IOC search and type distribution.
+    pub(super) fn migrate_5_console_indexes(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(
+                "CREATE INDEX IF NOT EXISTS sink_ioc_by_value ON sink_ioc(value);
+                 CREATE INDEX IF NOT EXISTS sink_ioc_by_indicator ON sink_ioc(indicator_id);
+                 CREATE INDEX IF NOT EXISTS sink_ioc_by_status_kind ON sink_ioc(status, ioc_kind);
+                 CREATE INDEX IF NOT EXISTS sink_ioc_by_kind_value ON sink_ioc(ioc_kind, value);",
+            )
+            .map_err(self.err())
+    }
+
+    /// Live entries (all sinks) by IOC type, largest first.
+    pub fn live_by_kind(&self) -> Result<Vec<(String, i64)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT ioc_kind, COUNT(*) FROM sink_ioc WHERE status IN ('live','pending_update')
+                 GROUP BY ioc_kind ORDER BY 2 DESC, 1",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        Ok(rows)
+    }
+
+    /// One page of entries matching `q`, ordered by value, each with its holders.
+    pub fn search_iocs(&self, q: &IocSearch) -> Result<Vec<IocRow>, StateError> {
+        let mut sql = String::from(
+            "SELECT sink, kind, value, indicator_id, remote_id, status FROM sink_ioc WHERE 1=1",
+        );
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(prefix) = blank(&q.value) {
+            sql.push_str(" AND value >= ? AND value < ?");
+            args.push(Value::Text(prefix.to_string()));
+            args.push(Value::Text(format!("{prefix}\u{10FFFF}")));
+        }
+        for (col, v) in [
+            ("ioc_kind", blank(&q.kind)),
+            ("indicator_id", blank(&q.indicator)),
+            ("sink", blank(&q.sink)),
+        ] {
+            if let Some(v) = v {
+                sql.push_str(&format!(" AND {col} = ?"));
+                args.push(Value::Text(v.to_string()));
+            }
+        }
+        // With an indicator filter its index finds the few rows and `+value` keeps SQLite from
+        // walking the value index instead (it has no statistics to know better).
+        if blank(&q.indicator).is_some() && blank(&q.value).is_none() {
+            sql.push_str(" ORDER BY +value, sink LIMIT ? OFFSET ?");
+        } else {
+            sql.push_str(" ORDER BY value, sink LIMIT ? OFFSET ?");
+        }
+        args.push(Value::Integer(i64::from(PAGE_SIZE)));
+        args.push(Value::Integer(
+            i64::from(q.page.unwrap_or(0)) * i64::from(PAGE_SIZE),
+        ));
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(IocRow {
+                    sink: r.get(0)?,
+                    kind: r.get(1)?,
+                    value: r.get(2)?,
+                    indicator_id: r.get(3)?,
+                    holders: Vec::new(),
+                    remote_id: r.get(4)?,
+                    status: r.get(5)?,
+                })
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        let mut holders = self
+            .conn
+            .prepare_cached(
+                "SELECT indicator_id FROM holder WHERE kind = ?1 AND value = ?2 LIMIT 20",
+            )
+            .map_err(self.err())?;
+        let mut out = rows;
+        for row in &mut out {
+            row.holders = holders
+                .query_map([&row.kind, &row.value], |r| r.get(0))
+                .map_err(self.err())?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(self.err())?;
+        }
+        Ok(out)
+    }
+
+    /// Whether any sink entry was created for `indicator_id` (S1 view: "managed by iocsync").
+    pub fn holds_indicator(&self, indicator_id: &str) -> Result<bool, StateError> {
+        self.conn
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM sink_ioc WHERE indicator_id = ?1)")
+            .and_then(|mut s| s.query_row([indicator_id], |r| r.get(0)))
+            .map_err(self.err())
+    }
+
+    /// Dead-lettered (rejected) entries over all sinks.
+    pub fn rejected_count(&self) -> Result<i64, StateError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM sink_ioc WHERE status = 'rejected'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// Test and benchmark support: inserts `n` live entries for `sink` directly (one transaction).
+    #[doc(hidden)]
+    pub fn bulk_insert_live(&self, sink: &str, n: usize) -> Result<(), StateError> {
+        let kinds = ["ipv4", "domain", "sha256", "url", "md5"];
+        self.conn.execute_batch("BEGIN").map_err(self.err())?;
+        {
+            let mut ins = self
+                .conn
+                .prepare("INSERT OR IGNORE INTO sink_ioc(sink, kind, value, ioc_kind, indicator_id, remote_id, status, meta, updated_at) VALUES(?1, ?2, ?3, ?2, ?4, ?5, 'live', '{}', 0)")
+                .map_err(self.err())?;
+            let mut hold = self
+                .conn
+                .prepare(
+                    "INSERT OR IGNORE INTO holder(kind, value, indicator_id) VALUES(?1, ?2, ?3)",
+                )
+                .map_err(self.err())?;
+            for i in 0..n {
+                let kind = kinds[i % kinds.len()];
+                let value = format!("v{i:08}.{kind}");
+                let ind = format!("indicator--{:08}", i / 3);
+                ins.execute(rusqlite::params![sink, kind, value, ind, format!("r{i}")])
+                    .map_err(self.err())?;
+                hold.execute(rusqlite::params![kind, value, ind])
+                    .map_err(self.err())?;
+            }
+        }
+        self.conn.execute_batch("COMMIT").map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_by_prefix_kind_indicator_and_sink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let st = State::open(dir.path()).expect("open");
+        st.bulk_insert_live("jsonl", 100).expect("insert");
+        let q = |value: Option<&str>, kind: Option<&str>, indicator: Option<&str>| IocSearch {
+            value: value.map(String::from),
+            kind: kind.map(String::from),
+            indicator: indicator.map(String::from),
+            ..IocSearch::default()
+        };
+        let rows = st
+            .search_iocs(&q(Some("v0000001"), None, None))
+            .expect("search");
+        assert_eq!(rows.len(), 10);
+        assert_eq!(rows[0].holders, vec!["indicator--00000003".to_string()]);
+        let rows = st.search_iocs(&q(None, Some("md5"), None)).expect("search");
+        assert_eq!(rows.len(), 20);
+        let rows = st
+            .search_iocs(&q(None, None, Some("indicator--00000000")))
+            .expect("search");
+        assert_eq!(rows.len(), 3);
+        assert!(st.holds_indicator("indicator--00000000").expect("q"));
+        assert!(!st.holds_indicator("indicator--x").expect("q"));
+        let by_kind = st.live_by_kind().expect("kinds");
+        assert_eq!(by_kind.iter().map(|(_, n)| n).sum::<i64>(), 100);
+        let page1 = IocSearch {
+            page: Some(1),
+            ..IocSearch::default()
+        };
+        assert_eq!(st.search_iocs(&page1).expect("p").len(), 50);
+        let page2 = IocSearch {
+            page: Some(2),
+            ..IocSearch::default()
+        };
+        assert!(st.search_iocs(&page2).expect("p").is_empty());
+    }
+}
