@@ -9,12 +9,17 @@
 //! call, so a crash at any point leaves either nothing to do or intents that
 //! [`Pipeline::resolve_leftovers`] settles at the next start.
 
+mod accounting;
 pub mod apply;
 pub mod classify;
 mod collect;
+mod error;
+mod intake;
 pub mod plan;
+mod settle;
 mod stats;
 
+pub use error::PipelineError;
 pub use stats::{RunStats, SinkStats};
 
 use apply::{DeadLetters, SinkWorker, WorkerReport};
@@ -25,7 +30,7 @@ use crate::control::Control;
 use crate::logring::LogRing;
 use crate::metrics;
 use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
-use crate::sinks::{Change, ChangeOp, Sink, SinkError};
+use crate::sinks::{Change, ChangeOp, Sink};
 use crate::skip::SkipReason;
 use crate::state::{EventNote, JournalPolicy, State, StateError};
 use classify::{classify_object, merged_away, Classified, ClassifyOptions};
@@ -37,54 +42,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-
-/// Why a pipeline run stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    /// The state database failed.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// A sink kept failing and this run has an end (file, `--once`): pending changes stay in the
-    /// state and are settled at the next start.
-    #[error("giving up on sink `{sink}` after {attempts} attempts: {error}")]
-    SinkGaveUp {
-        /// Sink name.
-        sink: &'static str,
-        /// Attempts made.
-        attempts: usize,
-        /// The last error.
-        error: SinkError,
-    },
-    /// A sink refused our credential (exit code 3).
-    #[error("{0}")]
-    SinkAuth(SinkError),
-    /// Shutdown was requested while changes were still outstanding; they stay pending.
-    #[error("interrupted with changes still pending (they will be settled at the next start)")]
-    Interrupted,
-    /// The dead-letter file could not be written (the rejection stays pending rather than lost).
-    #[error("failed to write dead letter to `{path}`: {source}")]
-    DeadLetter {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A blocking task died.
-    #[error("internal task failed: {0}")]
-    Join(String),
-}
-
-impl PipelineError {
-    /// True when the cause is a refused credential.
-    pub fn is_auth(&self) -> bool {
-        match self {
-            PipelineError::SinkAuth(_) => true,
-            PipelineError::SinkGaveUp { error, .. } => error.is_auth(),
-            _ => false,
-        }
-    }
-}
 
 /// A batch's events, counted and classified.
 struct ClassifiedBatch {
@@ -286,73 +243,6 @@ impl Pipeline {
     /// `run()` returned an error after recording it).
     pub fn last_run(&self) -> Option<&RunStats> {
         self.finished.as_ref()
-    }
-
-    /// Ends the current run when its `run()` future was dropped mid sink call (the shutdown drain
-    /// bound expired): what was not accounted for yet is pending, `why` is recorded as its error,
-    /// and the run goes into the history like any other.
-    pub async fn abandon_run(&mut self, why: String) -> RunStats {
-        let accounted = self.stats.applied + self.stats.skipped_total() + self.stats.dead_lettered;
-        self.stats.pending = self.stats.received.saturating_sub(accounted);
-        self.stats.errors.push(why);
-        let snapshot = self.stats.clone();
-        match self.finish_run().await {
-            Ok(stats) => stats,
-            Err(e) => {
-                tracing::warn!(cause = %e, "cannot record the abandoned run in the history");
-                snapshot
-            }
-        }
-    }
-
-    /// Settles intents a crash left behind: asks each sink whether it already reflects them, records
-    /// those that it does, and sends the rest.
-    pub async fn resolve_leftovers(
-        &mut self,
-        shutdown: &CancellationToken,
-    ) -> Result<(), PipelineError> {
-        let leftovers = with_state(&self.state, |s| s.pending_intents()).await?;
-        if leftovers.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(
-            count = leftovers.len(),
-            "settling changes left pending by the previous run"
-        );
-        for index in 0..self.sinks.len() {
-            let name = self.sinks[index].name();
-            let changes: Vec<Change> = leftovers
-                .iter()
-                .filter(|(s, _)| s == name)
-                .map(|(_, c)| c.clone())
-                .collect();
-            if changes.is_empty() {
-                continue;
-            }
-            let worker = self.worker(index, shutdown);
-            let mut report = worker.report();
-            let settled = worker.settle(changes, &mut report).await;
-            self.merge_report(report);
-            match worker.apply_all(settled?).await {
-                Ok(resent) => self.merge_report(resent),
-                Err((partial, err)) => {
-                    self.merge_report(partial);
-                    return Err(err);
-                }
-            }
-        }
-        let orphans: BTreeSet<String> = leftovers
-            .iter()
-            .filter(|(s, _)| !self.caps.iter().any(|c| c.name == s))
-            .map(|(s, _)| s.clone())
-            .collect();
-        for sink in orphans {
-            tracing::warn!(
-                sink,
-                "changes are pending for a sink that is no longer configured; they stay in the state"
-            );
-        }
-        Ok(())
     }
 
     fn worker(&self, index: usize, shutdown: &CancellationToken) -> SinkWorker {
@@ -580,181 +470,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Records the current run in the history and starts a new one.
-    async fn finish_run(&mut self) -> Result<RunStats, PipelineError> {
-        let elapsed = self.run_started.elapsed();
-        let mut stats = std::mem::replace(&mut self.stats, RunStats::new(self.source_name));
-        stats.ended = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        stats.duration_ms = elapsed.as_millis() as u64;
-        self.run_started = Instant::now();
-        let source = self.source_name;
-        let json = serde_json::to_value(&stats).map_err(|e| StateError::Encode {
-            what: "the run summary",
-            message: e.to_string(),
-        })?;
-        let ended_ms = chrono::Utc::now().timestamp_millis();
-        let started_ms = ended_ms - stats.duration_ms as i64;
-        let first_of_invocation = self.finished.is_none();
-        // Logged before the run is recorded, so that the run's own log ends with it.
-        tracing::info!(
-            source,
-            received = stats.received,
-            applied = stats.applied,
-            skipped = stats.skipped_total(),
-            dead_lettered = stats.dead_lettered,
-            pending = stats.pending,
-            "run finished"
-        );
-        if stats.received > 0
-            || !stats.errors.is_empty()
-            || (self.mode == RunMode::Ends && first_of_invocation)
-        {
-            // Every line logged since the run started, also by concurrent tasks (the sinks', the
-            // source's), is the run's.
-            let lines = LogRing::global().since(self.run_first_seq, RUN_LOG_LINES);
-            with_state(&self.state, move |s| {
-                let id = s.record_run(source, started_ms, ended_ms, &json)?;
-                s.record_run_log(id, &lines)
-            })
-            .await?;
-        }
-        self.control.end_run();
-        self.run_first_seq = LogRing::global().next_seq();
-        self.finished = Some(stats.clone());
-        Ok(stats)
-    }
-
-    /// Counts and classifies a batch's events; skips are counted here.
-    fn classify_batch(&mut self, batch: Vec<SourceEvent>) -> ClassifiedBatch {
-        if self.stats.received == 0 && self.stats.heartbeats == 0 && self.stats.errors.is_empty() {
-            // A run starts with its first event, not when the previous one ended (MISP idles between).
-            self.run_started = Instant::now();
-            self.stats.started = RunStats::new(self.source_name).started;
-            // The first run of an invocation logs from its start (connecting, reading a file).
-            let from = match self.finished {
-                None => self.run_first_seq,
-                Some(_) => LogRing::global().next_seq(),
-            };
-            self.run_first_seq = self.control.begin_run_from(from);
-        }
-        if self.next_expiry_sweep.is_some() {
-            self.classify.expired_at = Some(chrono::Utc::now());
-        }
-        let mut states: Vec<(usize, IndicatorState)> = Vec::new();
-        let mut removals: Vec<(usize, IndicatorState)> = Vec::new();
-        let mut last_position: Option<String> = None;
-        let mut reset = false;
-        let mut run_end = false;
-        let mut notes = Vec::with_capacity(batch.len());
-        for (index, event) in batch.into_iter().enumerate() {
-            let SourceEvent {
-                position,
-                kind,
-                payload,
-            } = event;
-            if position.is_some() {
-                last_position.clone_from(&position);
-            }
-            let kind_label = match kind {
-                EventKind::Create => "create",
-                EventKind::Update => "update",
-                EventKind::Delete => "delete",
-                EventKind::Heartbeat => "heartbeat",
-                EventKind::Other => "other",
-                EventKind::Reset => "reset",
-                EventKind::RunEnd => "run_end",
-                EventKind::Expiry => "expiry",
-            };
-            metrics::global().inc("iocsync_events_received_total", &[("type", kind_label)], 1);
-            notes.push(EventNote::of(position.as_deref(), kind_label, &payload));
-            match kind {
-                EventKind::Reset => {
-                    reset = true;
-                    continue;
-                }
-                EventKind::RunEnd => {
-                    run_end = true;
-                    continue;
-                }
-                _ => {}
-            }
-            match payload {
-                Payload::None => self.stats.heartbeats += 1,
-                Payload::Malformed { reason } => {
-                    self.stats.received += 1;
-                    tracing::warn!(position = position.as_deref().unwrap_or("-"), reason = %reason, "skipping malformed event");
-                    self.skip(SkipReason::MalformedEvent);
-                }
-                Payload::Stix(object) => {
-                    self.stats.received += 1;
-                    self.classify_stix(index, kind, &object, &mut states);
-                }
-                Payload::StixMerge { object, merged } => {
-                    self.stats.received += 1;
-                    for id in merged_away(&object, &merged) {
-                        // Merged away: whatever it held goes, unless the target holds it too.
-                        removals.push((index, IndicatorState::removed(id)));
-                    }
-                    self.classify_stix(index, kind, &object, &mut states);
-                }
-                Payload::Classified(state) => {
-                    self.stats.received += 1;
-                    states.push((index, *state));
-                }
-            }
-        }
-        // Removals of merged-away indicators are planned after their event's target, so a value both
-        // held is handed over rather than deleted and re-created.
-        states.append(&mut removals);
-        // One outcome per event: skipped when its indicator yields no IOC for a reason, else applied
-        // or dead-lettered once its changes are settled.
-        let mut skipped = BTreeSet::new();
-        for (index, state) in &states {
-            if let Some(reason) = state.skip {
-                tracing::info!(id = %state.id, reason = reason.code(), pattern = state.meta.pattern.as_deref().unwrap_or("-"), "indicator yields no IOC");
-                self.skip(reason);
-                skipped.insert(*index);
-            }
-        }
-        let with_effects: BTreeSet<usize> = states
-            .iter()
-            .map(|(index, _)| *index)
-            .filter(|index| !skipped.contains(index))
-            .collect();
-
-        ClassifiedBatch {
-            states,
-            marks: BatchMarks {
-                with_effects,
-                last_position,
-                reset,
-                run_end,
-            },
-            notes,
-        }
-    }
-
-    /// Classifies one STIX object: an indicator state to plan, or a counted skip.
-    fn classify_stix(
-        &mut self,
-        index: usize,
-        kind: EventKind,
-        object: &serde_json::Value,
-        states: &mut Vec<(usize, IndicatorState)>,
-    ) {
-        match classify_object(kind, object, self.classify) {
-            Classified::Skip { reason, id, detail } => {
-                if reason == SkipReason::NotIndicator {
-                    tracing::debug!(id = id.as_deref().unwrap_or("-"), detail = %detail, "skipping non-indicator object");
-                } else {
-                    tracing::warn!(id = id.as_deref().unwrap_or("-"), reason = reason.code(), detail = %detail, "skipping event");
-                }
-                self.skip(reason);
-            }
-            Classified::Indicator(state) => states.push((index, *state)),
-        }
-    }
-
     /// Plans a batch's indicator states, [`PLAN_CHUNK`] per transaction: all intents are durable
     /// before any sink call, and the batch in flight can record its outcomes between chunks instead
     /// of waiting for the whole plan. A chunk touching a value in flight is rolled back, the batch in
@@ -846,136 +561,5 @@ impl Pipeline {
             Ok(ChunkPlan::Planned { changes, cancelled })
         })
         .await
-    }
-
-    /// Starts applying a planned batch: every sink concurrently, on a task of its own.
-    fn launch(&self, mut batch: PlannedBatch, shutdown: &CancellationToken) -> Applying {
-        let mut per_sink: Vec<Vec<Change>> = vec![Vec::new(); self.sinks.len()];
-        let mut in_flight = InFlight::default();
-        for (index, p) in std::mem::take(&mut batch.planned) {
-            in_flight.insert(p.sink, &p.change);
-            batch.owner.insert(p.change.intent_id, index);
-            per_sink[p.sink].push(p.change);
-        }
-        let workers: Vec<_> = per_sink
-            .into_iter()
-            .enumerate()
-            .filter(|(_, changes)| !changes.is_empty())
-            .map(|(index, changes)| (self.worker(index, shutdown), changes))
-            .collect();
-        let task =
-            tokio::spawn(futures_util::future::join_all(workers.into_iter().map(
-                |(worker, changes)| async move { worker.apply_all(changes).await },
-            )));
-        Applying {
-            batch,
-            task: AbortOnDropHandle::new(task),
-            in_flight: Arc::new(in_flight),
-            started: Instant::now(),
-        }
-    }
-
-    /// Waits for a launched batch and settles it.
-    async fn finish(&mut self, applying: Applying) -> Result<(), PipelineError> {
-        let Applying {
-            batch,
-            task,
-            started,
-            ..
-        } = applying;
-        let done = task.await;
-        self.settle(batch, done, started).await
-    }
-
-    /// Accounts a batch the sinks are done with, then moves the checkpoint (and acts on a reset or
-    /// a run end it carried).
-    async fn settle(
-        &mut self,
-        batch: PlannedBatch,
-        done: Result<Vec<SinkResult>, tokio::task::JoinError>,
-        started: Instant,
-    ) -> Result<(), PipelineError> {
-        let results = done.map_err(|e| PipelineError::Join(e.to_string()))?;
-        let mut rejected_intents = Vec::new();
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Ok(report) => {
-                    rejected_intents.extend(report.rejected.iter().copied());
-                    self.merge_report(report);
-                }
-                Err((report, err)) => {
-                    self.merge_report(report);
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        if let Some(err) = first_error {
-            return Err(err);
-        }
-        tracing::debug!(
-            events = batch.events,
-            changes = batch.owner.len(),
-            plan_ms = batch.planned_in.as_millis() as u64,
-            apply_ms = started.elapsed().as_millis() as u64,
-            "batch applied"
-        );
-        let rejected_events: BTreeSet<usize> = rejected_intents
-            .iter()
-            .filter_map(|id| batch.owner.get(id).copied())
-            .collect();
-        for index in &batch.marks.with_effects {
-            if rejected_events.contains(index) {
-                self.stats.dead_lettered += 1;
-            } else {
-                self.stats.applied += 1;
-            }
-        }
-
-        if let Some(position) = batch.marks.last_position {
-            let source = self.source_name;
-            let p = position.clone();
-            with_state(&self.state, move |s| s.set_checkpoint(source, &p)).await?;
-            metrics::global().set(
-                "iocsync_last_checkpoint_timestamp_seconds",
-                &[],
-                chrono::Utc::now().timestamp() as f64,
-            );
-            self.committed.send_replace(Some(position));
-        }
-        if batch.marks.reset {
-            let source = self.source_name;
-            with_state(&self.state, move |s| s.clear_checkpoint(source)).await?;
-            self.committed.send_replace(None);
-            tracing::warn!(source, "the source was reset remotely: checkpoint cleared, replaying from the beginning (nothing already applied is sent again)");
-        }
-        if batch.marks.run_end {
-            let stats = self.finish_run().await?;
-            tracing::info!("{}", stats.render().trim_end());
-        }
-        Ok(())
-    }
-
-    fn skip(&mut self, reason: SkipReason) {
-        *self
-            .stats
-            .skipped
-            .entry(reason.code().to_string())
-            .or_default() += 1;
-        metrics::global().inc("iocsync_skips_total", &[("reason", reason.code())], 1);
-    }
-
-    fn merge_report(&mut self, report: WorkerReport) {
-        let stats = self.stats.sinks.entry(report.sink.to_string()).or_default();
-        for ((op, kind), n) in report.applied {
-            let map = match op {
-                ChangeOp::Create => &mut stats.created,
-                ChangeOp::Delete => &mut stats.deleted,
-                ChangeOp::Update => &mut stats.updated,
-            };
-            *map.entry(kind).or_default() += n;
-        }
-        stats.rejected += report.rejected.len() as u64;
-        stats.retries += report.retries;
     }
 }
