@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod data;
+mod gate;
 pub mod pages;
 pub mod server;
 pub mod settings;

@@ -176,6 +176,27 @@ impl State {
     }
 }
 
+impl State {
+    /// Version 4: the event journal (`iocsync explain`).
+    fn migrate_4_journal(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS journal_event(id INTEGER PRIMARY KEY, indicator_id TEXT NOT NULL,
+                   at INTEGER NOT NULL, source TEXT NOT NULL, position TEXT, kind TEXT NOT NULL, version TEXT,
+                   iocs TEXT, skip TEXT, pattern TEXT, note TEXT, first_intent INTEGER, last_intent INTEGER);
+                 CREATE INDEX IF NOT EXISTS journal_event_by_indicator ON journal_event(indicator_id, id);
+                 CREATE TABLE IF NOT EXISTS journal_change(intent_id INTEGER PRIMARY KEY,
+                   sink TEXT NOT NULL, op TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
+                   outcome TEXT NOT NULL DEFAULT 'pending', at INTEGER, remote_id TEXT,
+                   retries INTEGER NOT NULL DEFAULT 0, error TEXT);
+                 CREATE TRIGGER IF NOT EXISTS journal_event_dropped AFTER DELETE ON journal_event
+                   WHEN old.first_intent IS NOT NULL
+                   BEGIN DELETE FROM journal_change WHERE intent_id BETWEEN old.first_intent AND old.last_intent; END;",
+            )
+            .map_err(self.err())
+    }
+}
+
 /// The migrations, in order: entry `i` takes a database from version `i + 1` to the version it
 /// names. Each runs inside the opening transaction, so a database is migrated whole or not at all.
 type Migration = (i64, &'static str, fn(&State) -> Result<(), StateError>);
