@@ -20,7 +20,14 @@
 //!   edits racing a slow page do on a real server).
 //!
 //! Used by several test binaries through `#[path = "fakes/misp.rs"] mod misp_fake;`.
+
 #![allow(dead_code)]
+
+// Each fake is a module of its own in the tests that include it, so a test using two fakes
+// loads the shared plumbing twice.
+#[allow(clippy::duplicate_mod)]
+#[path = "server.rs"]
+mod server;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -168,19 +175,13 @@ pub fn now() -> i64 {
 pub struct FakeMisp {
     url: String,
     handle: MispHandle,
-    task: tokio::task::JoinHandle<()>,
+    _served: server::Served,
 }
 
 /// The fake's data and knobs; page hooks receive one to edit attributes mid-request.
 #[derive(Clone)]
 pub struct MispHandle {
     state: Shared,
-}
-
-impl Drop for FakeMisp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl std::ops::Deref for FakeMisp {
@@ -214,18 +215,12 @@ impl FakeMisp {
             hooks: BTreeMap::new(),
             counter: 0,
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake MISP");
-        let addr = listener.local_addr().expect("fake MISP address");
         let app = Router::new().fallback(handle).with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let served = server::serve(app, "fake MISP").await;
         FakeMisp {
-            url: format!("http://{addr}"),
+            url: served.url.clone(),
             handle: MispHandle { state },
-            task,
+            _served: served,
         }
     }
 

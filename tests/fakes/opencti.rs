@@ -8,7 +8,14 @@
 //! (and needs a start point, else 500), `listen-delete: false` omits deletes, 401 with an empty
 //! body for a bad token or unknown stream, 410 for a stopped stream; a reset connector state
 //! comes back empty from the next ping, which does not store the sent state.
+
 #![allow(dead_code)]
+
+// Each fake is a module of its own in the tests that include it, so a test using two fakes
+// loads the shared plumbing twice.
+#[allow(clippy::duplicate_mod)]
+#[path = "server.rs"]
+mod server;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -23,7 +30,6 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
 
 /// First id time used by [`FakeOpenCti::push`] (2023-11-14T22:13:20Z).
 pub const BASE_MS: u64 = 1_700_000_000_000;
@@ -134,13 +140,7 @@ pub struct FakeOpenCti {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
     inner: Arc<Inner>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FakeOpenCti {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _served: server::Served,
 }
 
 impl FakeOpenCti {
@@ -176,17 +176,11 @@ impl FakeOpenCti {
             .route("/stream/{id}", get(stream_handler))
             .route("/graphql", post(graphql_handler))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake OpenCTI");
-        let addr = listener.local_addr().expect("local addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let served = server::serve(app, "fake OpenCTI").await;
         FakeOpenCti {
-            url: format!("http://{addr}"),
+            url: served.url.clone(),
             inner,
-            task,
+            _served: served,
         }
     }
 

@@ -4,7 +4,14 @@
 //! of every request. Deterministic: uuids come from a seeded counter, faults from counters.
 //!
 //! Used by several test binaries through `#[path = "fakes/sentinelone.rs"] mod sentinelone_fake;`.
+
 #![allow(dead_code)]
+
+// Each fake is a module of its own in the tests that include it, so a test using two fakes
+// loads the shared plumbing twice.
+#[allow(clippy::duplicate_mod)]
+#[path = "server.rs"]
+mod server;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -159,13 +166,7 @@ fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
 pub struct FakeS1 {
     url: String,
     state: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeS1 {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _served: server::Served,
 }
 
 /// Starts a fake on 127.0.0.1 (random port) accepting [`TOKEN`], uuid seed 1.
@@ -194,18 +195,12 @@ pub async fn start_seeded(seed: u64) -> FakeS1 {
         page_cap: 1000,
         started: Utc::now(),
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind fake S1");
-    let addr = listener.local_addr().expect("fake S1 address");
     let app = Router::new().fallback(handle).with_state(state.clone());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let served = server::serve(app, "fake S1").await;
     FakeS1 {
-        url: format!("http://{addr}"),
+        url: served.url.clone(),
         state,
-        task,
+        _served: served,
     }
 }
 
