@@ -10,6 +10,7 @@
 pub mod compare;
 pub mod files;
 pub mod s1;
+pub mod zeek;
 
 use crate::app::{self, AppError};
 use crate::config::{Config, SinkKind};
@@ -17,6 +18,7 @@ use crate::ioc::Ioc;
 use crate::model::{Change, ChangeOp, IocMeta};
 use crate::pipeline::{Pipeline, RunMode};
 use crate::sinks::sentinelone::SentinelOneClient;
+use crate::sinks::zeek::ZeekSink;
 use crate::sinks::SinkError;
 use crate::state::{EntryStatus, SinkEntry, State, StateError};
 use compare::{stale, Comparison, Counts, Expectation, RemoteEntry, Verdict};
@@ -199,6 +201,8 @@ impl Report {
 enum Reader {
     SentinelOne(SentinelOneClient),
     Jsonl(std::path::PathBuf),
+    /// The intel file and the `meta.source` that marks iocsync's rows.
+    Zeek(std::path::PathBuf, String),
 }
 
 impl Reader {
@@ -206,6 +210,7 @@ impl Reader {
         match self {
             Reader::SentinelOne(_) => &s1::S1Expectation,
             Reader::Jsonl(_) => &files::JsonlExpectation,
+            Reader::Zeek(..) => &zeek::ZeekExpectation,
         }
     }
 
@@ -213,6 +218,7 @@ impl Reader {
         match self {
             Reader::SentinelOne(client) => s1::stream(client, on_entry).await,
             Reader::Jsonl(path) => files::stream_jsonl(path, on_entry),
+            Reader::Zeek(path, source) => zeek::stream_zeek(path, source, on_entry),
         }
     }
 }
@@ -227,7 +233,11 @@ fn reader(cfg: &Config, kind: SinkKind) -> Result<Result<Reader, String>, AppErr
             Some(path) => Ok(Reader::Jsonl(path.clone())),
             None => Err("jsonl.path is not set".into()),
         },
-        SinkKind::Sekoia | SinkKind::Zeek => Err(format!(
+        SinkKind::Zeek => match &cfg.zeek.intel_path {
+            Some(path) => Ok(Reader::Zeek(path.clone(), cfg.zeek.source_name.clone())),
+            None => Err("zeek.intel_path is not set".into()),
+        },
+        SinkKind::Sekoia => Err(format!(
             "reconcile does not read the {} sink yet",
             kind.name()
         )),
@@ -362,10 +372,22 @@ async fn apply(
     let source_kind = app::validated(cfg)?;
     let kinds = selected(cfg, names)?;
     let mut state = State::open(&cfg.state.dir)?;
-    let sinks: Vec<Arc<dyn crate::sinks::Sink>> = app::build_sinks(cfg, source_kind, Some(&state))?
-        .into_iter()
-        .filter(|s| kinds.iter().any(|k| k.name() == s.name()))
-        .collect();
+    let mut sinks: Vec<Arc<dyn crate::sinks::Sink>> =
+        app::build_sinks(cfg, source_kind, Some(&state))?
+            .into_iter()
+            .filter(|s| kinds.iter().any(|k| k.name() == s.name()))
+            .collect();
+    // The Zeek sink's `resolve` trusts its live set, not the intel file: reconcile keeps its own
+    // handle to rewrite the file from the set after the repairs.
+    let zeek_sink = match sinks.iter().position(|s| s.name() == "zeek") {
+        Some(i) => {
+            let z = Arc::new(ZeekSink::new(&cfg.zeek)?);
+            crate::sinks::Sink::seed_live_count(&*z, state.live_count("zeek")?.max(0) as u64);
+            sinks[i] = z.clone();
+            Some(z)
+        }
+        None => None,
+    };
     let updatable: Vec<(&'static str, bool)> = sinks
         .iter()
         .map(|s| (s.name(), s.supports_update()))
@@ -418,6 +440,9 @@ async fn apply(
     }
     // The repairs are intents now: the pipeline sends them like any crash leftover.
     pipeline.resolve_leftovers(&shutdown).await?;
+    if let Some(z) = &zeek_sink {
+        z.rewrite_now().await?;
+    }
     for sink in &mut report.sinks {
         if let Some(r) = sink.repaired.as_mut() {
             r.still_pending = state.intent_count(&sink.sink).map_err(state_error)?.max(0) as u64;
