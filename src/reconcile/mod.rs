@@ -2,7 +2,8 @@
 //! the drift (values deleted by hand, entries added with iocsync's marker, stale ids or metadata).
 //!
 //! `compare.rs` is the vendor-free comparison (the desired set as a compact index of hashes, the
-//! sink streamed past it); `s1.rs` reads SentinelOne. Repairs are not sent from here: they are
+//! sink streamed past it); `s1.rs` reads SentinelOne, `sekoia.rs` a Sekoia collection (a search
+//! per desired value), `files.rs` and `zeek.rs` the JSONL and Zeek files. Repairs are not sent from here: they are
 //! written as intents, exactly as the planner writes them, and sent by
 //! [`Pipeline::resolve_leftovers`], so batching, retries, dead letters and crash safety are the
 //! pipeline's own. `--adopt` rebuilds a lost state's sink entries from what the sink holds.
@@ -10,6 +11,7 @@
 pub mod compare;
 pub mod files;
 pub mod s1;
+pub mod sekoia;
 pub mod zeek;
 
 use crate::app::{self, AppError};
@@ -203,6 +205,12 @@ enum Reader {
     Jsonl(std::path::PathBuf),
     /// The intel file and the `meta.source` that marks iocsync's rows.
     Zeek(std::path::PathBuf, String),
+    /// The collection, iocsync's marker and the values the state desires (searched one by one).
+    Sekoia(
+        crate::sinks::sekoia::SekoiaClient,
+        String,
+        Vec<(crate::ioc::IocKind, String)>,
+    ),
 }
 
 impl Reader {
@@ -211,6 +219,7 @@ impl Reader {
             Reader::SentinelOne(_) => &s1::S1Expectation,
             Reader::Jsonl(_) => &files::JsonlExpectation,
             Reader::Zeek(..) => &zeek::ZeekExpectation,
+            Reader::Sekoia(..) => &sekoia::SekoiaExpectation,
         }
     }
 
@@ -219,6 +228,9 @@ impl Reader {
             Reader::SentinelOne(client) => s1::stream(client, on_entry).await,
             Reader::Jsonl(path) => files::stream_jsonl(path, on_entry),
             Reader::Zeek(path, source) => zeek::stream_zeek(path, source, on_entry),
+            Reader::Sekoia(client, marker, values) => {
+                sekoia::stream(client, marker, values, on_entry).await
+            }
         }
     }
 }
@@ -237,10 +249,19 @@ fn reader(cfg: &Config, kind: SinkKind) -> Result<Result<Reader, String>, AppErr
             Some(path) => Ok(Reader::Zeek(path.clone(), cfg.zeek.source_name.clone())),
             None => Err("zeek.intel_path is not set".into()),
         },
-        SinkKind::Sekoia => Err(format!(
-            "reconcile does not read the {} sink yet",
-            kind.name()
-        )),
+        SinkKind::Sekoia => {
+            let mut values = Vec::new();
+            if let Some(state) = app::read_state(cfg)? {
+                state
+                    .for_each_sink_entry(kind.name(), |e| values.push((e.ioc.kind, e.ioc.value)))
+                    .map_err(state_error)?;
+            }
+            Ok(Reader::Sekoia(
+                crate::sinks::sekoia::SekoiaClient::new(&cfg.sekoia_intel)?,
+                crate::sinks::sekoia::item::marker(cfg.sekoia_intel.instance.as_deref()),
+                values,
+            ))
+        }
     })
 }
 
@@ -583,6 +604,14 @@ async fn adopt(cfg: &Config, names: &[String]) -> Result<Report, AppError> {
                 continue;
             }
         };
+        if matches!(reader, Reader::Sekoia(..)) {
+            report.sinks.push(SinkReport {
+                sink: name.into(),
+                not_compared: Some("--adopt needs a listing of the collection, which Sekoia's documented API does not have".into()),
+                ..SinkReport::default()
+            });
+            continue;
+        }
         let mut adopted = 0u64;
         let mut not_managed = 0u64;
         let mut buffer: Vec<RemoteEntry> = Vec::with_capacity(ADOPT_CHUNK);
