@@ -4,6 +4,8 @@
 //! after the state directory is lost rebuilds it so that a full replay creates nothing.
 
 mod common;
+#[path = "fakes/sekoia.rs"]
+mod sekoia_fake;
 #[path = "fakes/sentinelone.rs"]
 mod sentinelone_fake;
 
@@ -328,5 +330,173 @@ async fn a_truncated_jsonl_file_is_found_and_repaired() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_zeek_file_is_found_and_repaired_and_foreign_rows_not_managed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("intel.dat");
+    let zeek = |args: &[&str]| {
+        let mut cmd = iocsync(dir.path());
+        cmd.env("IOCSYNC_FILE_PATH", fixture("opencti/stream.sse"))
+            .env("IOCSYNC_ZEEK_INTEL_PATH", &path)
+            .env("IOCSYNC_STATE_DIR", dir.path().join("state"))
+            .env("IOCSYNC_PIPELINE_LINGER", "20ms")
+            .args(args);
+        cmd
+    };
+    run_ok(&mut zeek(&["run"]));
+    let synced = std::fs::read_to_string(&path).expect("read");
+    let rows: Vec<&str> = synced.lines().filter(|l| !l.starts_with('#')).collect();
+    let live = rows.iter().filter(|r| r.ends_with("\tF")).count();
+    assert!(live > 10, "the fixture wrote {live} live rows");
+    let out = zeek(&["reconcile", "--json"]).output().expect("run");
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(
+        report["sinks"][0]["total"]["in_sync"].as_u64(),
+        Some(live as u64),
+        "{report}"
+    );
+
+    // Cut the file after half its rows, and add a row of another source (counted as not managed;
+    // the file is the sink's own, so the rewrite that repairs it drops that row, as any rewrite).
+    let header: Vec<&str> = synced.lines().filter(|l| l.starts_with('#')).collect();
+    let foreign = "analyst.example\tIntel::DOMAIN\tanalyst\tby hand\t-\tF";
+    let cut = format!(
+        "{}\n{}\n{foreign}\n",
+        header.join("\n"),
+        rows[..rows.len() / 2].join("\n")
+    );
+    std::fs::write(&path, &cut).expect("truncate");
+
+    let out = zeek(&["reconcile", "--json"]).output().expect("run");
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(4), "{report}");
+    let total = &report["sinks"][0]["total"];
+    let lost = rows[rows.len() / 2..]
+        .iter()
+        .filter(|r| r.ends_with("\tF"))
+        .count();
+    assert!(lost > 0);
+    assert_eq!(total["missing"].as_u64(), Some(lost as u64), "{report}");
+    assert_eq!(total["extra"], json!(0), "{report}");
+    assert_eq!(total["not_managed"], json!(1), "{report}");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read"),
+        cut,
+        "the dry run changed nothing"
+    );
+
+    let out = zeek(&["reconcile", "--apply", "--json"])
+        .output()
+        .expect("run");
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(
+        report["sinks"][0]["repaired"]["creates"].as_u64(),
+        Some(lost as u64)
+    );
+    assert_eq!(report["sinks"][0]["repaired"]["still_pending"], json!(0));
+    // The file is the sink's own again: rewritten from its live set, as after the sync.
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), synced);
+    let out = zeek(&["reconcile"]).output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_sekoia_collection_is_found_and_refilled_and_foreign_indicators_are_left() {
+    let fake = sekoia_fake::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sekoia = |args: &[&str]| {
+        let mut cmd = iocsync(dir.path());
+        cmd.env("IOCSYNC_FILE_PATH", fixture("opencti/stream.sse"))
+            .env("SEKOIA_INTEL_URL", format!("{}/v2/inthreat/", fake.url()))
+            .env("SEKOIA_INTEL_APIKEY", sekoia_fake::TOKEN)
+            .env("SEKOIA_INTEL_IOC_COLLECTION_UUID", sekoia_fake::COLLECTION)
+            .env("IOCSYNC_STATE_DIR", dir.path().join("state"))
+            .env("IOCSYNC_PIPELINE_LINGER", "20ms")
+            .env("IOCSYNC_PIPELINE_RETRY_MIN", "10ms")
+            .env("IOCSYNC_PIPELINE_RETRY_MAX", "200ms")
+            .args(args);
+        tokio::process::Command::from(cmd)
+    };
+    let within = std::time::Duration::from_secs(180);
+    let live = |fake: &sekoia_fake::FakeSekoia| -> BTreeSet<String> {
+        fake.items()
+            .iter()
+            .filter(|i| i["revoked"].as_bool() != Some(true))
+            .map(|i| {
+                i["x_inthreat_short_display"]
+                    .as_str()
+                    .expect("value")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_success(&output_within(sekoia(&["run"]), within).await);
+    let synced = live(&fake);
+    assert!(synced.len() > 10, "the fixture synced {}", synced.len());
+    let out = output_within(sekoia(&["reconcile", "--json"]), within).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(
+        report["sinks"][0]["total"]["in_sync"].as_u64(),
+        Some(synced.len() as u64),
+        "{report}"
+    );
+
+    // The collection is purged; then another connector pushes one of the values (no marker).
+    fake.purge();
+    let shared = synced.iter().next().expect("a value").clone();
+    let foreign_id = fake.insert(&shared, "pushed by another connector", false);
+    let out = output_within(sekoia(&["reconcile", "--json"]), within).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(4), "{report}");
+    let total = &report["sinks"][0]["total"];
+    assert_eq!(
+        total["missing"].as_u64(),
+        Some(synced.len() as u64),
+        "{report}"
+    );
+    assert_eq!(total["in_sync"], json!(0), "{report}");
+    assert_eq!(total["not_managed"], json!(1), "{report}");
+    assert_eq!(fake.items().len(), 1, "the dry run changed nothing");
+
+    let out = output_within(sekoia(&["reconcile", "--apply", "--json"]), within).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let repaired = &report["sinks"][0]["repaired"];
+    assert_eq!(
+        repaired["creates"].as_u64(),
+        Some(synced.len() as u64),
+        "{report}"
+    );
+    assert_eq!(repaired["still_pending"], json!(0), "{report}");
+    assert_eq!(live(&fake), synced);
+    let foreign = fake
+        .items()
+        .into_iter()
+        .find(|i| i["id"].as_str() == Some(foreign_id.as_str()))
+        .expect("the foreign indicator is still there");
+    assert_eq!(
+        foreign["revoked"],
+        json!(false),
+        "the foreign indicator is left alone"
+    );
+
+    let out = output_within(sekoia(&["reconcile", "--json"]), within).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(
+        report["sinks"][0]["total"]["not_managed"],
+        json!(1),
+        "{report}"
     );
 }

@@ -38,6 +38,14 @@ pub trait Expectation: Send + Sync {
     fn description(&self, meta: &IocMeta) -> Option<String>;
     /// True when the entry's validity is what the writer would have sent for `valid_until`.
     fn validity_matches(&self, valid_until: Option<i64>, entry: &RemoteEntry) -> bool;
+    /// False for a sink whose marker is not the indicator id (Zeek's `meta.source`).
+    fn compares_indicator(&self) -> bool {
+        true
+    }
+    /// The value as the sink holds it (Zeek rewrites URLs the way it matches them).
+    fn held_value<'v>(&self, _kind: IocKind, value: &'v str) -> std::borrow::Cow<'v, str> {
+        std::borrow::Cow::Borrowed(value)
+    }
 }
 
 /// Per IOC type counts of one sink.
@@ -226,7 +234,7 @@ impl<'e> Comparison<'e> {
 
     fn stale_reasons(&self, slot: &Slot, marker: &str, entry: &RemoteEntry) -> u8 {
         let mut reasons = 0;
-        if hash32(Some(marker)) != slot.indicator {
+        if self.expect.compares_indicator() && hash32(Some(marker)) != slot.indicator {
             reasons |= stale::INDICATOR;
         }
         if entry.remote_id.is_some() && hash32(entry.remote_id.as_deref()) != slot.remote_id {
@@ -268,7 +276,8 @@ impl<'e> Comparison<'e> {
 
     /// True when the state entry is desired, not pending, and was not seen in the sink.
     pub fn is_missing(&self, entry: &SinkEntry) -> bool {
-        match self.find(key_hash(entry.ioc.kind, &entry.ioc.value)) {
+        let held = self.expect.held_value(entry.ioc.kind, &entry.ioc.value);
+        match self.find(key_hash(entry.ioc.kind, &held)) {
             Some(i) => !self.slots[i].pending && self.seen[i / 64] & (1u64 << (i % 64)) == 0,
             None => false,
         }
@@ -311,7 +320,10 @@ fn slot_of(entry: &SinkEntry, expect: &dyn Expectation) -> Option<Slot> {
         None => u32::MAX,
     };
     Some(Slot {
-        key: key_hash(entry.ioc.kind, &entry.ioc.value),
+        key: key_hash(
+            entry.ioc.kind,
+            &expect.held_value(entry.ioc.kind, &entry.ioc.value),
+        ),
         valid: unix_seconds(entry.meta.valid_until.as_deref()).unwrap_or(i64::MIN),
         indicator: hash32(Some(&entry.indicator_id)),
         remote_id: hash32(entry.remote_id.as_deref()),

@@ -2,7 +2,8 @@
 //! the drift (values deleted by hand, entries added with iocsync's marker, stale ids or metadata).
 //!
 //! `compare.rs` is the vendor-free comparison (the desired set as a compact index of hashes, the
-//! sink streamed past it); `s1.rs` reads SentinelOne. Repairs are not sent from here: they are
+//! sink streamed past it); `s1.rs` reads SentinelOne, `sekoia.rs` a Sekoia collection (a search
+//! per desired value), `files.rs` and `zeek.rs` the JSONL and Zeek files. Repairs are not sent from here: they are
 //! written as intents, exactly as the planner writes them, and sent by
 //! [`Pipeline::resolve_leftovers`], so batching, retries, dead letters and crash safety are the
 //! pipeline's own. `--adopt` rebuilds a lost state's sink entries from what the sink holds.
@@ -10,6 +11,8 @@
 pub mod compare;
 pub mod files;
 pub mod s1;
+pub mod sekoia;
+pub mod zeek;
 
 use crate::app::{self, AppError};
 use crate::config::{Config, SinkKind};
@@ -17,6 +20,7 @@ use crate::ioc::Ioc;
 use crate::model::{Change, ChangeOp, IocMeta};
 use crate::pipeline::{Pipeline, RunMode};
 use crate::sinks::sentinelone::SentinelOneClient;
+use crate::sinks::zeek::ZeekSink;
 use crate::sinks::SinkError;
 use crate::state::{EntryStatus, SinkEntry, State, StateError};
 use compare::{stale, Comparison, Counts, Expectation, RemoteEntry, Verdict};
@@ -199,6 +203,14 @@ impl Report {
 enum Reader {
     SentinelOne(SentinelOneClient),
     Jsonl(std::path::PathBuf),
+    /// The intel file and the `meta.source` that marks iocsync's rows.
+    Zeek(std::path::PathBuf, String),
+    /// The collection, iocsync's marker and the values the state desires (searched one by one).
+    Sekoia(
+        crate::sinks::sekoia::SekoiaClient,
+        String,
+        Vec<(crate::ioc::IocKind, String)>,
+    ),
 }
 
 impl Reader {
@@ -206,6 +218,8 @@ impl Reader {
         match self {
             Reader::SentinelOne(_) => &s1::S1Expectation,
             Reader::Jsonl(_) => &files::JsonlExpectation,
+            Reader::Zeek(..) => &zeek::ZeekExpectation,
+            Reader::Sekoia(..) => &sekoia::SekoiaExpectation,
         }
     }
 
@@ -213,6 +227,10 @@ impl Reader {
         match self {
             Reader::SentinelOne(client) => s1::stream(client, on_entry).await,
             Reader::Jsonl(path) => files::stream_jsonl(path, on_entry),
+            Reader::Zeek(path, source) => zeek::stream_zeek(path, source, on_entry),
+            Reader::Sekoia(client, marker, values) => {
+                sekoia::stream(client, marker, values, on_entry).await
+            }
         }
     }
 }
@@ -227,10 +245,23 @@ fn reader(cfg: &Config, kind: SinkKind) -> Result<Result<Reader, String>, AppErr
             Some(path) => Ok(Reader::Jsonl(path.clone())),
             None => Err("jsonl.path is not set".into()),
         },
-        SinkKind::Sekoia | SinkKind::Zeek => Err(format!(
-            "reconcile does not read the {} sink yet",
-            kind.name()
-        )),
+        SinkKind::Zeek => match &cfg.zeek.intel_path {
+            Some(path) => Ok(Reader::Zeek(path.clone(), cfg.zeek.source_name.clone())),
+            None => Err("zeek.intel_path is not set".into()),
+        },
+        SinkKind::Sekoia => {
+            let mut values = Vec::new();
+            if let Some(state) = app::read_state(cfg)? {
+                state
+                    .for_each_sink_entry(kind.name(), |e| values.push((e.ioc.kind, e.ioc.value)))
+                    .map_err(state_error)?;
+            }
+            Ok(Reader::Sekoia(
+                crate::sinks::sekoia::SekoiaClient::new(&cfg.sekoia_intel)?,
+                crate::sinks::sekoia::item::marker(cfg.sekoia_intel.instance.as_deref()),
+                values,
+            ))
+        }
     })
 }
 
@@ -362,10 +393,22 @@ async fn apply(
     let source_kind = app::validated(cfg)?;
     let kinds = selected(cfg, names)?;
     let mut state = State::open(&cfg.state.dir)?;
-    let sinks: Vec<Arc<dyn crate::sinks::Sink>> = app::build_sinks(cfg, source_kind, Some(&state))?
-        .into_iter()
-        .filter(|s| kinds.iter().any(|k| k.name() == s.name()))
-        .collect();
+    let mut sinks: Vec<Arc<dyn crate::sinks::Sink>> =
+        app::build_sinks(cfg, source_kind, Some(&state))?
+            .into_iter()
+            .filter(|s| kinds.iter().any(|k| k.name() == s.name()))
+            .collect();
+    // The Zeek sink's `resolve` trusts its live set, not the intel file: reconcile keeps its own
+    // handle to rewrite the file from the set after the repairs.
+    let zeek_sink = match sinks.iter().position(|s| s.name() == "zeek") {
+        Some(i) => {
+            let z = Arc::new(ZeekSink::new(&cfg.zeek)?);
+            crate::sinks::Sink::seed_live_count(&*z, state.live_count("zeek")?.max(0) as u64);
+            sinks[i] = z.clone();
+            Some(z)
+        }
+        None => None,
+    };
     let updatable: Vec<(&'static str, bool)> = sinks
         .iter()
         .map(|s| (s.name(), s.supports_update()))
@@ -418,6 +461,9 @@ async fn apply(
     }
     // The repairs are intents now: the pipeline sends them like any crash leftover.
     pipeline.resolve_leftovers(&shutdown).await?;
+    if let Some(z) = &zeek_sink {
+        z.rewrite_now().await?;
+    }
     for sink in &mut report.sinks {
         if let Some(r) = sink.repaired.as_mut() {
             r.still_pending = state.intent_count(&sink.sink).map_err(state_error)?.max(0) as u64;
@@ -558,6 +604,14 @@ async fn adopt(cfg: &Config, names: &[String]) -> Result<Report, AppError> {
                 continue;
             }
         };
+        if matches!(reader, Reader::Sekoia(..)) {
+            report.sinks.push(SinkReport {
+                sink: name.into(),
+                not_compared: Some("--adopt needs a listing of the collection, which Sekoia's documented API does not have".into()),
+                ..SinkReport::default()
+            });
+            continue;
+        }
         let mut adopted = 0u64;
         let mut not_managed = 0u64;
         let mut buffer: Vec<RemoteEntry> = Vec::with_capacity(ADOPT_CHUNK);

@@ -295,6 +295,12 @@ impl FakeSekoia {
         id
     }
 
+    /// Empties the collection, as a purge in Sekoia's console would (nothing left, not even
+    /// revoked indicators).
+    pub fn purge(&self) {
+        lock(&self.state).items.clear();
+    }
+
     /// Every request so far.
     pub fn journal(&self) -> Vec<Recorded> {
         lock(&self.state).journal.clone()

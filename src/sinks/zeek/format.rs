@@ -114,6 +114,37 @@ fn push_field(out: &mut String, value: &str) {
     }
 }
 
+/// Reads a field back as [`push_field`] wrote it: `-` and `(empty)` are empty, `\xHH` is the
+/// byte HH (a malformed escape is kept as it is).
+pub(crate) fn parse_field(raw: &str) -> String {
+    if raw == "-" || raw == "(empty)" {
+        return String::new();
+    }
+    if !raw.contains("\\x") {
+        return raw.to_owned();
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x'))
+            .then(|| raw.get(i + 2..i + 4))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One row of the file.
 pub(crate) struct Row<'a> {
     /// The IOC kind (as stored in the sink).
@@ -222,6 +253,16 @@ mod tests {
         assert_eq!(field("(empty)"), "\\x28empty)");
         assert_eq!(field("a\tb\nc\\d\re"), "a\\x09b\\x0ac\\x5cd\\x0de");
         assert_eq!(field("Emotet C2 – é"), "Emotet C2 – é");
+        for value in [
+            "",
+            "-",
+            "(empty)",
+            "a\tb\nc\\d\re",
+            "Emotet C2 – é",
+            "\\xzz",
+        ] {
+            assert_eq!(parse_field(&field(value)), value, "{value:?}");
+        }
     }
 
     #[test]

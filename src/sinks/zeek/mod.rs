@@ -15,4 +15,6 @@ mod sink;
 mod state;
 
 pub use config::{Removal, ZeekConfig};
+/// The intel file's format, for `iocsync reconcile` to read it back.
+pub(crate) use format::{parse_field, zeek_url};
 pub use sink::ZeekSink;

@@ -135,6 +135,15 @@ impl ZeekSink {
         })
     }
 
+    /// Rewrites the intel file from the live set now, whatever it holds: the repair of an intel file
+    /// truncated or edited by hand (`iocsync reconcile --apply`), since `resolve` trusts the set.
+    pub async fn rewrite_now(&self) -> Result<(), SinkError> {
+        let mut inner = self.inner.lock().await;
+        self.commit(&mut inner, Undo::default(), Utc::now())
+            .await
+            .map_err(|e| e.to_sink_error(SINK))
+    }
+
     async fn maintain_at(&self, now: DateTime<Utc>) -> Result<bool, SinkError> {
         let mut inner = self.inner.lock().await;
         let s = &self.settings;
