@@ -16,6 +16,12 @@
 //! Used by test binaries through `#[path = "fakes/sekoia.rs"] mod sekoia_fake;`.
 #![allow(dead_code)]
 
+// Each fake is a module of its own in the tests that include it, so a test using two fakes
+// loads the shared plumbing twice.
+#[allow(clippy::duplicate_mod)]
+#[path = "server.rs"]
+mod server;
+
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -136,13 +142,7 @@ fn lock(s: &Shared) -> MutexGuard<'_, Inner> {
 pub struct FakeSekoia {
     url: String,
     state: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeSekoia {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _served: server::Served,
 }
 
 /// Starts a fake on 127.0.0.1 (random port) accepting [`TOKEN`], id seed 1.
@@ -169,18 +169,12 @@ pub async fn start_seeded(seed: u64) -> FakeSekoia {
         counter: 0,
         tasks: 0,
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind fake Sekoia");
-    let addr = listener.local_addr().expect("fake Sekoia address");
     let app = Router::new().fallback(handle).with_state(state.clone());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let served = server::serve(app, "fake Sekoia").await;
     FakeSekoia {
-        url: format!("http://{addr}"),
+        url: served.url.clone(),
         state,
-        task,
+        _served: served,
     }
 }
 
