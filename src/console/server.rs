@@ -324,6 +324,9 @@ async fn status_data(app: &Shared, fresh: bool) -> Status {
         });
     }
     status
+        .rows
+        .push(reconcile_row(app.control.is_some(), &app.cfg));
+    status
 }
 
 async fn status_page(
@@ -549,5 +552,40 @@ async fn control_resume(
             Redirect::to("/live").into_response()
         }
         Err(r) => *r,
+    }
+}
+
+/// The Status page's reconcile row: the daemon's last scheduled reconcile, or how to get one.
+fn reconcile_row(in_daemon: bool, cfg: &Config) -> StatusRow {
+    let component = "reconcile".to_string();
+    match crate::reconcile::last() {
+        Some(last) => StatusRow {
+            component,
+            ok: last.drift == 0,
+            detail: format!(
+                "{} (at {}){}",
+                last.summary,
+                last.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                if last.drift == 0 {
+                    ""
+                } else {
+                    "; `iocsync reconcile --apply` repairs it"
+                }
+            ),
+        },
+        None => StatusRow {
+            component,
+            ok: true,
+            detail: match (in_daemon, cfg.pipeline.reconcile_interval) {
+                (true, Some(every)) if !every.is_zero() => format!(
+                    "scheduled every {}; no pass has finished yet",
+                    humantime_serde::re::humantime::format_duration(every)
+                ),
+                (true, _) => {
+                    "not scheduled (pipeline.reconcile_interval); run `iocsync reconcile`".into()
+                }
+                (false, _) => "shown by the daemon's console; here, run `iocsync reconcile`".into(),
+            },
+        },
     }
 }

@@ -20,7 +20,7 @@ mod schedule;
 
 use adopt::adopt;
 use repair::apply;
-pub use schedule::{publish, spawn_schedule};
+pub use schedule::{last, publish, spawn_schedule, LastReconcile};
 
 use crate::app::{self, AppError};
 use crate::config::{Config, SinkKind};

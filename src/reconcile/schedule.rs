@@ -38,6 +38,7 @@ fn spawn_schedule_interval(cfg: &Config) -> Option<std::time::Duration> {
 
 /// Sets the drift gauges from a report.
 pub fn publish(report: &Report) {
+    remember(report);
     let metrics = crate::metrics::global();
     for sink in report.sinks.iter().filter(|s| s.not_compared.is_none()) {
         let t = &sink.total;
@@ -59,6 +60,53 @@ pub fn publish(report: &Report) {
             tracing::info!(sink = %sink.sink, in_sync = t.in_sync, "reconcile: in sync");
         }
     }
+}
+
+/// What the last scheduled reconcile of this process found, for the console's Status page.
+#[derive(Debug, Clone)]
+pub struct LastReconcile {
+    /// When it finished.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Missing + extra + stale, over the compared sinks.
+    pub drift: u64,
+    /// Per compared sink: `sentinelone: in sync 1200` or `zeek: missing 3, extra 0, stale 0`.
+    pub summary: String,
+}
+
+static LAST: std::sync::Mutex<Option<LastReconcile>> = std::sync::Mutex::new(None);
+
+fn remember(report: &Report) {
+    let compared: Vec<&SinkReport> = report
+        .sinks
+        .iter()
+        .filter(|s| s.not_compared.is_none())
+        .collect();
+    let summary = compared
+        .iter()
+        .map(|s| {
+            let t = &s.total;
+            if t.drift() == 0 {
+                format!("{}: in sync {}", s.sink, t.in_sync)
+            } else {
+                format!(
+                    "{}: missing {}, extra {}, stale {}",
+                    s.sink, t.missing, t.extra, t.stale
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let last = LastReconcile {
+        at: chrono::Utc::now(),
+        drift: compared.iter().map(|s| s.total.drift()).sum(),
+        summary,
+    };
+    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
+}
+
+/// The last scheduled reconcile's result in this process, if one ran.
+pub fn last() -> Option<LastReconcile> {
+    LAST.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 #[cfg(test)]
@@ -84,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn a_report_sets_the_drift_gauges() {
+    fn a_report_sets_the_drift_gauges_and_the_consoles_status_row() {
         let report = Report {
             mode: "dry-run",
             drift: true,
@@ -110,5 +158,8 @@ mod tests {
         assert_eq!(gauge("extra"), Some(1.0));
         assert_eq!(gauge("stale"), Some(0.0));
         assert!(report.render().contains("1 extra"));
+        let last = last().expect("remembered for the console");
+        assert_eq!(last.drift, 4);
+        assert_eq!(last.summary, "jsonl: missing 3, extra 1, stale 0");
     }
 }
