@@ -24,17 +24,19 @@ pub fn offline(cmd: &ConsoleCommand) -> Result<(), AppError> {
 
 fn hash_password_command() -> Result<(), AppError> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        // Visible typing: the terminal's echo is not switched off (that needs unsafe termios calls,
-        // which this crate forbids); pipe the password in to keep it off the screen.
-        eprint!("password (echoed; pipe it in to hide it): ");
-        let _ = std::io::stderr().flush();
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| AppError::Other(format!("cannot read the password from stdin: {e}")))?;
+    let line = if stdin.is_terminal() {
+        // On a terminal the password is typed without echo.
+        rpassword::prompt_password("password: ").map_err(|e| {
+            AppError::Other(format!("cannot read the password from the terminal: {e}"))
+        })?
+    } else {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| AppError::Other(format!("cannot read the password from stdin: {e}")))?;
+        line
+    };
     let password = line.trim_end_matches(['\n', '\r']);
     if password.is_empty() {
         return Err(AppError::Other("empty password on stdin".into()));
