@@ -12,7 +12,7 @@ pub struct IocSearch {
     pub value: Option<String>,
     /// The IOC type (`ipv4`, `sha256`, ...).
     pub kind: Option<String>,
-    /// Entries created for this indicator.
+    /// Entries of the values this indicator holds now.
     pub indicator: Option<String>,
     /// Entries of this sink.
     pub sink: Option<String>,
@@ -52,7 +52,6 @@ impl State {
         self.conn
             .execute_batch(
                 "CREATE INDEX IF NOT EXISTS sink_ioc_by_value ON sink_ioc(value);
-                 CREATE INDEX IF NOT EXISTS sink_ioc_by_indicator ON sink_ioc(indicator_id);
                  CREATE INDEX IF NOT EXISTS sink_ioc_by_status_kind ON sink_ioc(status, ioc_kind);
                  CREATE INDEX IF NOT EXISTS sink_ioc_by_kind_value ON sink_ioc(ioc_kind, value);",
             )
@@ -82,28 +81,36 @@ impl State {
             "SELECT sink, kind, value, indicator_id, remote_id, status FROM sink_ioc WHERE 1=1",
         );
         let mut args: Vec<Value> = Vec::new();
+        // An indicator holds a handful of values: they come from its own row, and the value index
+        // finds their entries (the state keeps no index by indicator: it would cost a write for
+        // every planned value).
+        if let Some(indicator) = blank(&q.indicator) {
+            let values: Vec<String> = self
+                .desired_iocs(indicator)?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|ioc| ioc.value)
+                .collect();
+            if values.is_empty() {
+                return Ok(Vec::new());
+            }
+            sql.push_str(" AND value IN (");
+            sql.push_str(&vec!["?"; values.len()].join(", "));
+            sql.push(')');
+            args.extend(values.into_iter().map(Value::Text));
+        }
         if let Some(prefix) = blank(&q.value) {
             sql.push_str(" AND value >= ? AND value < ?");
             args.push(Value::Text(prefix.to_string()));
             args.push(Value::Text(format!("{prefix}\u{10FFFF}")));
         }
-        for (col, v) in [
-            ("ioc_kind", blank(&q.kind)),
-            ("indicator_id", blank(&q.indicator)),
-            ("sink", blank(&q.sink)),
-        ] {
+        for (col, v) in [("ioc_kind", blank(&q.kind)), ("sink", blank(&q.sink))] {
             if let Some(v) = v {
                 sql.push_str(&format!(" AND {col} = ?"));
                 args.push(Value::Text(v.to_string()));
             }
         }
-        // With an indicator filter its index finds the few rows and `+value` keeps SQLite from
-        // walking the value index instead (it has no statistics to know better).
-        if blank(&q.indicator).is_some() && blank(&q.value).is_none() {
-            sql.push_str(" ORDER BY +value, sink LIMIT ? OFFSET ?");
-        } else {
-            sql.push_str(" ORDER BY value, sink LIMIT ? OFFSET ?");
-        }
+        sql.push_str(" ORDER BY value, sink LIMIT ? OFFSET ?");
         args.push(Value::Integer(i64::from(PAGE_SIZE)));
         args.push(Value::Integer(
             i64::from(q.page.unwrap_or(0)) * i64::from(PAGE_SIZE),
@@ -141,14 +148,6 @@ impl State {
         Ok(out)
     }
 
-    /// Whether any sink entry was created for `indicator_id` (S1 view: "managed by iocsync").
-    pub fn holds_indicator(&self, indicator_id: &str) -> Result<bool, StateError> {
-        self.conn
-            .prepare_cached("SELECT EXISTS(SELECT 1 FROM sink_ioc WHERE indicator_id = ?1)")
-            .and_then(|mut s| s.query_row([indicator_id], |r| r.get(0)))
-            .map_err(self.err())
-    }
-
     /// Dead-lettered (rejected) entries over all sinks.
     pub fn rejected_count(&self) -> Result<i64, StateError> {
         self.conn
@@ -176,6 +175,13 @@ impl State {
                     "INSERT OR IGNORE INTO holder(kind, value, indicator_id) VALUES(?1, ?2, ?3)",
                 )
                 .map_err(self.err())?;
+            let mut desire = self
+                .conn
+                .prepare(
+                    "INSERT OR REPLACE INTO indicator(id, iocs, meta, version, updated_at) VALUES(?1, ?2, '{}', NULL, 0)",
+                )
+                .map_err(self.err())?;
+            let mut held: Vec<serde_json::Value> = Vec::new();
             for i in 0..n {
                 let kind = kinds[i % kinds.len()];
                 let value = format!("v{i:08}.{kind}");
@@ -184,6 +190,14 @@ impl State {
                     .map_err(self.err())?;
                 hold.execute(rusqlite::params![kind, value, ind])
                     .map_err(self.err())?;
+                held.push(serde_json::json!({ "type": kind, "value": value }));
+                if i % 3 == 2 || i + 1 == n {
+                    let iocs = super::encode("an indicator's IOCs", &held)?;
+                    desire
+                        .execute(rusqlite::params![ind, iocs])
+                        .map_err(self.err())?;
+                    held.clear();
+                }
             }
         }
         self.conn.execute_batch("COMMIT").map_err(self.err())
@@ -216,8 +230,6 @@ mod tests {
             .search_iocs(&q(None, None, Some("indicator--00000000")))
             .expect("search");
         assert_eq!(rows.len(), 3);
-        assert!(st.holds_indicator("indicator--00000000").expect("q"));
-        assert!(!st.holds_indicator("indicator--x").expect("q"));
         let by_kind = st.live_by_kind().expect("kinds");
         assert_eq!(by_kind.iter().map(|(_, n)| n).sum::<i64>(), 100);
         let page1 = IocSearch {
