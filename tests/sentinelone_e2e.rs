@@ -87,6 +87,20 @@ async fn file_stream_into_sentinelone_gives_exactly_the_expected_set() {
     for post in s1.requests("POST") {
         assert!(!post.path.contains("//"), "doubled slash in {}", post.path);
     }
+    // An indicator created then updated (score, then description) within the stream ends with the
+    // update's metadata, not the create's.
+    let updated = s1
+        .iocs()
+        .into_iter()
+        .find(|i| i["value"] == "07ad0c7a132bf9b728313bd305294d7f")
+        .expect("the updated indicator's IOC");
+    assert_eq!(updated["originalRiskScore"], 78, "{updated}");
+    assert!(
+        updated["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("sinkholed")),
+        "{updated}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

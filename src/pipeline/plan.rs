@@ -247,10 +247,10 @@ fn plan_key(
                 cancel_pending(&entry)?;
                 entry.status = EntryStatus::Live;
                 tx.put_sink_entry(sink.name, &entry)?;
-                plan_update(tx, sink, state, meta, held_by_this, entry)
+                plan_update(tx, sink, state, meta, held_by_this, entry, cancelled)
             }
             EntryStatus::Live | EntryStatus::PendingUpdate => {
-                plan_update(tx, sink, state, meta, held_by_this, entry)
+                plan_update(tx, sink, state, meta, held_by_this, entry, cancelled)
             }
             EntryStatus::PendingCreate | EntryStatus::Rejected => {
                 if entry.status == EntryStatus::PendingCreate
@@ -259,12 +259,11 @@ fn plan_key(
                     && entry.meta != *meta
                 {
                     // Not sent yet: send the newest metadata with the create.
-                    if let Some(mut intent) = tx.intent_for(sink.name, kind, value)? {
-                        intent.meta = meta.clone();
-                        tx.rewrite_intent(&intent)?;
-                    }
                     entry.meta = meta.clone();
                     tx.put_sink_entry(sink.name, &entry)?;
+                    if let Some(intent) = tx.intent_for(sink.name, kind, value)? {
+                        return supersede(tx, sink, intent, meta, cancelled).map(Some);
+                    }
                 }
                 Ok(None)
             }
@@ -305,6 +304,7 @@ fn plan_update(
     meta: &IocMeta,
     held_by_this: Option<&Ioc>,
     mut entry: SinkEntry,
+    cancelled: &mut Vec<i64>,
 ) -> Result<Option<Change>, StateError> {
     let owned = entry.indicator_id == state.id && held_by_this.is_some();
     if !sink.supports_update || !owned {
@@ -313,10 +313,8 @@ fn plan_update(
     let kind = entry.ioc.kind.sink_kind();
     if entry.status == EntryStatus::PendingUpdate {
         // Not sent yet: it carries the newest metadata instead.
-        if let Some(mut intent) = tx.intent_for(sink.name, kind, &entry.ioc.value)? {
-            intent.meta = meta.clone();
-            tx.rewrite_intent(&intent)?;
-            return Ok(None);
+        if let Some(intent) = tx.intent_for(sink.name, kind, &entry.ioc.value)? {
+            return supersede(tx, sink, intent, meta, cancelled).map(Some);
         }
     }
     if metadata_equal(&entry.meta, meta) {
@@ -330,6 +328,23 @@ fn plan_update(
     entry.meta = previous_meta;
     tx.put_sink_entry(sink.name, &entry)?;
     Ok(Some(tx.insert_intent(sink.name, change)?))
+}
+
+/// Replaces a not-yet-sent intent with one carrying `meta`: the old intent is cancelled and the new
+/// one returned. Rewriting the intent in place would not reach the copy of the change already
+/// planned in memory for this batch (an earlier indicator or chunk), which would then go out with
+/// the old metadata while the state records the new.
+fn supersede(
+    tx: &Tx<'_>,
+    sink: &SinkCaps,
+    mut intent: Change,
+    meta: &IocMeta,
+    cancelled: &mut Vec<i64>,
+) -> Result<Change, StateError> {
+    tx.delete_intent(intent.intent_id)?;
+    cancelled.push(intent.intent_id);
+    intent.meta = meta.clone();
+    tx.insert_intent(sink.name, intent)
 }
 
 /// True when `new` is strictly older than `applied` (both RFC 3339); unknown or unparseable versions
@@ -420,6 +435,79 @@ mod tests {
             .into_iter()
             .map(|p| (p.change.op, p.change.ioc.value))
             .collect()
+    }
+
+    /// Plans `states` as a batch does (one transaction per chunk of `chunk` states, cancelled
+    /// intents dropped from the planned list at the end) and returns what the sinks would get.
+    fn plan_batch_like(state: &mut State, states: &[IndicatorState], chunk: usize) -> Vec<Change> {
+        let mut planned = Vec::new();
+        let mut cancelled = Vec::new();
+        for part in states.chunks(chunk) {
+            let tx = state.tx().expect("tx");
+            for s in part {
+                planned.extend(
+                    plan_indicator(&tx, &caps(), s, &InFlight::default(), &mut cancelled)
+                        .expect("plan"),
+                );
+            }
+            tx.commit().expect("commit");
+        }
+        planned
+            .into_iter()
+            .filter(|p| !cancelled.contains(&p.change.intent_id))
+            .map(|p| p.change)
+            .collect()
+    }
+
+    fn described(mut s: IndicatorState, description: &str) -> IndicatorState {
+        s.meta.description = Some(description.into());
+        s
+    }
+
+    #[test]
+    fn a_create_and_its_update_in_one_batch_send_the_newest_metadata_once() {
+        for chunk in [2, 1] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut state = State::open(dir.path()).expect("state");
+            let created = indicator("indicator--a", &["a.example"], "2025-01-01T00:00:00Z", 50);
+            let updated = described(
+                indicator("indicator--a", &["a.example"], "2025-01-02T00:00:00Z", 78),
+                "newer",
+            );
+            let sent = plan_batch_like(&mut state, &[created, updated], chunk);
+            assert_eq!(sent.len(), 1, "chunk {chunk}: {sent:?}");
+            assert_eq!(sent[0].op, ChangeOp::Create);
+            assert_eq!(sent[0].meta.score, Some(78));
+            assert_eq!(sent[0].meta.description.as_deref(), Some("newer"));
+            // The durable intent is the one sent.
+            let tx = state.tx().expect("tx");
+            let intent = tx
+                .intent_for("jsonl", IocKind::Domain, "a.example")
+                .expect("intent")
+                .expect("pending");
+            assert_eq!(intent.intent_id, sent[0].intent_id);
+            assert_eq!(intent.meta.score, Some(78));
+        }
+    }
+
+    #[test]
+    fn two_updates_in_one_batch_send_the_newest_metadata_once() {
+        for chunk in [2, 1] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut state = State::open(dir.path()).expect("state");
+            let a = indicator("indicator--a", &["a.example"], "2025-01-01T00:00:00Z", 50);
+            plan_and_apply(&mut state, &a);
+            let first = indicator("indicator--a", &["a.example"], "2025-01-02T00:00:00Z", 60);
+            let second = described(
+                indicator("indicator--a", &["a.example"], "2025-01-03T00:00:00Z", 78),
+                "newer",
+            );
+            let sent = plan_batch_like(&mut state, &[first, second], chunk);
+            assert_eq!(sent.len(), 1, "chunk {chunk}: {sent:?}");
+            assert_eq!(sent[0].op, ChangeOp::Update);
+            assert_eq!(sent[0].meta.score, Some(78));
+            assert_eq!(sent[0].meta.description.as_deref(), Some("newer"));
+        }
     }
 
     #[test]
