@@ -283,16 +283,6 @@ impl<'a> Tx<'a> {
         Ok(change)
     }
 
-    /// Replaces an intent's change (e.g. newer metadata for a not-yet-sent update).
-    pub fn rewrite_intent(&self, change: &Change) -> Result<(), StateError> {
-        let json = super::encode("an intent", change)?;
-        self.exec(
-            "UPDATE intent SET change=?1 WHERE id=?2",
-            params![json, change.intent_id],
-        )
-        .map(|_| ())
-    }
-
     /// The outstanding intent of a sink for a value, if any.
     pub fn intent_for(
         &self,
