@@ -263,7 +263,12 @@ mod tests {
             // Back to version 1: the tables as they were before any migration.
             state
                 .conn
-                .execute_batch("DROP TABLE expiry; UPDATE meta SET value='1' WHERE key='schema';")
+                .execute_batch(
+                    "DROP TABLE expiry; DROP TABLE run_log; DROP TABLE journal_change;
+                     DROP TABLE journal_event; DROP INDEX sink_ioc_by_value;
+                     DROP INDEX sink_ioc_by_status_kind; DROP INDEX sink_ioc_by_kind_value;
+                     UPDATE meta SET value='1' WHERE key='schema';",
+                )
                 .expect("downgrade");
         }
         // A reader cannot migrate: it says so instead of misreading.
@@ -276,6 +281,26 @@ mod tests {
             state.schema_version().expect("version"),
             Some(SCHEMA_VERSION)
         );
+        // Every later version's tables and indexes are back.
+        for (kind, name) in [
+            ("table", "expiry"),
+            ("table", "run_log"),
+            ("table", "journal_event"),
+            ("table", "journal_change"),
+            ("index", "sink_ioc_by_value"),
+            ("index", "sink_ioc_by_status_kind"),
+            ("index", "sink_ioc_by_kind_value"),
+        ] {
+            let found: bool = state
+                .conn
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type=?1 AND name=?2)",
+                    [kind, name],
+                    |r| r.get(0),
+                )
+                .expect("sqlite_master");
+            assert!(found, "{kind} {name} after migrating from version 1");
+        }
         assert_eq!(
             state.checkpoint("opencti").expect("read").as_deref(),
             Some("7-0")
