@@ -36,6 +36,8 @@ struct Inner {
     paused: watch::Sender<bool>,
     /// Wakes the source's schedule wait (a permit is kept if it is not waiting yet).
     run_now: Notify,
+    /// Wakes the source's schedule wait to re-read its settings (a console edit).
+    settings: Notify,
     /// While a run is requested, read or applied (until the pipeline records it): the
     /// [`LogRing`] sequence number of its first log line.
     run: Mutex<Option<u64>>,
@@ -78,6 +80,7 @@ impl Control {
                 supports_run_now,
                 paused: watch::Sender::new(false),
                 run_now: Notify::new(),
+                settings: Notify::new(),
                 run: Mutex::new(None),
                 next_run: Mutex::new(None),
             }),
@@ -169,6 +172,17 @@ impl Control {
     /// made while nobody waited is kept for the next wait.
     pub async fn run_requested(&self) {
         self.inner.run_now.notified().await;
+    }
+
+    /// Tells the source its settings in the state changed (the console saved an edit): a
+    /// scheduled source recomputes its next run. A change made while nobody waited is kept.
+    pub fn settings_changed(&self) {
+        self.inner.settings.notify_one();
+    }
+
+    /// Resolves when [`Control::settings_changed`] was called.
+    pub async fn settings_change(&self) {
+        self.inner.settings.notified().await;
     }
 
     /// Marks a run as started (by the source when it begins reading, or by the pipeline at the

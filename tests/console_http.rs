@@ -1,5 +1,12 @@
 //! The web console over real HTTP (a listener on 127.0.0.1:0): login required everywhere, wrong
-//! passwords, CSRF, the login rate limit, logout, and no secret in any response body.
+//! passwords, CSRF, the login rate limit, logout, and no secret in any response body; the settings
+//! edits (MISP schedule, feed toggles, `last_run_time`): login and CSRF, bad input refused with
+//! nothing stored, a read-only console refusing them, and the MISP source (against the fake MISP)
+//! honouring them at its next run.
+
+mod common;
+#[path = "fakes/misp.rs"]
+mod misp_fake;
 
 use iocsync::config::Config;
 use iocsync::console::{start, ConsoleHandle, ConsoleOptions};
@@ -32,6 +39,9 @@ const APIS: &[&str] = &[
     "/live/stream",
 ];
 const POSTS: &[&str] = &[
+    "/settings/misp/schedule",
+    "/settings/misp/feeds",
+    "/settings/misp/last_run_time",
     "/control/recheck",
     "/control/start",
     "/control/stop",
@@ -298,4 +308,519 @@ async fn pages_render_and_no_secret_is_ever_in_a_body() {
     let v: serde_json::Value = serde_json::from_str(&iocs).expect("json");
     assert_eq!(v["rows"].as_array().map(Vec::len), Some(6));
     c.handle.stop().await;
+}
+
+use iocsync::app::{self, RunOptions};
+use iocsync::model::EventKind;
+use iocsync::sources::misp::overrides::{FEEDS_KEY, LAST_RUN_KEY, SCHEDULE_KEY};
+use iocsync::sources::misp::{MispSource, SOURCE_NAME};
+use iocsync::sources::{Source, SourceContext, SourceStore};
+use misp_fake::{now, FakeMisp, KEY};
+use std::time::Duration;
+
+/// A console (editable when `control` is given) over a state and a JSONL sink, with MISP at `fake`.
+async fn misp_console(fake: &FakeMisp, control: Option<Control>) -> (Console, Config) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    State::open(&state_dir).expect("state");
+    let env: Vec<(String, String)> = [
+        ("MISP_URL", format!("{}/", fake.url())),
+        ("MISP_KEY", KEY.to_string()),
+        ("MISP_INTERVAL", "1h".into()),
+        ("IOCSYNC_SINKS", "jsonl".into()),
+        (
+            "IOCSYNC_JSONL_PATH",
+            dir.path().join("out/iocs.jsonl").display().to_string(),
+        ),
+        ("IOCSYNC_STATE_DIR", state_dir.display().to_string()),
+        ("IOCSYNC_PIPELINE_LINGER", "10ms".into()),
+        ("IOCSYNC_CONSOLE_LISTEN", "127.0.0.1:0".into()),
+        ("IOCSYNC_CONSOLE_USER", "admin".into()),
+        ("IOCSYNC_CONSOLE_PASSWORD", PASSWORD.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let cfg = Config::load(None, env.clone()).expect("config");
+    let handle = start(
+        &cfg,
+        ConsoleOptions {
+            control: control.clone(),
+            config_file: None,
+            env_names: env.into_iter().map(|(k, _)| k).collect(),
+        },
+    )
+    .await
+    .expect("console starts");
+    let console = Console {
+        handle,
+        control: control.unwrap_or_else(|| Control::new("misp", true)),
+        _dir: dir,
+    };
+    (console, cfg)
+}
+
+async fn post(
+    c: &Console,
+    http: &reqwest::Client,
+    path: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let resp = http
+        .post(c.url(path))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .expect("post");
+    let status = resp.status();
+    (status, resp.text().await.expect("body"))
+}
+
+/// Logged in: (cookie, CSRF token).
+async fn session(c: &Console, http: &reqwest::Client) -> (String, String) {
+    let (_, cookie) = login(c, http, PASSWORD).await;
+    let cookie = cookie.expect("cookie");
+    let (_, page) = get(c, http, "/settings", &cookie).await;
+    (cookie.clone(), csrf_of(&page))
+}
+
+fn stored(cfg: &Config, key: &str) -> Option<String> {
+    State::open(&cfg.state.dir)
+        .expect("state")
+        .kv_get(key)
+        .expect("kv")
+}
+
+async fn run_once(cfg: &Config) -> iocsync::pipeline::RunStats {
+    let mut cfg = cfg.clone();
+    cfg.source = Some("misp".into());
+    app::run(
+        &cfg,
+        RunOptions {
+            once: true,
+            control: None,
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("MISP run")
+}
+
+#[tokio::test]
+async fn settings_edits_need_login_and_csrf_and_bad_input_stores_nothing() {
+    let fake = FakeMisp::start().await;
+    fake.add_feed(1, "Feed One", 0, 0, 0);
+    let (c, cfg) = misp_console(&fake, Some(Control::new("misp", true))).await;
+    let http = client();
+    let (cookie, csrf) = session(&c, &http).await;
+    let good = [
+        ("action", "save"),
+        ("form", "interval"),
+        ("interval", "20m"),
+    ];
+    // No token, a wrong token: 403 and nothing stored.
+    let (status, _) = post(&c, &http, "/settings/misp/schedule", &cookie, &good).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let wrong = "0".repeat(64);
+    let mut with_wrong = good.to_vec();
+    with_wrong.push(("csrf", &wrong));
+    let (status, _) = post(&c, &http, "/settings/misp/schedule", &cookie, &with_wrong).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(stored(&cfg, SCHEDULE_KEY), None);
+
+    let cases: &[(&str, Form, &str)] = &[
+        (
+            "/settings/misp/schedule",
+            &[
+                ("action", "save"),
+                ("form", "interval"),
+                ("interval", "soon"),
+            ],
+            "misp.interval: `soon` is not a duration",
+        ),
+        (
+            "/settings/misp/schedule",
+            &[("action", "save"), ("form", "interval"), ("interval", "0s")],
+            "misp.interval: must be greater than zero",
+        ),
+        (
+            "/settings/misp/schedule",
+            &[
+                ("action", "save"),
+                ("form", "daily"),
+                ("first_run_at", "25:00"),
+                ("repeat_days", "1"),
+                ("timezone", "UTC"),
+            ],
+            "misp.first_run_at",
+        ),
+        (
+            "/settings/misp/schedule",
+            &[
+                ("action", "save"),
+                ("form", "daily"),
+                ("first_run_at", "02:00"),
+                ("repeat_days", "0"),
+                ("timezone", "UTC"),
+            ],
+            "misp.repeat_days: must be at least 1",
+        ),
+        (
+            "/settings/misp/schedule",
+            &[
+                ("action", "save"),
+                ("form", "daily"),
+                ("first_run_at", "02:00"),
+                ("repeat_days", "1"),
+                ("timezone", "Mars/Olympus"),
+            ],
+            "misp.timezone",
+        ),
+        (
+            "/settings/misp/feeds",
+            &[("feed", "99"), ("pushed", "no")],
+            "no feed with id `99`",
+        ),
+        (
+            "/settings/misp/feeds",
+            &[("feed", "1"), ("pushed", "maybe")],
+            "must be yes, no or config",
+        ),
+        (
+            "/settings/misp/last_run_time",
+            &[("action", "save"), ("value", "2024-05-01T10:00")],
+            "tick the confirmation",
+        ),
+        (
+            "/settings/misp/last_run_time",
+            &[
+                ("action", "save"),
+                ("value", "2999-01-01T00:00"),
+                ("confirm", "yes"),
+            ],
+            "must be in the past",
+        ),
+        (
+            "/settings/misp/last_run_time",
+            &[
+                ("action", "save"),
+                ("value", "last week"),
+                ("confirm", "yes"),
+            ],
+            "is not a time",
+        ),
+    ];
+    for (path, form, expected) in cases {
+        let mut form = form.to_vec();
+        form.push(("csrf", &csrf));
+        let (status, body) = post(&c, &http, path, &cookie, &form).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path} {form:?}");
+        assert!(
+            body.contains(&maud_escape(expected)),
+            "{path} {form:?}: expected `{expected}` in the page"
+        );
+        assert!(body.contains("<h1>Settings</h1>"), "the page again");
+    }
+    for key in [SCHEDULE_KEY, FEEDS_KEY, LAST_RUN_KEY] {
+        assert_eq!(stored(&cfg, key), None, "{key}: nothing stored");
+    }
+
+    // A valid edit is stored, shown with source "console", and in the JSON twin.
+    let mut form = good.to_vec();
+    form.push(("csrf", &csrf));
+    let (status, _) = post(&c, &http, "/settings/misp/schedule", &cookie, &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(stored(&cfg, SCHEDULE_KEY).is_some_and(|v| v.contains("20m") && v.contains("admin")));
+    let (_, api) = get(&c, &http, "/api/settings", &cookie).await;
+    let v: serde_json::Value = serde_json::from_str(&api).expect("json");
+    assert_eq!(v["editable"], true);
+    assert_eq!(v["misp"]["schedule"], "every 20m");
+    assert_eq!(v["misp"]["feeds"][0]["id"], "1");
+    let row = v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["key"] == "misp.interval")
+        .cloned()
+        .expect("misp.interval row");
+    assert_eq!(
+        (row["value"].as_str(), row["source"].as_str()),
+        (Some("20m"), Some("console"))
+    );
+    // Dropping the override brings the config back.
+    let (status, _) = post(
+        &c,
+        &http,
+        "/settings/misp/schedule",
+        &cookie,
+        &[("action", "reset"), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(stored(&cfg, SCHEDULE_KEY), None);
+    let (_, api) = get(&c, &http, "/api/settings", &cookie).await;
+    assert!(api.contains("\"schedule\":\"every 1h\""), "{api}");
+}
+
+/// A form's fields.
+type Form<'a> = &'a [(&'a str, &'a str)];
+
+/// maud escapes `'`, `"`, `<`, `>` and `&` in text.
+fn maud_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[tokio::test]
+async fn the_read_only_console_shows_settings_but_refuses_edits() {
+    let fake = FakeMisp::start().await;
+    fake.add_feed(1, "Feed One", 0, 0, 0);
+    let (c, cfg) = misp_console(&fake, None).await;
+    let http = client();
+    let (cookie, csrf) = session(&c, &http).await;
+    let (status, page) = get(&c, &http, "/settings", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("it reads the state only, so nothing can be edited here"));
+    assert!(
+        page.contains("<fieldset disabled>"),
+        "the forms are disabled"
+    );
+    assert!(page.contains("Feed One"));
+    let (status, body) = post(
+        &c,
+        &http,
+        "/settings/misp/feeds",
+        &cookie,
+        &[("feed", "1"), ("pushed", "no"), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body.contains("iocsync console"), "{body}");
+    assert_eq!(stored(&cfg, FEEDS_KEY), None);
+    let (_, api) = get(&c, &http, "/api/settings", &cookie).await;
+    assert!(api.contains("\"editable\":false"), "{api}");
+}
+
+#[tokio::test]
+async fn the_misp_source_honours_a_feed_toggle_and_a_last_run_time_set_in_the_console() {
+    let fake = FakeMisp::start().await;
+    let one = fake.add_event("One import", 1, &[]);
+    let two = fake.add_event("Two import", 1, &[]);
+    fake.add_feed(1, "Feed One", one, 0, 0);
+    fake.add_feed(2, "Feed Two", two, 0, 0);
+    fake.add_at(one, "ip-dst", "10.0.0.1", true, now() - 60);
+    fake.add_at(two, "ip-dst", "10.0.0.2", true, now() - 60);
+    // Older than the first run's look-back (7 days): only a moved last_run_time reads it.
+    fake.add_at(one, "ip-dst", "10.0.0.3", true, now() - 10 * 86_400);
+    let control = Control::new("misp", true);
+    let (c, cfg) = misp_console(&fake, Some(control)).await;
+    let http = client();
+    let (cookie, csrf) = session(&c, &http).await;
+    let (status, _) = post(
+        &c,
+        &http,
+        "/settings/misp/feeds",
+        &cookie,
+        &[("feed", "2"), ("pushed", "no"), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    let stats = run_once(&cfg).await;
+    let live =
+        || common::jsonl_live_set(&common::read_jsonl(&cfg.jsonl.path.clone().expect("path")));
+    let ip = |v: &str| ("ipv4".to_string(), v.to_string());
+    assert_eq!(
+        live(),
+        [ip("10.0.0.1")].into(),
+        "feed 2 held back by the console"
+    );
+    assert_eq!(
+        stats.skipped.get("ignored_disabled_feed"),
+        Some(&1),
+        "{stats:?}"
+    );
+    // `iocsync misp feeds` shows the toggle and where it comes from.
+    let mut out = Vec::new();
+    iocsync::cli::misp::run(
+        &cfg,
+        iocsync::cli::misp::MispCommand::Feeds { json: true },
+        &mut out,
+    )
+    .await
+    .expect("misp feeds");
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let two_row = &report["feeds"][1];
+    assert_eq!(
+        (
+            two_row["id"].as_str(),
+            two_row["pushed_by_iocsync"].as_bool(),
+            two_row["decided_by"].as_str()
+        ),
+        (Some("2"), Some(false), Some("console"))
+    );
+    assert!(two_row["toggled_by"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("admin at ")));
+    assert_eq!(report["feeds"][0]["decided_by"], "default");
+
+    // Feed 2 back on, and last_run_time eleven days back: the next run reads the old attribute
+    // and feed 2's (changed since then too).
+    let (status, _) = post(
+        &c,
+        &http,
+        "/settings/misp/feeds",
+        &cookie,
+        &[("feed", "2"), ("pushed", "config"), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let at = now() - 11 * 86_400;
+    let at_text = chrono::DateTime::from_timestamp(at, 0)
+        .expect("time")
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let (status, _) = post(
+        &c,
+        &http,
+        "/settings/misp/last_run_time",
+        &cookie,
+        &[
+            ("action", "save"),
+            ("value", &at_text),
+            ("confirm", "yes"),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, page) = get(&c, &http, "/settings", &cookie).await;
+    assert!(
+        page.contains("applies at the next run"),
+        "pending before the run"
+    );
+    fake.clear_journal();
+    run_once(&cfg).await;
+    assert_eq!(
+        live(),
+        [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")].into()
+    );
+    let since = fake.searches()[0]["timestamp"].as_i64();
+    assert_eq!(
+        since,
+        Some(at - 1),
+        "read from the console's last_run_time (one second of overlap)"
+    );
+    // Taken up once: the run after reads from its own mark again.
+    let taken = stored(&cfg, LAST_RUN_KEY).expect("kept with its fate");
+    assert!(taken.contains("\"applied\":{"), "{taken}");
+    fake.clear_journal();
+    run_once(&cfg).await;
+    assert!(fake.searches()[0]["timestamp"].as_i64() > Some(now() - 3_600));
+    let mark = State::open(&cfg.state.dir)
+        .expect("state")
+        .checkpoint(SOURCE_NAME)
+        .expect("checkpoint");
+    assert!(mark.is_some());
+    let (_, page) = get(&c, &http, "/settings", &cookie).await;
+    assert!(page.contains("taken up by the run of"), "shown as done");
+}
+
+#[tokio::test]
+async fn an_edited_schedule_wakes_the_waiting_misp_source() {
+    let fake = FakeMisp::start().await;
+    let e = fake.add_event("E", 1, &[]);
+    fake.add_at(e, "ip-dst", "6.6.6.6", true, now() - 60);
+    let control = Control::new("misp", true);
+    let (c, cfg) = misp_console(&fake, Some(control.clone())).await;
+    let source = MispSource::new(&cfg.misp).expect("source");
+    let state = State::open(&cfg.state.dir).expect("state");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (_committed, committed_rx) = tokio::sync::watch::channel(None);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let ctx = SourceContext {
+        start: None,
+        events: tx,
+        committed: committed_rx,
+        shutdown: shutdown.clone(),
+        once: false,
+        store: SourceStore::new(std::sync::Arc::new(std::sync::Mutex::new(state))),
+        control: control.clone(),
+    };
+    let task = tokio::spawn(Box::new(source).run(ctx));
+    // The config's interval (1h): the first run at once, the next one an hour later.
+    tokio::time::timeout(Duration::from_secs(10), run_end(&mut rx))
+        .await
+        .expect("first run");
+    let http = client();
+    let (cookie, csrf) = session(&c, &http).await;
+    let (status, _) = post(
+        &c,
+        &http,
+        "/settings/misp/schedule",
+        &cookie,
+        &[
+            ("action", "save"),
+            ("form", "interval"),
+            ("interval", "1s"),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // Woken by the edit, the source runs on the console's schedule: well before the hour.
+    tokio::time::timeout(Duration::from_secs(20), run_end(&mut rx))
+        .await
+        .expect("a run on the edited schedule");
+    // A daily schedule: the next run is its time of day, as the control shows.
+    let (status, _) = post(
+        &c,
+        &http,
+        "/settings/misp/schedule",
+        &cookie,
+        &[
+            ("action", "save"),
+            ("form", "daily"),
+            ("first_run_at", "03:00"),
+            ("repeat_days", "2"),
+            ("timezone", "Asia/Tokyo"),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // Drain runs the 1s schedule may still have started.
+        while rx.try_recv().is_ok() {}
+        let next = control.snapshot().next_run;
+        let tokyo = next.map(|t| {
+            t.with_timezone(&chrono_tz::Asia::Tokyo)
+                .format("%H:%M")
+                .to_string()
+        });
+        if tokyo.as_deref() == Some("03:00") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "next run {next:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops");
+}
+
+/// Waits for the source's next `RunEnd`.
+async fn run_end(rx: &mut tokio::sync::mpsc::Receiver<iocsync::model::SourceEvent>) {
+    loop {
+        let ev = rx.recv().await.expect("source running");
+        if ev.kind == EventKind::RunEnd {
+            return;
+        }
+    }
 }

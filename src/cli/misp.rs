@@ -1,11 +1,16 @@
 //! `iocsync misp feeds`: lists the MISP server's feeds with their state in MISP, whether iocsync
-//! pushes their attributes (`misp.disabled_feeds`), and how many attributes each contributed to the
-//! last run (the counts the MISP source stores in the state at the end of every run).
+//! pushes their attributes and what decided it (a console toggle, `misp.disabled_feeds`, or
+//! nothing), and how many attributes each contributed to the last run (the counts the MISP source
+//! stores in the state at the end of every run). The console's settings page shows the same rows.
 
 use crate::app::AppError;
 use crate::config::{Config, ConfigError, Problem};
-use crate::sources::misp::{FeedCounts, FeedIndex, MispClient, MispError, FEED_COUNTS_KEY};
-use crate::state::State;
+use crate::sources::misp::overrides::Overrides;
+use crate::sources::misp::wire::Feed;
+use crate::sources::misp::{
+    FeedCounts, FeedIndex, MispClient, MispConfig, MispError, FEED_COUNTS_KEY,
+};
+use crate::state::{State, StateError};
 use clap::Subcommand;
 use serde::Serialize;
 use std::io::Write;
@@ -32,8 +37,12 @@ pub struct FeedRow {
     pub provider: Option<String>,
     /// Enabled in MISP.
     pub enabled_in_misp: bool,
-    /// False when listed in `misp.disabled_feeds`.
+    /// False when iocsync holds the feed's attributes back.
     pub pushed_by_iocsync: bool,
+    /// What decided it: `console`, `misp.disabled_feeds` or `default`.
+    pub decided_by: &'static str,
+    /// For a console toggle: who set it and when.
+    pub toggled_by: Option<String>,
     /// Attributes linked to this feed in the last run.
     pub last_run_attributes: u64,
     /// Of those, held back because the feed is disabled in iocsync.
@@ -79,11 +88,28 @@ pub async fn feeds_report(cfg: &Config) -> Result<FeedsReport, AppError> {
         e => AppError::Other(format!("misp: {e}")),
     })?;
     let feeds = client.feeds().await.map_err(auth_or_other)?;
-    let (index, unknown) = FeedIndex::new(feeds, &cfg.misp.disabled_feed_list());
     let state = State::open(&cfg.state.dir)?;
-    let counts: Option<FeedCounts> = state
-        .kv_get(FEED_COUNTS_KEY)?
-        .and_then(|text| serde_json::from_str(&text).ok());
+    Ok(build_report(feeds, &cfg.misp, Some(&state))?)
+}
+
+/// The report for `feeds` as the MISP source sees them: the config's disabled list with the
+/// console's toggles (from `state`) over it, and the last run's counts.
+pub fn build_report(
+    feeds: Vec<Feed>,
+    misp: &MispConfig,
+    state: Option<&State>,
+) -> Result<FeedsReport, StateError> {
+    let (index, unknown) = FeedIndex::new(feeds, &misp.disabled_feed_list());
+    let (counts, overrides) = match state {
+        Some(state) => (
+            state
+                .kv_get(FEED_COUNTS_KEY)?
+                .and_then(|text| serde_json::from_str::<FeedCounts>(&text).ok()),
+            Overrides::read(state)?,
+        ),
+        None => (None, Overrides::default()),
+    };
+    let (index, _) = index.with_toggles(&overrides.pushed_by_id());
     let counts_ref = counts.as_ref();
     let rows = index
         .feeds()
@@ -94,6 +120,11 @@ pub async fn feeds_report(cfg: &Config) -> Result<FeedsReport, AppError> {
             provider: f.provider.clone(),
             enabled_in_misp: f.enabled,
             pushed_by_iocsync: !index.is_disabled(f),
+            decided_by: index.rule(f).label(),
+            toggled_by: overrides
+                .feeds
+                .get(&f.id)
+                .map(|t| format!("{} at {}", t.set.by, t.set.at)),
             last_run_attributes: counts_ref
                 .and_then(|c| c.by_feed.get(&f.id).copied())
                 .unwrap_or(0),
@@ -140,14 +171,14 @@ fn write_table(r: &FeedsReport, out: &mut impl Write) -> std::io::Result<()> {
             .clamp(4, 48);
         writeln!(
             out,
-            "{:>5}  {:<width$}  {:<8}  {:<8}  {:>9}  {:>7}",
-            "id", "name", "misp", "iocsync", "last run", "ignored"
+            "{:>5}  {:<width$}  {:<8}  {:<8}  {:<19}  {:>9}  {:>7}",
+            "id", "name", "misp", "iocsync", "decided by", "last run", "ignored"
         )?;
         for f in &r.feeds {
             let name: String = f.name.chars().take(width).collect();
             writeln!(
                 out,
-                "{:>5}  {:<width$}  {:<8}  {:<8}  {:>9}  {:>7}",
+                "{:>5}  {:<width$}  {:<8}  {:<8}  {:<19}  {:>9}  {:>7}",
                 f.id,
                 name,
                 if f.enabled_in_misp {
@@ -160,6 +191,7 @@ fn write_table(r: &FeedsReport, out: &mut impl Write) -> std::io::Result<()> {
                 } else {
                     "disabled"
                 },
+                f.decided_by,
                 f.last_run_attributes,
                 f.last_run_ignored
             )?;
@@ -172,6 +204,18 @@ fn write_table(r: &FeedsReport, out: &mut impl Write) -> std::io::Result<()> {
             r.last_run_unlinked
         )?,
         None => writeln!(out, "no MISP run recorded yet")?,
+    }
+    let toggled: Vec<String> = r
+        .feeds
+        .iter()
+        .filter_map(|f| f.toggled_by.as_ref().map(|by| format!("{} ({by})", f.id)))
+        .collect();
+    if !toggled.is_empty() {
+        writeln!(
+            out,
+            "toggled in the web console (over misp.disabled_feeds): {}",
+            toggled.join(", ")
+        )?;
     }
     if !r.unknown_disabled.is_empty() {
         writeln!(

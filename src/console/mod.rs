@@ -8,15 +8,18 @@
 //! - [`server`] — the router, the login and security middleware, the handlers.
 //! - [`data`] — the facts behind each page, gathered from the state, the metrics and `check`.
 //! - [`pages`] — the HTML (maud), one function per page.
-//! - [`settings`] — every effective setting with its source, secrets masked.
+//! - [`settings`] — every effective setting with its source, secrets masked, and the MISP
+//!   settings the console edits; `edit` serves and stores them, `settings_page` renders them.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod data;
+mod edit;
 mod gate;
 pub mod pages;
 pub mod server;
 pub mod settings;
+mod settings_page;
 
 pub use server::{start, start_for_daemon, ConsoleHandle, ConsoleOptions};

@@ -2,7 +2,6 @@
 //! Every page is complete without JavaScript; `console.js` only adds the live log stream.
 
 use super::data::{Dashboard, RunSummary, Status};
-use super::settings::SettingRow;
 use crate::logring::LogLine;
 use crate::state::{IocRow, IocSearch};
 use maud::{html, Markup, DOCTYPE};
@@ -349,24 +348,6 @@ pub fn iocs(ctx: &Ctx, q: &IocSearch, rows: &[IocRow], has_next: bool) -> Markup
         }
     };
     layout(ctx, "/iocs", "IOCs", None, body)
-}
-
-/// `/settings`.
-pub fn settings(ctx: &Ctx, rows: &[SettingRow]) -> Markup {
-    let body = html! {
-        p.note { "Credentials and URLs are not editable here: they stay in the environment or config.yml, where secret stores inject them. Secrets show only their last characters." }
-        div.scroll { table.settings {
-            thead { tr { th { "Key" } th { "Value" } th { "Source" } } }
-            tbody { @for r in rows {
-                tr {
-                    td.mono { (r.key) @if let Some(e) = &r.env { br; small { (e) } } }
-                    td.mono { (r.value) }
-                    td { span class={"src src-" (r.source.replace('.', "-"))} { (r.source) } }
-                }
-            } }
-        } }
-    };
-    layout(ctx, "/settings", "Settings", None, body)
 }
 
 /// A small error page.

@@ -3,6 +3,7 @@
 
 use super::auth::{self, Account, RateLimiter, Sessions};
 use super::data::{self, RunSummary, Status, StatusRow};
+use super::edit;
 use super::gate::*;
 use super::pages::{self};
 use super::settings::{self, SettingRow};
@@ -199,14 +200,17 @@ fn router(app: Shared) -> Router {
         .route("/runs", get(runs_page))
         .route("/runs/{id}", get(run_page))
         .route("/iocs", get(iocs_page))
-        .route("/settings", get(settings_page))
+        .route("/settings", get(edit::settings_page))
+        .route("/settings/misp/schedule", post(edit::edit_schedule))
+        .route("/settings/misp/feeds", post(edit::edit_feed))
+        .route("/settings/misp/last_run_time", post(edit::edit_last_run))
         .route("/api/dashboard", get(dashboard_api))
         .route("/api/status", get(status_api))
         .route("/api/live", get(live_api))
         .route("/api/runs", get(runs_api))
         .route("/api/runs/{id}", get(run_api))
         .route("/api/iocs", get(iocs_api))
-        .route("/api/settings", get(settings_api))
+        .route("/api/settings", get(edit::settings_api))
         .route("/control/recheck", post(recheck))
         .route("/control/start", post(control_start))
         .route("/control/stop", post(control_stop))
@@ -448,17 +452,6 @@ async fn iocs_api(
 ) -> Result<Response, PageError> {
     let (rows, has_next) = iocs_data(&app, q).await?;
     Ok(Json(serde_json::json!({ "rows": rows, "has_next": has_next })).into_response())
-}
-
-async fn settings_page(
-    AxState(app): AxState<Shared>,
-    axum::Extension(Authed(s)): axum::Extension<Authed>,
-) -> Response {
-    html(pages::settings(&ctx(&app, &s), &app.settings))
-}
-
-async fn settings_api(AxState(app): AxState<Shared>) -> Response {
-    Json(&app.settings).into_response()
 }
 
 async fn live_page(

@@ -1,7 +1,14 @@
-//! The settings page's rows: every effective setting, where its value came from (default,
-//! config.yml, environment) and secrets masked as `••••1234`.
+//! The settings page's facts: every effective setting, where its value came from (default,
+//! config.yml, environment, or the console for the MISP keys it may edit), secrets masked as
+//! `••••1234`; and the MISP part the console edits (schedule, feed toggles, `last_run_time`).
 
+use crate::cli::misp::{build_report, FeedRow};
 use crate::config::{env_name, Config, SECRET_KEYS};
+use crate::sources::misp::overrides::{
+    LastRunOverride, Overrides, ScheduleOverride, ScheduleSetting,
+};
+use crate::sources::misp::{Mark, MispClient, SOURCE_NAME};
+use crate::state::{State, StateError};
 use figment::providers::{Format, Yaml};
 use figment::Figment;
 use std::path::Path;
@@ -15,8 +22,162 @@ pub struct SettingRow {
     pub env: Option<String>,
     /// The value as shown (secrets masked).
     pub value: String,
-    /// `default`, `config.yml` or `env`.
+    /// `default`, `config.yml`, `env`, `console` or `state`.
     pub source: &'static str,
+}
+
+/// Everything `/settings` shows (and `/api/settings` returns).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SettingsView {
+    /// Edits are possible here (the console of `iocsync run`), not in `iocsync console`.
+    pub editable: bool,
+    /// Every effective setting.
+    pub rows: Vec<SettingRow>,
+    /// The MISP settings the console edits; `None` when MISP is not configured.
+    pub misp: Option<MispView>,
+}
+
+/// The editable MISP settings, as in force.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MispView {
+    /// The schedule in words.
+    pub schedule: String,
+    /// The schedule's fields, for the form.
+    pub schedule_form: ScheduleSetting,
+    /// The console's schedule, when set (else the config's applies).
+    pub schedule_override: Option<ScheduleOverride>,
+    /// The checkpoint's `last_run_time` (RFC 3339), when a run was acknowledged.
+    pub last_run_time: Option<String>,
+    /// The console's `last_run_time`, when set.
+    pub last_run_override: Option<LastRunOverride>,
+    /// The MISP feeds with what iocsync does with each.
+    pub feeds: Vec<FeedRow>,
+    /// Why the feeds could not be listed.
+    pub feeds_error: Option<String>,
+}
+
+/// How long the settings page waits for MISP's feed list.
+const FEEDS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The feeds of the configured MISP, or why they cannot be listed.
+pub async fn misp_feeds(cfg: &Config) -> Result<Vec<crate::sources::misp::wire::Feed>, String> {
+    // One attempt: a page waits for no retry backoff while MISP is down.
+    let misp = crate::sources::misp::MispConfig {
+        request_attempts: 1,
+        timeout: FEEDS_WAIT,
+        ..cfg.misp.clone()
+    };
+    let client = MispClient::new(&misp).map_err(|e| format!("misp: {e}"))?;
+    match tokio::time::timeout(FEEDS_WAIT, client.feeds()).await {
+        Ok(Ok(feeds)) => Ok(feeds),
+        Ok(Err(e)) => Err(format!("cannot list the MISP feeds: {e}")),
+        Err(_) => Err(format!(
+            "cannot list the MISP feeds: no answer within {} s",
+            FEEDS_WAIT.as_secs()
+        )),
+    }
+}
+
+/// `ScheduleSetting` of what `cfg` configures (the form's starting values).
+fn form_of(cfg: &crate::sources::misp::MispConfig) -> ScheduleSetting {
+    match (&cfg.interval, &cfg.first_run_at) {
+        (None, Some(at)) => ScheduleSetting::Daily {
+            at: at.clone(),
+            every_days: cfg.repeat_days.unwrap_or(1),
+            timezone: cfg.timezone.clone(),
+        },
+        (interval, _) => ScheduleSetting::Interval {
+            every: humantime_serde::re::humantime::format_duration(
+                interval.unwrap_or(crate::sources::misp::config::DEFAULT_INTERVAL),
+            )
+            .to_string(),
+        },
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// The page's facts: `base` (the rows of the config), the console's MISP settings from `state`
+/// over them, and `feeds` as listed by MISP.
+pub fn view(
+    cfg: &Config,
+    base: &[SettingRow],
+    state: Option<&State>,
+    feeds: Result<Vec<crate::sources::misp::wire::Feed>, String>,
+    editable: bool,
+) -> Result<SettingsView, StateError> {
+    let mut rows = base.to_vec();
+    if cfg.misp.url.is_none() {
+        return Ok(SettingsView {
+            editable,
+            rows,
+            misp: None,
+        });
+    }
+    let overrides = match state {
+        Some(s) => Overrides::read(s)?,
+        None => Overrides::default(),
+    };
+    let mut misp = cfg.misp.clone();
+    if let Some(o) = &overrides.schedule {
+        if let Ok(applied) = o.schedule.apply(&cfg.misp) {
+            misp = applied;
+            for r in rows.iter_mut().filter(|r| {
+                [
+                    "misp.interval",
+                    "misp.first_run_at",
+                    "misp.repeat_days",
+                    "misp.timezone",
+                ]
+                .contains(&r.key.as_str())
+            }) {
+                let v = serde_json::to_value(&misp).unwrap_or_default();
+                let field = r.key.trim_start_matches("misp.");
+                r.value = show(v.get(field).unwrap_or(&serde_json::Value::Null));
+                r.source = "console";
+            }
+        }
+    }
+    let mark = match state {
+        Some(s) => s.checkpoint(SOURCE_NAME)?.as_deref().and_then(Mark::parse),
+        None => None,
+    };
+    let pending = overrides.last_run.as_ref().filter(|o| o.due(mark.as_ref()));
+    rows.push(SettingRow {
+        key: "misp.last_run_time".into(),
+        env: None,
+        value: match (pending, &mark) {
+            (Some(o), _) => format!("{} (from the next run)", rfc3339(o.at)),
+            (None, Some(m)) => rfc3339(m.last_run),
+            (None, None) => "—".into(),
+        },
+        source: if pending.is_some() {
+            "console"
+        } else {
+            "state"
+        },
+    });
+    let (feeds, feeds_error) = match feeds {
+        Ok(feeds) => (build_report(feeds, &cfg.misp, state)?.feeds, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    Ok(SettingsView {
+        editable,
+        rows,
+        misp: Some(MispView {
+            schedule: misp.schedule().describe(),
+            schedule_form: form_of(&misp),
+            schedule_override: overrides.schedule,
+            last_run_time: mark.map(|m| rfc3339(m.last_run)),
+            last_run_override: overrides.last_run,
+            feeds,
+            feeds_error,
+        }),
+    })
 }
 
 /// `••••` and the last four characters of a long secret; short secrets show nothing of themselves.

@@ -353,6 +353,14 @@ impl State {
             .map_err(self.err())
     }
 
+    /// Removes a key/value slot (absent: nothing to do).
+    pub fn kv_delete(&self, key: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM kv WHERE key=?1", [key])
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
     /// Starts a transaction for planning or recording outcomes.
     pub fn tx(&mut self) -> Result<Tx<'_>, StateError> {
         let path = self.path.clone();

@@ -155,7 +155,9 @@ impl MispConfig {
             .unwrap_or(Schedule::Interval(DEFAULT_INTERVAL))
     }
 
-    fn schedule_checked(&self) -> Result<Schedule, (&'static str, String)> {
+    /// The schedule, or the key and problem that make it invalid (the console validates its own
+    /// schedule edits with this too).
+    pub fn schedule_checked(&self) -> Result<Schedule, (&'static str, String)> {
         match (&self.interval, &self.first_run_at) {
             (Some(_), Some(_)) => Err((
                 "misp.interval",

@@ -16,7 +16,33 @@ pub const FEED_COUNTS_KEY: &str = "misp.feed_counts";
 #[derive(Debug, Clone, Default)]
 pub struct FeedIndex {
     feeds: Vec<Feed>,
+    /// Effective: `misp.disabled_feeds` with the console's toggles over it.
     disabled: BTreeSet<String>,
+    /// Feed ids the console decided for.
+    toggled: BTreeSet<String>,
+}
+
+/// What decided whether iocsync pushes a feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedRule {
+    /// Nothing: pushed.
+    Default,
+    /// `misp.disabled_feeds` lists it.
+    Config,
+    /// A console toggle (over the config).
+    Console,
+}
+
+impl FeedRule {
+    /// As shown: `default`, `misp.disabled_feeds`, `console`.
+    pub fn label(self) -> &'static str {
+        match self {
+            FeedRule::Default => "default",
+            FeedRule::Config => "misp.disabled_feeds",
+            FeedRule::Console => "console",
+        }
+    }
 }
 
 impl FeedIndex {
@@ -40,9 +66,40 @@ impl FeedIndex {
             FeedIndex {
                 feeds,
                 disabled: ids,
+                toggled: BTreeSet::new(),
             },
             unknown,
         )
+    }
+
+    /// Applies the console's toggles (feed id → pushed) over the config. Returns the toggled ids
+    /// this MISP has no feed for (a feed deleted since: worth a warning, nothing else).
+    pub fn with_toggles(mut self, toggles: &BTreeMap<String, bool>) -> (FeedIndex, Vec<String>) {
+        let mut unknown = Vec::new();
+        for (id, pushed) in toggles {
+            if !self.feeds.iter().any(|f| f.id == *id) {
+                unknown.push(id.clone());
+                continue;
+            }
+            self.toggled.insert(id.clone());
+            if *pushed {
+                self.disabled.remove(id);
+            } else {
+                self.disabled.insert(id.clone());
+            }
+        }
+        (self, unknown)
+    }
+
+    /// What decided `feed`'s state.
+    pub fn rule(&self, feed: &Feed) -> FeedRule {
+        if self.toggled.contains(&feed.id) {
+            FeedRule::Console
+        } else if self.disabled.contains(&feed.id) {
+            FeedRule::Config
+        } else {
+            FeedRule::Default
+        }
     }
 
     /// The feeds, in the server's order.
@@ -55,7 +112,7 @@ impl FeedIndex {
         self.disabled.is_empty()
     }
 
-    /// Whether `feed` is listed in `misp.disabled_feeds`.
+    /// Whether iocsync holds `feed` back (`misp.disabled_feeds` or a console toggle).
     pub fn is_disabled(&self, feed: &Feed) -> bool {
         self.disabled.contains(&feed.id)
     }
@@ -214,6 +271,31 @@ mod tests {
         assert!(linked.is_some_and(|f| index.is_disabled(f)));
         let linked = index.link(&attr("50", None, "x", &[]));
         assert!(linked.is_some_and(|f| !index.is_disabled(f)));
+    }
+
+    #[test]
+    fn console_toggles_override_the_config() {
+        let (index, _) = FeedIndex::new(
+            vec![feed("1", "One"), feed("2", "Two"), feed("3", "Three")],
+            &["One".into()],
+        );
+        let toggles: BTreeMap<String, bool> =
+            [("1".into(), true), ("2".into(), false), ("9".into(), false)].into();
+        let (index, unknown) = index.with_toggles(&toggles);
+        assert_eq!(unknown, ["9"]);
+        let f = |id: &str| {
+            index
+                .feeds()
+                .iter()
+                .find(|f| f.id == id)
+                .cloned()
+                .expect("feed")
+        };
+        assert!(!index.is_disabled(&f("1")) && index.is_disabled(&f("2")));
+        assert_eq!(index.rule(&f("1")), FeedRule::Console);
+        assert_eq!(index.rule(&f("3")), FeedRule::Default);
+        let (plain, _) = FeedIndex::new(vec![feed("1", "One")], &["1".into()]);
+        assert_eq!(plain.rule(&f("1")), FeedRule::Config);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use super::client::{MispClient, MispError};
 use super::config::MispConfig;
+use super::edits::{wait_until, Wake};
 use super::feeds::{FeedCounts, FeedIndex};
 use super::mapping::{map_attribute, MapOptions};
 use super::schedule::{Mark, Schedule};
@@ -22,8 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tracing::{debug, error, info, warn};
 
 /// The state kv key of the last run's boundary memo (see [`Memo`]).
@@ -211,16 +211,24 @@ impl MispSource {
 
     /// The feeds, resolved against `misp.disabled_feeds`. Without disabled feeds a failure only
     /// costs the per-feed counts; with some, the run cannot tell what to hold back and fails.
-    pub(super) async fn load_feeds(&self) -> Result<FeedIndex, RunError> {
+    /// The console's toggles (feed id → pushed) apply over the config.
+    pub(super) async fn load_feeds(
+        &self,
+        toggles: &BTreeMap<String, bool>,
+    ) -> Result<FeedIndex, RunError> {
         match self.client.feeds().await {
             Ok(feeds) => {
                 let (index, unknown) = FeedIndex::new(feeds, &self.disabled);
                 if !unknown.is_empty() {
                     warn!(feeds = %unknown.join(", "), "misp.disabled_feeds names feeds this MISP does not have (see `iocsync misp feeds`)");
                 }
+                let (index, gone) = index.with_toggles(toggles);
+                if !gone.is_empty() {
+                    warn!(feeds = %gone.join(", "), "the console toggled feeds this MISP no longer has");
+                }
                 Ok(index)
             }
-            Err(e) if self.disabled.is_empty() => {
+            Err(e) if self.disabled.is_empty() && toggles.values().all(|pushed| *pushed) => {
                 warn!(error = %e, "cannot list MISP feeds: per-feed counts are not available for this run");
                 Ok(FeedIndex::default())
             }
@@ -230,6 +238,7 @@ impl MispSource {
 
     /// One run, start to `RunEnd`.
     pub(super) async fn poll(&self, ctx: &SourceContext, mem: &mut Memory) -> Result<(), RunError> {
+        let toggles = self.take_overrides(ctx, mem).await;
         let local_now = Utc::now();
         let server = match self.client.version().await {
             Ok(s) => s,
@@ -267,7 +276,7 @@ impl MispSource {
             resync,
             "MISP run started"
         );
-        let feeds = self.load_feeds().await?;
+        let feeds = self.load_feeds(&toggles).await?;
         let mut counts = FeedCounts {
             run_started: fmt_time(run_start),
             ..FeedCounts::default()
@@ -455,25 +464,6 @@ pub(super) async fn emit(ctx: &SourceContext, ev: SourceEvent) -> Result<(), Run
     }
 }
 
-/// Sleeps until `at` (wall clock, re-read every minute so a clock change or a suspend is noticed)
-/// or until the operator asks for a run now; false on shutdown.
-pub(super) async fn sleep_until(at: DateTime<Utc>, ctx: &SourceContext) -> bool {
-    loop {
-        let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        if left.is_zero() {
-            return true;
-        }
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => return false,
-            _ = ctx.control.run_requested() => {
-                info!("MISP run started now at the operator's request");
-                return true;
-            }
-            _ = tokio::time::sleep(left.min(Duration::from_secs(60))) => {}
-        }
-    }
-}
-
 #[async_trait]
 impl Source for MispSource {
     fn name(&self) -> &'static str {
@@ -497,21 +487,29 @@ impl Source for MispSource {
                 Err(e) => Err(e.into_source_error()),
             };
         }
-        info!(schedule = %self.schedule.describe(), "MISP source started");
+        let mut schedule = self.current_schedule(&ctx).await;
+        info!(schedule = %schedule.describe(), "MISP source started");
         let mut retry_at: Option<DateTime<Utc>> = None;
         loop {
+            let latest = self.current_schedule(&ctx).await;
+            if latest != schedule {
+                info!(old = %schedule.describe(), new = %latest.describe(), "MISP schedule changed in the console");
+                schedule = latest;
+            }
             let next = retry_at.unwrap_or_else(|| {
                 let last = mem
                     .started_local
                     .or_else(|| mem.mark.and_then(|m| m.last_run_time()));
-                self.schedule.next_run(last, Utc::now())
+                schedule.next_run(last, Utc::now())
             });
             if next > Utc::now() {
                 info!(at = %next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "next MISP run");
             }
             ctx.control.set_next_run(Some(next));
-            if !sleep_until(next, &ctx).await {
-                return Ok(());
+            match wait_until(next, &ctx).await {
+                Wake::Due => {}
+                Wake::SettingsChanged => continue,
+                Wake::Shutdown => return Ok(()),
             }
             ctx.control.set_next_run(None);
             // The run's log starts here (the pipeline ends it once it recorded the run).
