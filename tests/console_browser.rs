@@ -1,12 +1,16 @@
 //! The web console in a real browser (Debian's Chromium, headless, through chromedriver and
 //! fantoccini): after a fixture run of the file source, log in, compare the dashboard with
-//! `iocsync runs --json`, and screenshot every page (target/console-screenshots/, docs/console/).
-//! Without chromedriver the test prints why it is skipped, unless IOCSYNC_BROWSER_TESTS=1.
+//! `iocsync runs --json`, and screenshot every page (target/console-screenshots/, docs/console/);
+//! toggle a MISP feed in the console of `iocsync run` and see it in `iocsync misp feeds`; press
+//! Stop and Resume during a file run and find every IOC in the JSONL sink once.
+//! Without chromedriver the tests print why they are skipped, unless IOCSYNC_BROWSER_TESTS=1.
 
 mod common;
+#[path = "fakes/misp.rs"]
+mod misp_fake;
 
 use common::*;
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder, Locator};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,19 +56,105 @@ fn env_for(cmd: &mut Command, dir: &Path) {
         .env("IOCSYNC_PIPELINE_LINGER", "20ms");
 }
 
+/// One browser test at a time: two Chromiums on a small CI machine only slow each other down.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// chromedriver, or `None` after saying why the test is skipped (a failure with
+/// IOCSYNC_BROWSER_TESTS=1).
+fn driver_or_skip() -> Option<PathBuf> {
+    let driver = chromedriver();
+    if driver.is_none() {
+        if std::env::var("IOCSYNC_BROWSER_TESTS").as_deref() == Ok("1") {
+            panic!("IOCSYNC_BROWSER_TESTS=1 but chromedriver is not installed (apt-get install chromium chromium-driver)");
+        }
+        eprintln!("skipped: chromedriver not found (apt-get install chromium chromium-driver; IOCSYNC_BROWSER_TESTS=1 makes this a failure)");
+    }
+    driver
+}
+
+/// A headless Chromium session at 1280×800 (and the chromedriver serving it).
+async fn browser(driver: &Path) -> (Client, Kill) {
+    let wd_port = free_port();
+    let kill = Kill(
+        Command::new(driver)
+            .arg(format!("--port={wd_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver"),
+    );
+    wait_port(wd_port);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"]
+        }),
+    );
+    // fantoccini's rustls finds both ring and aws-lc-rs in the build: pick one (the session is plain HTTP).
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let b = ClientBuilder::rustls()
+        .expect("tls")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{wd_port}"))
+        .await
+        .expect("webdriver session");
+    (b, kill)
+}
+
+async fn log_in(b: &Client, base: &str) {
+    b.goto(&format!("{base}/login")).await.expect("login page");
+    b.find(Locator::Css("input[name=user]"))
+        .await
+        .expect("user")
+        .send_keys("admin")
+        .await
+        .expect("type");
+    b.find(Locator::Css("input[name=password]"))
+        .await
+        .expect("password")
+        .send_keys(PASSWORD)
+        .await
+        .expect("type");
+    b.find(Locator::Css("button[type=submit]"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("submit");
+    b.wait()
+        .for_element(Locator::Css("form.logout"))
+        .await
+        .expect("logged in");
+}
+
+fn console_env(cmd: &mut Command, port: u16) {
+    cmd.env("IOCSYNC_CONSOLE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("IOCSYNC_CONSOLE_USER", "admin")
+        .env("IOCSYNC_CONSOLE_PASSWORD", PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+}
+
+fn screenshots() -> (PathBuf, PathBuf) {
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+    std::fs::create_dir_all(&shots).expect("dir");
+    std::fs::create_dir_all(&docs).expect("dir");
+    (shots, docs)
+}
+
 fn stat_xpath(label: &str) -> String {
     format!("//div[@class='stat'][span[@class='label' and text()='{label}']]/span[@class='value']")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_matches_runs_and_every_page_renders() {
-    let Some(driver) = chromedriver() else {
-        if std::env::var("IOCSYNC_BROWSER_TESTS").as_deref() == Ok("1") {
-            panic!("IOCSYNC_BROWSER_TESTS=1 but chromedriver is not installed (apt-get install chromium chromium-driver)");
-        }
-        eprintln!("skipped: chromedriver not found (apt-get install chromium chromium-driver; IOCSYNC_BROWSER_TESTS=1 makes this a failure)");
+    let Some(driver) = driver_or_skip() else {
         return;
     };
+    let _one_at_a_time = BROWSER.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut run = iocsync(dir.path());
     run.arg("run");
@@ -90,63 +180,15 @@ async fn dashboard_matches_runs_and_every_page_renders() {
 
     let port = free_port();
     let mut console = iocsync(dir.path());
-    console
-        .arg("console")
-        .env("IOCSYNC_CONSOLE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("IOCSYNC_CONSOLE_USER", "admin")
-        .env("IOCSYNC_CONSOLE_PASSWORD", PASSWORD)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    console.arg("console");
+    console_env(&mut console, port);
     env_for(&mut console, dir.path());
     let _console = Kill(console.spawn().expect("iocsync console"));
     wait_port(port);
 
-    let wd_port = free_port();
-    let _driver = Kill(
-        Command::new(driver)
-            .arg(format!("--port={wd_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver"),
-    );
-    wait_port(wd_port);
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"]
-        }),
-    );
-    // fantoccini's rustls finds both ring and aws-lc-rs in the build: pick one (the session is plain HTTP).
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-    let b = ClientBuilder::rustls()
-        .expect("tls")
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{wd_port}"))
-        .await
-        .expect("webdriver session");
+    let (b, _driver) = browser(&driver).await;
     let base = format!("http://127.0.0.1:{port}");
-    b.goto(&format!("{base}/login")).await.expect("login page");
-    b.find(Locator::Css("input[name=user]"))
-        .await
-        .expect("user")
-        .send_keys("admin")
-        .await
-        .expect("type");
-    b.find(Locator::Css("input[name=password]"))
-        .await
-        .expect("password")
-        .send_keys(PASSWORD)
-        .await
-        .expect("type");
-    b.find(Locator::Css("button[type=submit]"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("submit");
+    log_in(&b, &base).await;
     let read = |label: &'static str| {
         let b = b.clone();
         async move {
@@ -164,10 +206,7 @@ async fn dashboard_matches_runs_and_every_page_renders() {
     );
     assert_eq!(read("Pushed, last run").await, pushed.to_string());
 
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console");
-    std::fs::create_dir_all(&shots).expect("dir");
-    std::fs::create_dir_all(&docs).expect("dir");
+    let (shots, docs) = screenshots();
     b.goto(&format!("{base}/runs")).await.expect("runs");
     let run_id = b
         .find(Locator::Css("table a"))
@@ -184,7 +223,6 @@ async fn dashboard_matches_runs_and_every_page_renders() {
         ("runs", "/runs".into()),
         ("run", run_id),
         ("iocs", "/iocs?kind=ipv4".into()),
-        ("settings", "/settings".into()),
     ];
     for (name, path) in &pages {
         b.goto(&format!("{base}{path}")).await.expect("page");
@@ -206,4 +244,177 @@ async fn dashboard_matches_runs_and_every_page_renders() {
     std::fs::write(shots.join("dashboard-phone.png"), &png).expect("write");
     std::fs::write(docs.join("dashboard-phone.png"), &png).expect("write");
     b.close().await.expect("close");
+}
+
+fn misp_env(cmd: &mut Command, misp_url: &str, dir: &Path) {
+    cmd.env("MISP_URL", format!("{misp_url}/"))
+        .env("MISP_KEY", misp_fake::KEY)
+        .env("MISP_INTERVAL", "1h")
+        .env("IOCSYNC_STATE_DIR", dir.join("state"))
+        .env("IOCSYNC_JSONL_PATH", dir.join("out/iocs.jsonl"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feed_toggled_in_the_console_shows_in_misp_feeds() {
+    let Some(driver) = driver_or_skip() else {
+        return;
+    };
+    let _one_at_a_time = BROWSER.lock().await;
+    let fake = misp_fake::FakeMisp::start().await;
+    let one = fake.add_event("CIRCL import", 1, &[]);
+    let two = fake.add_event("Botvrij import", 1, &[]);
+    fake.add_feed(1, "CIRCL OSINT Feed", one, 0, 0);
+    fake.add_feed(2, "The Botvrij.eu Data", two, 0, 0);
+    fake.add_feed(3, "abuse.ch URLhaus", 0, 0, 0);
+    fake.add_at(one, "ip-dst", "10.0.0.1", true, misp_fake::now() - 60);
+    fake.add_at(two, "ip-dst", "10.0.0.2", true, misp_fake::now() - 60);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut daemon = iocsync(dir.path());
+    daemon.arg("run").env("IOCSYNC_CONSOLE_ENABLED", "true");
+    misp_env(&mut daemon, fake.url(), dir.path());
+    console_env(&mut daemon, port);
+    let _daemon = Kill(daemon.spawn().expect("iocsync run"));
+    wait_port(port);
+
+    let (b, _driver) = browser(&driver).await;
+    let base = format!("http://127.0.0.1:{port}");
+    log_in(&b, &base).await;
+    b.goto(&format!("{base}/settings")).await.expect("settings");
+    b.find(Locator::Css("tr[data-feed='2'] button[value='no']"))
+        .await
+        .expect("feed 2's Disable button")
+        .click()
+        .await
+        .expect("click");
+    // Only a console toggle has a "Use config" button: the page after the POST.
+    b.wait()
+        .for_element(Locator::Css("tr[data-feed='2'] button[value='config']"))
+        .await
+        .expect("feed 2 toggled in the console");
+    let state = b
+        .find(Locator::Css("tr[data-feed='2'] td.pushed"))
+        .await
+        .expect("cell")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(state, "disabled");
+
+    let mut feeds = iocsync(dir.path());
+    feeds.args(["misp", "feeds", "--json"]);
+    misp_env(&mut feeds, fake.url(), dir.path());
+    let out = output_within(feeds.into(), Duration::from_secs(60)).await;
+    assert_success(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let row = |id: &str| {
+        report["feeds"]
+            .as_array()
+            .expect("feeds")
+            .iter()
+            .find(|f| f["id"] == id)
+            .cloned()
+            .expect("feed row")
+    };
+    assert_eq!(row("2")["pushed_by_iocsync"], false);
+    assert_eq!(row("2")["decided_by"], "console");
+    assert!(row("2")["toggled_by"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("admin at ")));
+    assert_eq!(row("1")["pushed_by_iocsync"], true);
+    assert_eq!(row("1")["decided_by"], "default");
+
+    let (shots, docs) = screenshots();
+    b.goto(&format!("{base}/settings")).await.expect("settings");
+    let png = b.screenshot().await.expect("screenshot");
+    std::fs::write(shots.join("settings.png"), &png).expect("write");
+    std::fs::write(docs.join("settings.png"), &png).expect("write");
+    b.set_window_size(390, 844).await.expect("phone size");
+    b.goto(&format!("{base}/settings")).await.expect("settings");
+    let png = b.screenshot().await.expect("screenshot");
+    std::fs::write(shots.join("settings-phone.png"), &png).expect("write");
+    b.close().await.expect("close");
+}
+
+fn jsonl_lines(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("out/iocs.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_and_resume_during_a_file_run_lose_and_repeat_nothing() {
+    let Some(driver) = driver_or_skip() else {
+        return;
+    };
+    let _one_at_a_time = BROWSER.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut run = iocsync(dir.path());
+    run.arg("run").env("IOCSYNC_CONSOLE_ENABLED", "true");
+    env_for(&mut run, dir.path());
+    // One event per batch, each committed on its own: the run lasts long enough to be stopped.
+    run.env("IOCSYNC_PIPELINE_BATCH_EVENTS", "1")
+        .env("IOCSYNC_PIPELINE_LINGER", "0s");
+    console_env(&mut run, port);
+    let mut daemon = Kill(run.spawn().expect("iocsync run"));
+    wait_port(port);
+
+    let (b, _driver) = browser(&driver).await;
+    let base = format!("http://127.0.0.1:{port}");
+    log_in(&b, &base).await;
+    b.goto(&format!("{base}/live")).await.expect("live");
+    let end = Instant::now() + Duration::from_secs(60);
+    while jsonl_lines(dir.path()) == 0 {
+        assert!(Instant::now() < end, "no record written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.find(Locator::Css("form[action='/control/stop'] button"))
+        .await
+        .expect("Stop")
+        .click()
+        .await
+        .expect("click");
+    b.wait()
+        .for_element(Locator::XPath("//p[contains(., 'Worker file: paused')]"))
+        .await
+        .expect("the page shows the worker paused");
+    // The batch in flight settles; then nothing more is written while paused.
+    let mut at_pause = jsonl_lines(dir.path());
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = jsonl_lines(dir.path());
+        if now == at_pause {
+            break;
+        }
+        at_pause = now;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(jsonl_lines(dir.path()), at_pause, "written while paused");
+    assert!(
+        daemon.0.try_wait().expect("status").is_none(),
+        "the run ended before Stop: it was not stopped midway"
+    );
+    b.find(Locator::Css("form[action='/control/resume'] button"))
+        .await
+        .expect("Resume")
+        .click()
+        .await
+        .expect("click");
+    let end = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().expect("status") {
+            break status;
+        }
+        assert!(Instant::now() < end, "the resumed run did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "iocsync run: {status:?}");
+    assert!(jsonl_lines(dir.path()) > at_pause, "resumed: more records");
+    // `jsonl_live_set` also fails on a value created twice without a delete in between.
+    assert_eq!(
+        jsonl_live_set(&read_jsonl(&dir.path().join("out/iocs.jsonl"))),
+        read_expected(&fixture("opencti/expected-live.tsv"))
+    );
+    let _ = b.close().await;
 }
