@@ -336,6 +336,17 @@ async fn a_feed_toggled_in_the_console_shows_in_misp_feeds() {
     b.close().await.expect("close");
 }
 
+/// An argon2id PHC string of [`PASSWORD`] with the smallest parameters: verified in microseconds.
+fn cheap_hash() -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(8, 1, 1, None).expect("params");
+    let salt = SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").expect("salt");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(PASSWORD.as_bytes(), &salt)
+        .expect("hash")
+        .to_string()
+}
+
 fn jsonl_lines(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("out/iocs.jsonl"))
         .map(|t| t.lines().count())
@@ -348,6 +359,9 @@ async fn stop_and_resume_during_a_file_run_lose_and_repeat_nothing() {
         return;
     };
     let _one_at_a_time = BROWSER.lock().await;
+    // The browser is up before the run starts, and the login is checked against a cheap hash:
+    // the run (seconds) is then still early when Stop is pressed, however fast the machine.
+    let (b, _driver) = browser(&driver).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let mut run = iocsync(dir.path());
@@ -357,10 +371,11 @@ async fn stop_and_resume_during_a_file_run_lose_and_repeat_nothing() {
     run.env("IOCSYNC_PIPELINE_BATCH_EVENTS", "1")
         .env("IOCSYNC_PIPELINE_LINGER", "0s");
     console_env(&mut run, port);
+    run.env_remove("IOCSYNC_CONSOLE_PASSWORD")
+        .env("IOCSYNC_CONSOLE_PASSWORD_HASH", cheap_hash());
     let mut daemon = Kill(run.spawn().expect("iocsync run"));
     wait_port(port);
 
-    let (b, _driver) = browser(&driver).await;
     let base = format!("http://127.0.0.1:{port}");
     log_in(&b, &base).await;
     b.goto(&format!("{base}/live")).await.expect("live");
