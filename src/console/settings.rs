@@ -46,6 +46,8 @@ pub struct MispView {
     pub schedule_form: ScheduleSetting,
     /// The console's schedule, when set (else the config's applies).
     pub schedule_override: Option<ScheduleOverride>,
+    /// Why the console's schedule is not in force (the config changed under it since).
+    pub schedule_problem: Option<String>,
     /// The checkpoint's `last_run_time` (RFC 3339), when a run was acknowledged.
     pub last_run_time: Option<String>,
     /// The console's `last_run_time`, when set.
@@ -123,8 +125,13 @@ pub fn view(
         None => Overrides::default(),
     };
     let mut misp = cfg.misp.clone();
+    let mut schedule_problem = None;
     if let Some(o) = &overrides.schedule {
-        if let Ok(applied) = o.schedule.apply(&cfg.misp) {
+        if let Err((key, message)) = o.schedule.schedule(&cfg.misp) {
+            schedule_problem = Some(format!(
+                "the console's schedule is not valid with this config ({key}: {message}): the config's applies"
+            ));
+        } else if let Ok(applied) = o.schedule.apply(&cfg.misp) {
             misp = applied;
             for r in rows.iter_mut().filter(|r| {
                 [
@@ -172,6 +179,7 @@ pub fn view(
             schedule: misp.schedule().describe(),
             schedule_form: form_of(&misp),
             schedule_override: overrides.schedule,
+            schedule_problem,
             last_run_time: mark.map(|m| rfc3339(m.last_run)),
             last_run_override: overrides.last_run,
             feeds,
@@ -283,5 +291,47 @@ mod tests {
             .expect("state.dir");
         assert_eq!(dir.source, "default");
         assert!(rows.iter().all(|r| !r.value.contains("misp-key-0123")));
+    }
+
+    #[test]
+    fn console_values_show_as_console_and_a_bad_one_leaves_the_config() {
+        use crate::sources::misp::overrides::{Stamp, SCHEDULE_KEY};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(dir.path()).expect("state");
+        let env = vec![("MISP_URL".to_string(), "https://misp.example".to_string())];
+        let cfg = Config::load(None, env).expect("load");
+        let base = effective(&cfg, None, &["MISP_URL".into()]);
+        let store = |every: &str| {
+            let o = ScheduleOverride {
+                schedule: ScheduleSetting::Interval {
+                    every: every.into(),
+                },
+                set: Stamp::now("admin"),
+            };
+            state
+                .kv_set(SCHEDULE_KEY, &serde_json::to_string(&o).expect("json"))
+                .expect("kv");
+        };
+        store("20m");
+        let v = view(&cfg, &base, Some(&state), Ok(Vec::new()), true).expect("view");
+        let m = v.misp.expect("misp");
+        assert_eq!(
+            (m.schedule.as_str(), m.schedule_problem),
+            ("every 20m", None)
+        );
+        let row = v
+            .rows
+            .iter()
+            .find(|r| r.key == "misp.interval")
+            .expect("row");
+        assert_eq!((row.value.as_str(), row.source), ("20m", "console"));
+        // Only a damaged or hand-edited state gets here: the config's schedule stays in force.
+        store("soon");
+        let v = view(&cfg, &base, Some(&state), Ok(Vec::new()), true).expect("view");
+        let m = v.misp.expect("misp");
+        assert_eq!(m.schedule, "every 1h");
+        assert!(m
+            .schedule_problem
+            .is_some_and(|p| p.contains("misp.interval")));
     }
 }

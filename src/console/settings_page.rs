@@ -35,11 +35,12 @@ fn schedule(ctx: &Ctx, m: &MispView, off: bool) -> Markup {
         section #schedule {
             h2 { "MISP schedule" }
             p { "In force: " strong { (m.schedule) } " — "
-                @match &m.schedule_override {
-                    Some(o) => (stamp(&o.set)),
-                    None => span.src { "config" },
+                @match (&m.schedule_override, &m.schedule_problem) {
+                    (Some(o), None) => (stamp(&o.set)),
+                    _ => span.src { "config" },
                 }
             }
+            @if let Some(p) = &m.schedule_problem { p.error { (p) } }
             form.edit method="post" action="/settings/misp/schedule" {
                 (hidden_csrf(ctx))
                 fieldset disabled[off] {
