@@ -6,6 +6,7 @@
 #[path = "fakes/sekoia.rs"]
 mod sekoia_fake;
 
+use iocsync::config::Valid;
 use iocsync::ioc::{Ioc, IocKind};
 use iocsync::model::IocMeta;
 use iocsync::remote::RemoteFailure;
@@ -29,8 +30,13 @@ fn cfg(fake: &FakeSekoia) -> SekoiaConfig {
     }
 }
 
+/// The section validated, as the loader does.
+fn valid(cfg: &SekoiaConfig) -> Valid<SekoiaConfig> {
+    Valid::new(cfg.clone()).expect("valid sekoia_intel section")
+}
+
 fn sink(cfg: &SekoiaConfig) -> SekoiaSink {
-    SekoiaSink::new(cfg, "OpenCTI").expect("sink")
+    SekoiaSink::new(&valid(cfg), "OpenCTI").expect("sink")
 }
 
 fn change(op: ChangeOp, kind: IocKind, value: &str, indicator: &str) -> Change {
@@ -1127,8 +1133,13 @@ async fn the_key_never_appears_in_errors_or_logs() {
     let mut c = cfg(&fake);
     c.timeout = Duration::from_millis(300);
     let s = sink(&c);
-    let client = SekoiaClient::new(&c).expect("client");
-    let mut texts = vec![format!("{s:?}"), format!("{client:?}"), format!("{c:?}")];
+    let client = SekoiaClient::new(&valid(&c)).expect("client");
+    let mut texts = vec![
+        format!("{s:?}"),
+        format!("{client:?}"),
+        format!("{c:?}"),
+        format!("{:?}", valid(&c)),
+    ];
     texts.push(serde_json::to_string(&c).expect("config json"));
     let mut batch = mixed_batch();
     batch.push(delete(
@@ -1164,11 +1175,7 @@ async fn the_key_never_appears_in_errors_or_logs() {
     ));
     let mut bad = c.clone();
     bad.ioc_collection_uuid = Some("nope".into());
-    texts.push(
-        SekoiaSink::new(&bad, "OpenCTI")
-            .expect_err("config")
-            .to_string(),
-    );
+    texts.push(Valid::new(bad).expect_err("config").to_string());
     let logged = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
     assert!(
         logged.contains("sekoia rejected an IOC"),
@@ -1182,15 +1189,16 @@ async fn the_key_never_appears_in_errors_or_logs() {
 }
 
 #[tokio::test]
-async fn new_refuses_bad_config_and_updates_are_no_ops() {
+async fn bad_config_never_validates_and_updates_are_no_ops() {
     let fake = start().await;
     let mut c = cfg(&fake);
     c.batch_size = 500;
-    let err = SekoiaSink::new(&c, "OpenCTI").expect_err("batch over 100");
+    let err = Valid::new(c).expect_err("batch over 100");
     assert!(err.to_string().contains("sekoia_intel.batch_size"), "{err}");
     let mut c = cfg(&fake);
     c.apikey = None;
-    assert!(SekoiaClient::new(&c).is_err());
+    let err = Valid::new(c).expect_err("no key");
+    assert!(err.to_string().contains("sekoia_intel.apikey"), "{err}");
 
     let s = sink(&cfg(&fake));
     assert!(!s.supports_update());
@@ -1454,7 +1462,7 @@ mod fake_rules {
     async fn injects_every_kth_failure() {
         let fake = start().await;
         fake.fail_every(2, Failure::Status(500));
-        let client = SekoiaClient::new(&cfg(&fake)).expect("client");
+        let client = SekoiaClient::new(&valid(&cfg(&fake))).expect("client");
         let mut statuses = Vec::new();
         for _ in 0..4 {
             statuses.push(

@@ -4,6 +4,7 @@
 #[path = "fakes/sentinelone.rs"]
 mod sentinelone_fake;
 
+use iocsync::config::Valid;
 use iocsync::ioc::{Ioc, IocKind};
 use iocsync::model::IocMeta;
 use iocsync::remote::RemoteFailure;
@@ -28,8 +29,13 @@ fn cfg(fake: &FakeS1) -> SentinelOneConfig {
     }
 }
 
+/// The section validated, as the loader does.
+fn valid(cfg: &SentinelOneConfig) -> Valid<SentinelOneConfig> {
+    Valid::new(cfg.clone()).expect("valid sentinelone_intel section")
+}
+
 fn sink(cfg: &SentinelOneConfig) -> SentinelOneSink {
-    SentinelOneSink::new(cfg, "OpenCTI").expect("sink")
+    SentinelOneSink::new(&valid(cfg), "OpenCTI").expect("sink")
 }
 
 fn change(op: ChangeOp, kind: IocKind, value: &str, indicator: &str) -> Change {
@@ -693,7 +699,7 @@ async fn lists_across_cursor_pages() {
     let fake = start().await;
     seed(&fake, 25);
     fake.set_page_cap(10);
-    let client = SentinelOneClient::new(&cfg(&fake)).expect("client");
+    let client = SentinelOneClient::new(&valid(&cfg(&fake))).expect("client");
 
     let all = client
         .list_all(&ListQuery::default(), None)
@@ -753,7 +759,7 @@ async fn lists_across_cursor_pages() {
 async fn client_deletes_by_filter_and_refuses_unbounded() {
     let fake = start().await;
     seed(&fake, 3);
-    let client = SentinelOneClient::new(&cfg(&fake)).expect("client");
+    let client = SentinelOneClient::new(&valid(&cfg(&fake))).expect("client");
     let n = client
         .delete_where(&iocsync::sinks::sentinelone::DeleteFilter {
             value: Some("d1.example".into()),
@@ -777,9 +783,14 @@ async fn the_token_never_appears_in_errors() {
     let mut c = cfg(&fake);
     c.timeout = Duration::from_millis(300);
     let s = sink(&c);
-    let client = SentinelOneClient::new(&c).expect("client");
+    let client = SentinelOneClient::new(&valid(&c)).expect("client");
     let batch = mixed_batch();
-    let mut texts = vec![format!("{s:?}"), format!("{client:?}"), format!("{c:?}")];
+    let mut texts = vec![
+        format!("{s:?}"),
+        format!("{client:?}"),
+        format!("{c:?}"),
+        format!("{:?}", valid(&c)),
+    ];
     texts.push(serde_json::to_string(&c).expect("config json"));
     for failure in [
         Some(Failure::RateLimit(Some(1))),
@@ -813,18 +824,22 @@ async fn the_token_never_appears_in_errors() {
 }
 
 #[tokio::test]
-async fn new_refuses_bad_config() {
+async fn bad_config_never_makes_a_valid_section() {
     let fake = start().await;
     let mut c = cfg(&fake);
     c.site_id = Some("5".into());
-    let err = SentinelOneSink::new(&c, "OpenCTI").expect_err("account and site");
+    let err = Valid::new(c).expect_err("account and site");
     assert!(
         err.to_string().contains("sentinelone_intel.site_id"),
         "{err}"
     );
     let mut c = cfg(&fake);
     c.api_key = None;
-    assert!(SentinelOneClient::new(&c).is_err());
+    let err = Valid::new(c).expect_err("no token");
+    assert!(
+        err.to_string().contains("sentinelone_intel.api_key"),
+        "{err}"
+    );
 }
 
 /// Self-tests of the fake's own rules, so other suites can trust it.
@@ -909,7 +924,7 @@ mod fake_rules {
     async fn injects_every_kth_failure() {
         let fake = start().await;
         fake.fail_every(2, Failure::Status(500));
-        let client = SentinelOneClient::new(&cfg(&fake)).expect("client");
+        let client = SentinelOneClient::new(&valid(&cfg(&fake))).expect("client");
         let statuses: Vec<u16> = {
             let mut v = Vec::new();
             for _ in 0..4 {

@@ -3,7 +3,7 @@
 //! last run (the counts the MISP source stores in the state at the end of every run).
 
 use crate::app::AppError;
-use crate::config::{Config, ConfigError, Problem};
+use crate::config::{Config, ConfigError, Problem, Valid};
 use crate::sources::misp::{FeedCounts, FeedIndex, MispClient, MispError, FEED_COUNTS_KEY};
 use crate::state::State;
 use clap::Subcommand;
@@ -62,16 +62,8 @@ fn auth_or_other(e: MispError) -> AppError {
 
 /// Builds the report: feeds from the server, counts from the state.
 pub async fn feeds_report(cfg: &Config) -> Result<FeedsReport, AppError> {
-    let problems: Vec<Problem> = cfg
-        .misp
-        .validate()
-        .into_iter()
-        .map(|(key, message)| Problem { key, message })
-        .collect();
-    if !problems.is_empty() {
-        return Err(AppError::Config(ConfigError::Invalid(problems)));
-    }
-    let client = MispClient::new(&cfg.misp).map_err(|e| match e {
+    let section = Valid::new(cfg.misp.clone())?;
+    let client = MispClient::new(&section).map_err(|e| match e {
         MispError::Setup(e) => AppError::Config(ConfigError::Invalid(vec![Problem {
             key: e.key().to_string(),
             message: format!("misp: {e}"),

@@ -7,6 +7,7 @@
 
 use super::mapping::SUPPORTED_TYPES;
 use super::schedule::{parse_time_of_day, Schedule};
+use crate::config::Section;
 use crate::lenient::{lenient_opt_string, Scalar};
 use crate::remote::{base_url_problem, is_placeholder};
 use crate::secret::Secret;
@@ -272,6 +273,33 @@ impl MispConfig {
             }
         }
         out.into_iter().map(|(k, m)| (k.to_string(), m)).collect()
+    }
+}
+
+/// What a valid `misp` section establishes.
+#[derive(Debug, Clone)]
+pub struct MispFacts {
+    /// The server base URL, trimmed, an http(s) URL without a query.
+    pub url: String,
+    /// The auth key, not blank, no placeholder, no spaces.
+    pub key: Secret,
+    /// When runs start.
+    pub schedule: Schedule,
+}
+
+impl Section for MispConfig {
+    type Facts = MispFacts;
+
+    fn check(&self) -> Result<MispFacts, Vec<(String, String)>> {
+        let problems = self.validate();
+        match (&self.url, &self.key, self.schedule_checked()) {
+            (Some(url), Some(key), Ok(schedule)) if problems.is_empty() => Ok(MispFacts {
+                url: url.trim().to_string(),
+                key: key.clone(),
+                schedule,
+            }),
+            _ => Err(problems),
+        }
     }
 }
 
