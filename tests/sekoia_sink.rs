@@ -5,16 +5,20 @@
 
 #[path = "fakes/sekoia.rs"]
 mod sekoia_fake;
+#[path = "common/sink.rs"]
+mod sink_harness;
 
 use iocsync::config::Valid;
-use iocsync::ioc::{Ioc, IocKind};
-use iocsync::model::IocMeta;
+use iocsync::ioc::IocKind;
 use iocsync::remote::RemoteFailure;
 use iocsync::secret::Secret;
 use iocsync::sinks::sekoia::{SekoiaClient, SekoiaConfig, SekoiaSink};
 use iocsync::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use sekoia_fake::{collection_id, days_from_now, start, Failure, FakeSekoia, COLLECTION, TOKEN};
 use serde_json::{json, Value};
+use sink_harness::{
+    change, create, created, delete, id_of, is_applied, nothing, run_cases, Case, Expect,
+};
 use std::time::Duration;
 
 const LINK: &str = "https://cti.example/dashboard/observations/indicators/{id}";
@@ -37,54 +41,6 @@ fn valid(cfg: &SekoiaConfig) -> Valid<SekoiaConfig> {
 
 fn sink(cfg: &SekoiaConfig) -> SekoiaSink {
     SekoiaSink::new(&valid(cfg), "OpenCTI").expect("sink")
-}
-
-fn change(op: ChangeOp, kind: IocKind, value: &str, indicator: &str) -> Change {
-    Change {
-        intent_id: 1,
-        op,
-        ioc: Ioc {
-            kind,
-            value: value.into(),
-        },
-        indicator_id: indicator.into(),
-        remote_id: None,
-        meta: IocMeta {
-            name: Some(format!("name of {value}")),
-            source_internal_id: Some(format!("internal-{indicator}")),
-            ..Default::default()
-        },
-    }
-}
-
-fn create(kind: IocKind, value: &str, indicator: &str) -> Change {
-    change(ChangeOp::Create, kind, value, indicator)
-}
-
-fn delete(kind: IocKind, value: &str, indicator: &str, remote_id: Option<&str>) -> Change {
-    let mut c = change(ChangeOp::Delete, kind, value, indicator);
-    c.remote_id = remote_id.map(str::to_string);
-    c
-}
-
-fn id_of(o: &Outcome) -> String {
-    match o {
-        Outcome::Applied {
-            remote_id: Some(id),
-        } => id.clone(),
-        other => panic!("expected Applied with an id, got {other:?}"),
-    }
-}
-
-fn is_applied(o: &Outcome) -> bool {
-    matches!(o, Outcome::Applied { .. })
-}
-
-fn retry_parts(o: &Outcome) -> (Option<Duration>, &SinkError) {
-    match o {
-        Outcome::Retry { after, error } => (*after, error),
-        other => panic!("expected Retry, got {other:?}"),
-    }
 }
 
 fn revoked(fake: &FakeSekoia, id: &str) -> bool {
@@ -405,10 +361,7 @@ async fn batches_at_most_one_hundred_per_import() {
 async fn revokes_by_stored_id() {
     let fake = start().await;
     let s = sink(&cfg(&fake));
-    let out = s
-        .apply(&[create(IocKind::Domain, "gone.example", "indicator--g")])
-        .await;
-    let id = id_of(&out[0]);
+    let id = created(&s, IocKind::Domain, "gone.example", "indicator--g").await;
     fake.clear_journal();
 
     let out = s
@@ -454,10 +407,7 @@ async fn revokes_by_stored_id() {
     assert!(again.iter().all(is_applied), "{again:?}");
 
     // A revoke Sekoia refuses as such is dead-lettered, and does not stop the next one.
-    let out = s
-        .apply(&[create(IocKind::Domain, "next.example", "indicator--n")])
-        .await;
-    let next = id_of(&out[0]);
+    let next = created(&s, IocKind::Domain, "next.example", "indicator--n").await;
     fake.fail_next(1, Failure::Status(400));
     let out = s
         .apply(&[
@@ -533,10 +483,7 @@ async fn revoke_by_lookup_touches_only_our_exact_live_item() {
     let longer = fake.insert("x.shared.example", "[iocsync:indicator--s]", false);
     let old = fake.insert("shared.example", "old [iocsync:indicator--s]", true);
     let sibling = fake.insert("shared.example", "[iocsync:indicator--s2]", false);
-    let out = s
-        .apply(&[create(IocKind::Domain, "shared.example", "indicator--s")])
-        .await;
-    let ours = id_of(&out[0]);
+    let ours = created(&s, IocKind::Domain, "shared.example", "indicator--s").await;
     fake.clear_journal();
 
     let out = s
@@ -589,10 +536,7 @@ async fn lookup_pages_through_many_matches() {
             i % 2 == 0,
         );
     }
-    let out = s
-        .apply(&[create(IocKind::Domain, "paged.example", "indicator--p")])
-        .await;
-    let ours = id_of(&out[0]);
+    let ours = created(&s, IocKind::Domain, "paged.example", "indicator--p").await;
     fake.clear_journal();
     let out = s
         .apply(&[delete(
@@ -728,10 +672,7 @@ async fn an_overlong_source_name_is_cut_not_rejected() {
     let mut c = cfg(&fake);
     c.source_name = Some("x".repeat(900));
     let s = sink(&c);
-    let out = s
-        .apply(&[create(IocKind::Domain, "long.example", "indicator--l")])
-        .await;
-    let id = id_of(&out[0]);
+    let id = created(&s, IocKind::Domain, "long.example", "indicator--l").await;
     let desc = fake.item(&id).expect("item")["description"]
         .as_str()
         .expect("description")
@@ -756,10 +697,7 @@ async fn instances_sharing_a_collection_never_revoke_each_other() {
     assert_eq!(sinks[0].marker(), "[iocsync:opencti-prod]");
     let mut ids = Vec::new();
     for s in &sinks {
-        let out = s
-            .apply(&[create(IocKind::Domain, "twice.example", "indicator--t")])
-            .await;
-        ids.push(id_of(&out[0]));
+        ids.push(created(s, IocKind::Domain, "twice.example", "indicator--t").await);
     }
     assert_ne!(ids[0], ids[1]);
     let desc = fake.item(&ids[1]).expect("item")["description"].clone();
@@ -798,135 +736,146 @@ async fn instances_sharing_a_collection_never_revoke_each_other() {
     );
 }
 
+/// Rate limits, server errors, resets, timeouts, a failed lookup, a refused key and refused writes:
+/// each a retry with the error the pipeline reads, nothing created meanwhile, and the batch through
+/// afterwards.
 #[tokio::test]
-async fn rate_limits_are_retried_with_retry_after() {
-    let fake = start().await;
-    let s = sink(&cfg(&fake));
-    let batch = every_kind();
-    fake.fail_next(1, Failure::RateLimit(Some(7)));
-    let out = s.apply(&batch).await;
-    for o in &out {
-        let (after, err) = retry_parts(o);
-        assert_eq!(after, Some(Duration::from_secs(7)));
-        assert!(
-            matches!(err, SinkError::RateLimited { sink: "sekoia", .. }),
-            "{err}"
-        );
-    }
-    assert!(fake.items().is_empty());
-
-    fake.fail_next(1, Failure::RateLimit(None));
-    let out = s
-        .apply(&[delete(
-            IocKind::Domain,
-            "x.example",
-            "indicator--x",
-            Some("indicator--1"),
-        )])
-        .await;
-    assert_eq!(retry_parts(&out[0]).0, None);
-    assert!(s.apply(&batch).await.iter().all(is_applied));
-}
-
-#[tokio::test]
-async fn server_errors_resets_and_timeouts_are_retried() {
+async fn failures_are_retries_with_the_error_the_pipeline_reads() {
     let fake = start().await;
     let mut c = cfg(&fake);
     c.timeout = Duration::from_millis(300);
     let s = sink(&c);
-    let batch = vec![create(IocKind::Domain, "x.example", "indicator--x")];
-
-    fake.fail_next(1, Failure::Status(503));
-    let out = s.apply(&batch).await;
-    let (after, err) = retry_parts(&out[0]);
-    assert_eq!(after, None);
-    assert!(
-        matches!(err, SinkError::Http { status: 503, message, .. } if message.contains("Injected failure 503")),
-        "{err}"
-    );
-
-    fake.fail_next(1, Failure::Reset);
-    let err = retry_parts(&s.apply(&batch).await[0]).1.to_string();
-    assert!(err.contains("failed"), "{err}");
-
-    fake.fail_next(1, Failure::Slow(Duration::from_secs(2)));
-    let out = s.apply(&batch).await;
-    assert!(
-        matches!(retry_parts(&out[0]).1, SinkError::Transport { message, .. } if message.contains("timed out")),
-        "{out:?}"
-    );
-
-    // A failed lookup is a retry (not "nothing to revoke"), and stops the rest of the run.
-    fake.fail_next(1, Failure::Status(500));
-    fake.clear_journal();
-    let out = s
-        .apply(&[
-            delete(IocKind::Domain, "x.example", "indicator--x", None),
-            delete(IocKind::Domain, "y.example", "indicator--y", None),
-        ])
-        .await;
-    assert!(matches!(
-        retry_parts(&out[0]).1,
-        SinkError::Http { status: 500, .. }
-    ));
-    // The second change was never attempted: re-sending it cannot duplicate anything.
-    assert!(matches!(retry_parts(&out[1]).1, SinkError::NotSent { .. }));
-    assert_eq!(fake.journal().len(), 1);
+    let one = || vec![create(IocKind::Domain, "x.example", "indicator--x")];
+    let create_and_revoke = || {
+        vec![
+            create(IocKind::Domain, "x.example", "indicator--x"),
+            delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
+        ]
+    };
+    let cases = vec![
+        Case {
+            name: "429 with Retry-After, every item of the batch",
+            fake: |f: &FakeSekoia| f.fail_next(1, Failure::RateLimit(Some(7))),
+            input: every_kind(),
+            expect: vec![Expect::Retry(Some(Duration::from_secs(7)), |e| {
+                matches!(e, SinkError::RateLimited { sink: "sekoia", .. })
+            })],
+            then: |f| assert!(f.items().is_empty()),
+        },
+        Case {
+            name: "429 without Retry-After, on a revoke",
+            fake: |f| f.fail_next(1, Failure::RateLimit(None)),
+            input: vec![delete(
+                IocKind::Domain,
+                "x.example",
+                "indicator--x",
+                Some("indicator--1"),
+            )],
+            expect: vec![Expect::Retry(None, |e| {
+                matches!(e, SinkError::RateLimited { sink: "sekoia", .. })
+            })],
+            then: nothing,
+        },
+        Case {
+            name: "once the limit is gone, the same batch goes through",
+            fake: nothing,
+            input: every_kind(),
+            expect: vec![Expect::Applied],
+            then: nothing,
+        },
+        Case {
+            name: "503",
+            fake: |f| f.fail_next(1, Failure::Status(503)),
+            input: one(),
+            expect: vec![Expect::Retry(None, |e| {
+                matches!(e, SinkError::Http { status: 503, message, .. }
+                    if message.contains("Injected failure 503"))
+            })],
+            then: nothing,
+        },
+        Case {
+            name: "connection reset",
+            fake: |f| f.fail_next(1, Failure::Reset),
+            input: one(),
+            expect: vec![Expect::Retry(None, |e| e.to_string().contains("failed"))],
+            then: nothing,
+        },
+        Case {
+            name: "timeout",
+            fake: |f| f.fail_next(1, Failure::Slow(Duration::from_secs(2))),
+            input: one(),
+            expect: vec![Expect::Retry(
+                None,
+                |e| matches!(e, SinkError::Transport { message, .. } if message.contains("timed out")),
+            )],
+            then: nothing,
+        },
+        Case {
+            // Not "nothing to revoke"; the second change is never attempted, so re-sending it
+            // cannot duplicate anything.
+            name: "a failed lookup is a retry and stops the rest of the run",
+            fake: |f| {
+                f.fail_next(1, Failure::Status(500));
+                f.clear_journal();
+            },
+            input: vec![
+                delete(IocKind::Domain, "x.example", "indicator--x", None),
+                delete(IocKind::Domain, "y.example", "indicator--y", None),
+            ],
+            expect: vec![
+                Expect::Retry(None, |e| matches!(e, SinkError::Http { status: 500, .. })),
+                Expect::Retry(None, |e| matches!(e, SinkError::NotSent { .. })),
+            ],
+            then: |f| assert_eq!(f.journal().len(), 1),
+        },
+        Case {
+            name: "a refused key",
+            fake: |f| f.set_token("another-key"),
+            input: one(),
+            expect: vec![Expect::Retry(None, |e| {
+                e.is_auth()
+                    && matches!(e, SinkError::Auth { status: 401, message, .. }
+                        if message.contains("sekoia_intel.apikey")
+                            && message.contains("invalid or expired"))
+            })],
+            then: |f| f.set_token(TOKEN),
+        },
+        Case {
+            name: "a key without write permission, on creates and revokes",
+            fake: |f| f.deny_writes(true),
+            input: create_and_revoke(),
+            expect: vec![Expect::Retry(None, |e| {
+                matches!(e, SinkError::Permission { status: 403, message, .. }
+                    if message.contains("manage IOC collections"))
+            })],
+            then: |f| f.deny_writes(false),
+        },
+    ];
+    run_cases(&s, &fake, cases).await;
 }
 
 #[tokio::test]
-async fn auth_permission_and_collection_errors_are_named() {
+async fn an_unknown_collection_is_a_config_error_naming_it() {
     let fake = start().await;
-    let s = sink(&cfg(&fake));
-    let batch = vec![create(IocKind::Domain, "x.example", "indicator--x")];
-
-    fake.set_token("another-key");
-    let out = s.apply(&batch).await;
-    let err = retry_parts(&out[0]).1;
-    assert!(err.is_auth());
-    assert!(
-        matches!(err, SinkError::Auth { status: 401, message, .. }
-            if message.contains("sekoia_intel.apikey") && message.contains("invalid or expired")),
-        "{err}"
-    );
-    fake.set_token(TOKEN);
-
-    fake.deny_writes(true);
-    let out = s
-        .apply(&[
-            batch[0].clone(),
-            delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
-        ])
-        .await;
-    for o in &out {
-        let err = retry_parts(o).1;
-        assert!(
-            matches!(err, SinkError::Permission { status: 403, message, .. }
-                if message.contains("manage IOC collections")),
-            "{err}"
-        );
-    }
-    fake.deny_writes(false);
-
     let mut c = cfg(&fake);
     c.ioc_collection_uuid = Some("00000000-0000-4000-8000-000000000000".into());
     let other = sink(&c);
-    let out = other
-        .apply(&[
-            batch[0].clone(),
+    let cases = vec![Case {
+        name: "create and revoke in a collection Sekoia does not know",
+        fake: nothing,
+        input: vec![
+            create(IocKind::Domain, "x.example", "indicator--x"),
             delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
-        ])
-        .await;
-    for o in &out {
-        let err = retry_parts(o).1;
-        assert!(!err.is_auth());
-        assert!(
-            matches!(err, SinkError::Config { key: "sekoia_intel.ioc_collection_uuid", message, .. }
-                if message.contains("ioc-collection--00000000-0000-4000-8000-000000000000")
-                    && message.contains("IOC Collection not found")),
-            "{err}"
-        );
-    }
+        ],
+        expect: vec![Expect::Retry(None, |e| {
+            !e.is_auth()
+                && matches!(e, SinkError::Config { key: "sekoia_intel.ioc_collection_uuid", message, .. }
+                    if message.contains("ioc-collection--00000000-0000-4000-8000-000000000000")
+                        && message.contains("IOC Collection not found"))
+        })],
+        then: nothing,
+    }];
+    run_cases(&other, &fake, cases).await;
 }
 
 #[tokio::test]
@@ -975,15 +924,9 @@ async fn resolve_settles_crash_leftovers() {
     let fake = start().await;
     let s = sink(&cfg(&fake));
     // Created before the crash (ours), a same-value foreign one, and never created.
-    let out = s
-        .apply(&[create(IocKind::Domain, "done.example", "indicator--d")])
-        .await;
-    let done = id_of(&out[0]);
+    let done = created(&s, IocKind::Domain, "done.example", "indicator--d").await;
     fake.insert("lost.example", "someone else's", false);
-    let revoked_id = s
-        .apply(&[create(IocKind::Domain, "rev.example", "indicator--r")])
-        .await;
-    let revoked_id = id_of(&revoked_id[0]);
+    let revoked_id = created(&s, IocKind::Domain, "rev.example", "indicator--r").await;
     s.apply(&[delete(
         IocKind::Domain,
         "rev.example",
@@ -1023,10 +966,7 @@ async fn resolve_settles_crash_leftovers() {
 
     // A value revoked then created again: the pending delete of the first generation (stored id) is
     // done, though a newer indicator of ours holds the value; the newer one is not touched.
-    let again = id_of(
-        &s.apply(&[create(IocKind::Domain, "rev.example", "indicator--r2")])
-            .await[0],
-    );
+    let again = created(&s, IocKind::Domain, "rev.example", "indicator--r2").await;
     let got = s
         .resolve(&[
             delete(
