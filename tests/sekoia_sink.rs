@@ -17,7 +17,8 @@ use iocsync::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use sekoia_fake::{collection_id, days_from_now, start, Failure, FakeSekoia, COLLECTION, TOKEN};
 use serde_json::{json, Value};
 use sink_harness::{
-    change, create, created, delete, id_of, is_applied, nothing, run_cases, Case, Expect,
+    change, create, created, delete, id_of, is_applied, nothing, rate_limited, recovered,
+    run_cases, transport_failures, Case, Expect, Faults,
 };
 use std::time::Duration;
 
@@ -736,6 +737,20 @@ async fn instances_sharing_a_collection_never_revoke_each_other() {
     );
 }
 
+/// The failures the fake Sekoia injects, for the rows both HTTP sinks share.
+fn faults() -> Faults<FakeSekoia> {
+    Faults {
+        sink: "sekoia",
+        rate_limit: |f, after| f.fail_next(1, Failure::RateLimit(after)),
+        status: |f, status| f.fail_next(1, Failure::Status(status)),
+        reset: |f| f.fail_next(1, Failure::Reset),
+        slow: |f| f.fail_next(1, Failure::Slow(Duration::from_secs(2))),
+        status_text: "Injected failure 503",
+        reset_text: "failed",
+        holds_nothing: |f| f.items().is_empty(),
+    }
+}
+
 /// Rate limits, server errors, resets, timeouts, a failed lookup, a refused key and refused writes:
 /// each a retry with the error the pipeline reads, nothing created meanwhile, and the batch through
 /// afterwards.
@@ -746,111 +761,70 @@ async fn failures_are_retries_with_the_error_the_pipeline_reads() {
     c.timeout = Duration::from_millis(300);
     let s = sink(&c);
     let one = || vec![create(IocKind::Domain, "x.example", "indicator--x")];
-    let create_and_revoke = || {
-        vec![
-            create(IocKind::Domain, "x.example", "indicator--x"),
-            delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
-        ]
-    };
-    let cases = vec![
-        Case {
-            name: "429 with Retry-After, every item of the batch",
-            fake: |f: &FakeSekoia| f.fail_next(1, Failure::RateLimit(Some(7))),
-            input: every_kind(),
-            expect: vec![Expect::Retry(Some(Duration::from_secs(7)), |e| {
-                matches!(e, SinkError::RateLimited { sink: "sekoia", .. })
-            })],
-            then: |f| assert!(f.items().is_empty()),
-        },
-        Case {
-            name: "429 without Retry-After, on a revoke",
-            fake: |f| f.fail_next(1, Failure::RateLimit(None)),
-            input: vec![delete(
+    let f = faults();
+    let mut cases = vec![
+        rate_limited(&f, every_kind()),
+        Case::new(
+            "429 without Retry-After, on a revoke",
+            |f: &FakeSekoia| f.fail_next(1, Failure::RateLimit(None)),
+            vec![delete(
                 IocKind::Domain,
                 "x.example",
                 "indicator--x",
                 Some("indicator--1"),
             )],
-            expect: vec![Expect::Retry(None, |e| {
+            vec![Expect::retry(None, |e| {
                 matches!(e, SinkError::RateLimited { sink: "sekoia", .. })
             })],
-            then: nothing,
-        },
-        Case {
-            name: "once the limit is gone, the same batch goes through",
-            fake: nothing,
-            input: every_kind(),
-            expect: vec![Expect::Applied],
-            then: nothing,
-        },
-        Case {
-            name: "503",
-            fake: |f| f.fail_next(1, Failure::Status(503)),
-            input: one(),
-            expect: vec![Expect::Retry(None, |e| {
-                matches!(e, SinkError::Http { status: 503, message, .. }
-                    if message.contains("Injected failure 503"))
-            })],
-            then: nothing,
-        },
-        Case {
-            name: "connection reset",
-            fake: |f| f.fail_next(1, Failure::Reset),
-            input: one(),
-            expect: vec![Expect::Retry(None, |e| e.to_string().contains("failed"))],
-            then: nothing,
-        },
-        Case {
-            name: "timeout",
-            fake: |f| f.fail_next(1, Failure::Slow(Duration::from_secs(2))),
-            input: one(),
-            expect: vec![Expect::Retry(
-                None,
-                |e| matches!(e, SinkError::Transport { message, .. } if message.contains("timed out")),
-            )],
-            then: nothing,
-        },
-        Case {
-            // Not "nothing to revoke"; the second change is never attempted, so re-sending it
-            // cannot duplicate anything.
-            name: "a failed lookup is a retry and stops the rest of the run",
-            fake: |f| {
+        ),
+        recovered(every_kind()),
+    ];
+    cases.extend(transport_failures(&f, one));
+    cases.extend([
+        // Not "nothing to revoke"; the second change is never attempted, so re-sending it cannot
+        // duplicate anything.
+        Case::new(
+            "a failed lookup is a retry and stops the rest of the run",
+            |f: &FakeSekoia| {
                 f.fail_next(1, Failure::Status(500));
                 f.clear_journal();
             },
-            input: vec![
+            vec![
                 delete(IocKind::Domain, "x.example", "indicator--x", None),
                 delete(IocKind::Domain, "y.example", "indicator--y", None),
             ],
-            expect: vec![
-                Expect::Retry(None, |e| matches!(e, SinkError::Http { status: 500, .. })),
-                Expect::Retry(None, |e| matches!(e, SinkError::NotSent { .. })),
+            vec![
+                Expect::retry(None, |e| matches!(e, SinkError::Http { status: 500, .. })),
+                Expect::retry(None, |e| matches!(e, SinkError::NotSent { .. })),
             ],
-            then: |f| assert_eq!(f.journal().len(), 1),
-        },
-        Case {
-            name: "a refused key",
-            fake: |f| f.set_token("another-key"),
-            input: one(),
-            expect: vec![Expect::Retry(None, |e| {
+        )
+        .then(|f| assert_eq!(f.journal().len(), 1)),
+        Case::new(
+            "a refused key",
+            |f: &FakeSekoia| f.set_token("another-key"),
+            one(),
+            vec![Expect::retry(None, |e| {
                 e.is_auth()
                     && matches!(e, SinkError::Auth { status: 401, message, .. }
                         if message.contains("sekoia_intel.apikey")
                             && message.contains("invalid or expired"))
             })],
-            then: |f| f.set_token(TOKEN),
-        },
-        Case {
-            name: "a key without write permission, on creates and revokes",
-            fake: |f| f.deny_writes(true),
-            input: create_and_revoke(),
-            expect: vec![Expect::Retry(None, |e| {
+        )
+        .then(|f| f.set_token(TOKEN)),
+        Case::new(
+            "a key without write permission, on creates and revokes",
+            |f: &FakeSekoia| f.deny_writes(true),
+            vec![
+                create(IocKind::Domain, "x.example", "indicator--x"),
+                delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
+            ],
+            vec![Expect::retry(None, |e| {
                 matches!(e, SinkError::Permission { status: 403, message, .. }
                     if message.contains("manage IOC collections"))
             })],
-            then: |f| f.deny_writes(false),
-        },
-    ];
+        )
+        .then(|f| f.deny_writes(false)),
+    ]);
     run_cases(&s, &fake, cases).await;
 }
 
@@ -860,21 +834,20 @@ async fn an_unknown_collection_is_a_config_error_naming_it() {
     let mut c = cfg(&fake);
     c.ioc_collection_uuid = Some("00000000-0000-4000-8000-000000000000".into());
     let other = sink(&c);
-    let cases = vec![Case {
-        name: "create and revoke in a collection Sekoia does not know",
-        fake: nothing,
-        input: vec![
+    let cases = vec![Case::new(
+        "create and revoke in a collection Sekoia does not know",
+        nothing,
+        vec![
             create(IocKind::Domain, "x.example", "indicator--x"),
             delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
         ],
-        expect: vec![Expect::Retry(None, |e| {
+        vec![Expect::retry(None, |e| {
             !e.is_auth()
                 && matches!(e, SinkError::Config { key: "sekoia_intel.ioc_collection_uuid", message, .. }
                     if message.contains("ioc-collection--00000000-0000-4000-8000-000000000000")
                         && message.contains("IOC Collection not found"))
         })],
-        then: nothing,
-    }];
+    )];
     run_cases(&other, &fake, cases).await;
 }
 

@@ -16,7 +16,10 @@ use iocsync::sinks::sentinelone::{
 use iocsync::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use sentinelone_fake::{start, DetailStyle, Failure, FakeS1, IOCS_PATH, TOKEN};
 use serde_json::{json, Value};
-use sink_harness::{change, create, created, id_of, nothing, run_cases, Case, Expect};
+use sink_harness::{
+    change, create, created, id_of, rate_limited, recovered, run_cases, transport_failures, Case,
+    Expect, Faults,
+};
 use std::time::Duration;
 
 const ACCOUNT: &str = "1001";
@@ -418,6 +421,20 @@ async fn unparseable_detail_is_bisected() {
     assert!(posts > 2 && posts <= 12, "{posts} POSTs");
 }
 
+/// The failures the fake S1 injects, for the rows both HTTP sinks share.
+fn faults() -> Faults<FakeS1> {
+    Faults {
+        sink: "sentinelone",
+        rate_limit: |f, after| f.fail_next(1, Failure::RateLimit(after)),
+        status: |f, status| f.fail_next(1, Failure::Status(status)),
+        reset: |f| f.fail_next(1, Failure::Reset),
+        slow: |f| f.fail_next(1, Failure::Slow(Duration::from_secs(2))),
+        status_text: "",
+        reset_text: "connection",
+        holds_nothing: |f| f.iocs().is_empty(),
+    }
+}
+
 /// Rate limits, server errors, resets, timeouts, a refused token and a refused scope: each a retry
 /// with the error the pipeline reads, nothing created meanwhile, and the batch through afterwards.
 #[tokio::test]
@@ -427,101 +444,59 @@ async fn failures_are_retries_with_the_error_the_pipeline_reads() {
     c.timeout = Duration::from_millis(300);
     let s = sink(&c);
     let one = || vec![create(IocKind::Domain, "x.example", "indicator--x")];
-    let cases = vec![
-        Case {
-            name: "429 with Retry-After, every item of the batch",
-            fake: |f: &FakeS1| f.fail_next(1, Failure::RateLimit(Some(7))),
-            input: every_kind(),
-            expect: vec![Expect::Retry(Some(Duration::from_secs(7)), |e| {
+    let f = faults();
+    let mut cases = vec![
+        rate_limited(&f, every_kind()),
+        Case::new(
+            "429 without Retry-After",
+            |f: &FakeS1| f.fail_next(1, Failure::RateLimit(None)),
+            every_kind()[..1].to_vec(),
+            vec![Expect::retry(None, |e| {
                 matches!(e, SinkError::RateLimited { .. })
             })],
-            then: nothing,
-        },
-        Case {
-            name: "429 without Retry-After",
-            fake: |f| f.fail_next(1, Failure::RateLimit(None)),
-            input: every_kind()[..1].to_vec(),
-            expect: vec![Expect::Retry(None, |e| {
-                matches!(e, SinkError::RateLimited { .. })
-            })],
-            then: |f| assert!(f.iocs().is_empty()),
-        },
-        Case {
-            name: "once the limit is gone, the same batch goes through",
-            fake: nothing,
-            input: every_kind(),
-            expect: vec![Expect::Applied],
-            then: nothing,
-        },
-        Case {
-            name: "503",
-            fake: |f| f.fail_next(1, Failure::Status(503)),
-            input: one(),
-            expect: vec![Expect::Retry(None, |e| {
-                matches!(e, SinkError::Http { status: 503, .. })
-            })],
-            then: nothing,
-        },
-        Case {
-            name: "connection reset",
-            fake: |f| f.fail_next(1, Failure::Reset),
-            input: one(),
-            expect: vec![Expect::Retry(
-                None,
-                |e| matches!(e, SinkError::Transport { message, .. } if message.contains("connection")),
-            )],
-            then: nothing,
-        },
-        Case {
-            name: "timeout",
-            fake: |f| f.fail_next(1, Failure::Slow(Duration::from_secs(2))),
-            input: one(),
-            expect: vec![Expect::Retry(
-                None,
-                |e| matches!(e, SinkError::Transport { message, .. } if message.contains("timed out")),
-            )],
-            then: nothing,
-        },
-        Case {
-            name: "a failed delete lookup is a retry too, not \"already gone\"",
-            fake: |f| f.fail_next(1, Failure::Status(500)),
-            input: vec![change(
+        )
+        .then(|f| assert!(f.iocs().is_empty())),
+        recovered(every_kind()),
+    ];
+    cases.extend(transport_failures(&f, one));
+    cases.extend([
+        Case::new(
+            "a failed delete lookup is a retry too, not \"already gone\"",
+            |f: &FakeS1| f.fail_next(1, Failure::Status(500)),
+            vec![change(
                 ChangeOp::Delete,
                 IocKind::Domain,
                 "x.example",
                 "indicator--x",
             )],
-            expect: vec![Expect::Retry(None, |e| {
+            vec![Expect::retry(None, |e| {
                 matches!(e, SinkError::Http { status: 500, .. })
             })],
-            then: nothing,
-        },
-        Case {
-            name: "a refused token",
-            fake: |f| f.set_token("another-token"),
-            input: one(),
-            expect: vec![Expect::Retry(None, |e| {
+        ),
+        Case::new(
+            "a refused token",
+            |f: &FakeS1| f.set_token("another-token"),
+            one(),
+            vec![Expect::retry(None, |e| {
                 e.is_auth()
                     && matches!(e, SinkError::Auth { status: 401, message, .. }
                         if message.starts_with("SentinelOne rejected the API token")
                             && message.contains("4010010"))
             })],
-            then: nothing,
-        },
-        Case {
-            name: "a multi-scope user",
-            fake: |f| {
+        ),
+        Case::new(
+            "a multi-scope user",
+            |f: &FakeS1| {
                 f.set_token(TOKEN);
                 f.fail_next(1, Failure::MultiScope);
             },
-            input: one(),
-            expect: vec![Expect::Retry(None, |e| {
+            one(),
+            vec![Expect::retry(None, |e| {
                 matches!(e, SinkError::Permission { status: 403, message, .. }
                     if message.contains("multi-scopes") && message.contains("4030010"))
             })],
-            then: nothing,
-        },
-    ];
+        ),
+    ]);
     run_cases(&s, &fake, cases).await;
 }
 
