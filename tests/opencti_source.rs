@@ -375,6 +375,30 @@ async fn a_stalled_connection_is_replaced_by_the_watchdog() {
     );
 }
 
+/// A stream that never sends a byte (not even the `connected` frame or a heartbeat) is dropped
+/// by the watchdog (`opencti.stream_timeout`, 400 ms here, instead of 45 s) and reconnected,
+/// again and again, until the server speaks; nothing is lost meanwhile.
+#[tokio::test]
+async fn a_stream_silent_from_the_start_is_reconnected_by_the_watchdog() {
+    let fake = start_fake().await;
+    let id = fake.push("create", indicator(1));
+    fake.set_stalled(true);
+    let (o, c) = configs(&fake);
+    let started = Instant::now();
+    let mut run = Run::start(&o, &c, None, false);
+    while fake.stream_requests().len() < 3 {
+        assert!(started.elapsed() < WAIT, "the watchdog never fired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() >= o.stream_timeout * 2,
+        "two silent connections were each given the full watchdog time"
+    );
+    fake.set_stalled(false);
+    assert_eq!(run.next_object().await.position, Some(id));
+    run.stop().await.expect("clean stop");
+}
+
 #[tokio::test]
 async fn every_graphql_auth_code_is_an_auth_error() {
     let fake = start_fake().await;
