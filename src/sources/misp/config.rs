@@ -149,13 +149,6 @@ impl MispConfig {
         split_list(self.disabled_feeds.as_deref())
     }
 
-    /// The effective schedule; call after [`MispConfig::validate`] (falls back to the default
-    /// interval on a value validation would have refused).
-    pub fn schedule(&self) -> Schedule {
-        self.schedule_checked()
-            .unwrap_or(Schedule::Interval(DEFAULT_INTERVAL))
-    }
-
     fn schedule_checked(&self) -> Result<Schedule, (&'static str, String)> {
         match (&self.interval, &self.first_run_at) {
             (Some(_), Some(_)) => Err((
@@ -348,7 +341,10 @@ mod tests {
         assert_eq!(c.initial_lookback, Duration::from_secs(7 * 86_400));
         assert_eq!(c.resync_interval, Duration::from_secs(86_400));
         assert_eq!(c.page_size, 5_000);
-        assert_eq!(c.schedule(), Schedule::Interval(DEFAULT_INTERVAL));
+        assert_eq!(
+            c.schedule_checked(),
+            Ok(Schedule::Interval(DEFAULT_INTERVAL))
+        );
         assert_eq!(c.type_list().len(), SUPPORTED_TYPES.len());
         assert!(good().validate().is_empty(), "{:?}", good().validate());
     }
@@ -414,8 +410,7 @@ mod tests {
             timezone: "Europe/Paris".into(),
             ..good()
         };
-        assert!(c.validate().is_empty(), "{:?}", c.validate());
-        match c.schedule() {
+        match c.check().expect("valid").schedule {
             Schedule::Daily { at, every_days, tz } => {
                 assert_eq!(at.to_string(), "02:30:00");
                 assert_eq!(every_days, 3);
