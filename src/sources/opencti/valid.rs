@@ -1,7 +1,7 @@
 //! The OpenCTI sections as [`Section`]s: what a valid `opencti` and `connector` section establish
 //! for [`OpenCtiSource::new`](super::OpenCtiSource::new), which then needs no checks of its own.
 
-use super::config::{ConnectorConfig, OpenCtiConfig};
+use super::config::{ConnectorConfig, OpenCtiConfig, RecoverSetting};
 use crate::config::Section;
 use crate::secret::Secret;
 
@@ -36,6 +36,10 @@ pub struct ConnectorFacts {
     pub connector_id: String,
     /// The live stream's id, trimmed.
     pub stream_id: String,
+    /// What the first run replays.
+    pub recover: RecoverSetting,
+    /// The first run's start id `<ms>-0`, when a start timestamp is set.
+    pub start_id: Option<String>,
 }
 
 impl Section for ConnectorConfig {
@@ -48,6 +52,8 @@ impl Section for ConnectorConfig {
             (Some(connector_id), Some(stream_id)) if problems.is_empty() => Ok(ConnectorFacts {
                 connector_id,
                 stream_id,
+                recover: self.recover_setting(),
+                start_id: self.start_id(),
             }),
             _ => Err(problems),
         }
