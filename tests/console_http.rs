@@ -737,7 +737,8 @@ async fn an_edited_schedule_wakes_the_waiting_misp_source() {
     fake.add_at(e, "ip-dst", "6.6.6.6", true, now() - 60);
     let control = Control::new("misp", true);
     let (c, cfg) = misp_console(&fake, Some(control.clone())).await;
-    let source = MispSource::new(&cfg.misp).expect("source");
+    let misp = iocsync::config::Valid::new(cfg.misp.clone()).expect("valid misp section");
+    let source = MispSource::new(&misp).expect("source");
     let state = State::open(&cfg.state.dir).expect("state");
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let (_committed, committed_rx) = tokio::sync::watch::channel(None);

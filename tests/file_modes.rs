@@ -2,6 +2,7 @@
 //! database and its WAL files are 0600, and the output files get their configured mode.
 #![cfg(unix)]
 
+use iocsync::config::Valid;
 use iocsync::ioc::{Ioc, IocKind};
 use iocsync::model::IocMeta;
 use iocsync::sinks::jsonl::{FileMode, JsonlConfig, JsonlSink};
@@ -63,11 +64,14 @@ async fn output_files_get_their_configured_mode() {
     let dir = tempfile::tempdir().expect("tempdir");
     for wanted in [FileMode::DEFAULT, FileMode(0o644), FileMode(0o600)] {
         let intel = dir.path().join(format!("intel-{:o}.dat", wanted.0));
-        let zeek = ZeekSink::new(&ZeekConfig {
-            intel_path: Some(intel.clone()),
-            file_mode: wanted,
-            ..ZeekConfig::default()
-        })
+        let zeek = ZeekSink::new(
+            &Valid::new(ZeekConfig {
+                intel_path: Some(intel.clone()),
+                file_mode: wanted,
+                ..ZeekConfig::default()
+            })
+            .expect("valid"),
+        )
         .expect("zeek");
         applied(&zeek.apply(&[create("aa")]).await);
         assert_eq!(mode(&intel), wanted.0, "{}", intel.display());
@@ -76,11 +80,13 @@ async fn output_files_get_their_configured_mode() {
         assert_eq!(mode(Path::new(&sidecar)), 0o600, "the Zeek sidecar");
 
         let path = dir.path().join(format!("iocs-{:o}.jsonl", wanted.0));
-        let jsonl = JsonlSink::new(&JsonlConfig {
-            path: Some(path.clone()),
-            file_mode: wanted,
-        })
-        .expect("jsonl");
+        let jsonl = JsonlSink::new(
+            &Valid::new(JsonlConfig {
+                path: Some(path.clone()),
+                file_mode: wanted,
+            })
+            .expect("valid"),
+        );
         applied(&jsonl.apply(&[create("aa")]).await);
         assert_eq!(mode(&path), wanted.0, "{}", path.display());
     }

@@ -10,7 +10,7 @@ mod misp_fake;
 
 use common::{jsonl_live_set, read_jsonl};
 use iocsync::app::{self, RunOptions};
-use iocsync::config::{Config, PipelineConfig, StateConfig};
+use iocsync::config::{Config, PipelineConfig, StateConfig, Valid};
 use iocsync::model::EventKind;
 use iocsync::pipeline::RunStats;
 use iocsync::secret::Secret;
@@ -517,7 +517,7 @@ async fn daemon_polls_on_its_interval_and_stops_on_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(&fake, dir.path()).misp;
     cfg.interval = Some(Duration::from_secs(1));
-    let source = MispSource::new(&cfg).expect("source");
+    let source = MispSource::new(&Valid::new(cfg).expect("valid")).expect("source");
     let state = iocsync::state::State::open(&dir.path().join("state")).expect("state");
     let (tx, mut rx) = mpsc::channel(64);
     let (_committed, committed_rx) = watch::channel(None);

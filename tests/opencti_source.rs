@@ -5,6 +5,7 @@
 #[path = "fakes/opencti.rs"]
 mod opencti_fake;
 
+use iocsync::config::{ConfigError, Valid};
 use iocsync::model::{EventKind, Payload, SourceEvent};
 use iocsync::secret::Secret;
 use iocsync::sources::opencti::{ConnectorConfig, OpenCtiConfig, OpenCtiSource};
@@ -52,6 +53,13 @@ fn configs(fake: &FakeOpenCti) -> (OpenCtiConfig, ConnectorConfig) {
     (o, c)
 }
 
+/// The source of two sections, validated as the loader does.
+fn build_source(o: &OpenCtiConfig, c: &ConnectorConfig) -> OpenCtiSource {
+    let o = Valid::new(o.clone()).expect("valid opencti section");
+    let c = Valid::new(c.clone()).expect("valid connector section");
+    OpenCtiSource::new(&o, &c).expect("source")
+}
+
 struct Run {
     events: mpsc::Receiver<SourceEvent>,
     committed: watch::Sender<Option<String>>,
@@ -68,7 +76,7 @@ fn scratch_store() -> SourceStore {
 
 impl Run {
     fn start(o: &OpenCtiConfig, c: &ConnectorConfig, start: Option<&str>, once: bool) -> Run {
-        let source = OpenCtiSource::new(o, c).expect("valid config");
+        let source = build_source(o, c);
         let (tx, events) = mpsc::channel(16);
         let (committed, committed_rx) = watch::channel(start.map(str::to_string));
         let shutdown = CancellationToken::new();
@@ -367,11 +375,35 @@ async fn a_stalled_connection_is_replaced_by_the_watchdog() {
     );
 }
 
+/// A stream that never sends a byte (not even the `connected` frame or a heartbeat) is dropped
+/// by the watchdog (`opencti.stream_timeout`, 400 ms here, instead of 45 s) and reconnected,
+/// again and again, until the server speaks; nothing is lost meanwhile.
+#[tokio::test]
+async fn a_stream_silent_from_the_start_is_reconnected_by_the_watchdog() {
+    let fake = start_fake().await;
+    let id = fake.push("create", indicator(1));
+    fake.set_stalled(true);
+    let (o, c) = configs(&fake);
+    let started = Instant::now();
+    let mut run = Run::start(&o, &c, None, false);
+    while fake.stream_requests().len() < 3 {
+        assert!(started.elapsed() < WAIT, "the watchdog never fired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() >= o.stream_timeout * 2,
+        "two silent connections were each given the full watchdog time"
+    );
+    fake.set_stalled(false);
+    assert_eq!(run.next_object().await.position, Some(id));
+    run.stop().await.expect("clean stop");
+}
+
 #[tokio::test]
 async fn every_graphql_auth_code_is_an_auth_error() {
     let fake = start_fake().await;
     let (o, c) = configs(&fake);
-    let source = OpenCtiSource::new(&o, &c).expect("valid config");
+    let source = build_source(&o, &c);
     for code in ["AUTH_FAILURE", "OTP_REQUIRED", "OTP_REQUIRED_ACTIVATION"] {
         fake.graphql_auth_error(Some(code));
         let err = source.check().await.expect_err("check fails");
@@ -388,7 +420,7 @@ async fn every_graphql_auth_code_is_an_auth_error() {
 async fn a_bad_token_is_an_auth_error_that_never_shows_the_token() {
     let fake = FakeOpenCti::start("the-right-token").await;
     let (o, c) = configs(&fake);
-    let source = OpenCtiSource::new(&o, &c).expect("valid config");
+    let source = build_source(&o, &c);
     let err = source.check().await.expect_err("check fails");
     assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
     let run = Run::start(&o, &c, None, false);
@@ -570,7 +602,7 @@ async fn an_unknown_or_placeholder_stream_is_a_config_error() {
     let fake = start_fake().await;
     let (o, mut c) = configs(&fake);
     c.live_stream_id = Some("no-such-stream".into());
-    let source = OpenCtiSource::new(&o, &c).expect("valid config");
+    let source = build_source(&o, &c);
     let err = source.check().await.expect_err("unknown stream");
     assert!(
         matches!(
@@ -593,18 +625,22 @@ async fn an_unknown_or_placeholder_stream_is_a_config_error() {
     ));
 
     c.live_stream_id = Some("ChangeMe".into());
-    match OpenCtiSource::new(&o, &c) {
-        Err(SourceError::Config { key, message, .. }) => {
-            assert_eq!(key, "connector.live_stream_id");
-            assert!(message.contains("placeholder"), "{message}");
+    match Valid::new(c.clone()) {
+        Err(ConfigError::Invalid(problems)) => {
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].key, "connector.live_stream_id");
+            assert!(
+                problems[0].message.contains("placeholder"),
+                "{}",
+                problems[0].message
+            );
         }
-        Err(other) => panic!("unexpected {other:?}"),
         Ok(_) => panic!("a placeholder stream id must be refused"),
     }
 
     // `live` is not a collection: no lookup, straight to the stream.
     c.live_stream_id = Some("live".into());
-    let source = OpenCtiSource::new(&o, &c).expect("valid config");
+    let source = build_source(&o, &c);
     let desc = source.check().await.expect("live needs no lookup");
     assert!(desc.contains("token accepted"), "{desc}");
 }

@@ -135,22 +135,22 @@ async fn seeded() -> (FakeS1, tempfile::TempDir) {
 async fn wildcards_match_at_start_end_and_middle_case_insensitively() {
     let (fake, dir) = seeded().await;
     let d = dir.path();
-    assert_eq!(
-        list_values(&fake, d, &["--value", "%EVIL%"]).await,
-        strs(&["evil.example", "not-evil.example.org", "evilcorp.net"])
-    );
-    assert_eq!(
-        list_values(&fake, d, &["--value", "evil%"]).await,
-        strs(&["evil.example", "evilcorp.net"])
-    );
-    assert_eq!(
-        list_values(&fake, d, &["--value", "%.net"]).await,
-        strs(&["evilcorp.net"])
-    );
-    assert_eq!(
-        list_values(&fake, d, &["--value", "not%example%org"]).await,
-        strs(&["not-evil.example.org"])
-    );
+    let wildcards: [(&str, &[&str]); 4] = [
+        (
+            "%EVIL%",
+            &["evil.example", "not-evil.example.org", "evilcorp.net"],
+        ),
+        ("evil%", &["evil.example", "evilcorp.net"]),
+        ("%.net", &["evilcorp.net"]),
+        ("not%example%org", &["not-evil.example.org"]),
+    ];
+    for (pattern, listed) in wildcards {
+        assert_eq!(
+            list_values(&fake, d, &["--value", pattern]).await,
+            strs(listed),
+            "{pattern}"
+        );
+    }
     // Value wildcards are matched client-side: S1 gets no value filter.
     for r in fake.requests("GET") {
         assert_eq!(r.param("value"), None, "{r:?}");
@@ -173,75 +173,80 @@ async fn wildcards_match_at_start_end_and_middle_case_insensitively() {
     );
 }
 
+/// One row of the filter table: the `list` arguments, the values listed, and the S1 query
+/// parameter the filter must become (if it is sent to S1).
+struct FilterCase {
+    args: &'static [&'static str],
+    listed: &'static [&'static str],
+    sent: Option<(&'static str, &'static str)>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_filters_use_s1_server_side_filters() {
     let (fake, dir) = seeded().await;
     let d = dir.path();
-    assert_eq!(
-        list_values(&fake, d, &["--name", "%apt%"]).await,
-        strs(&["not-evil.example.org"])
-    );
-    assert_eq!(
-        fake.requests("GET")
-            .last()
-            .and_then(|r| r.param("name__contains"))
-            .as_deref(),
-        Some("apt")
-    );
-    // Literal name: the whole name must match.
-    assert!(list_values(&fake, d, &["--name", "APT29"]).await.is_empty());
-    assert_eq!(
-        list_values(&fake, d, &["--name", "apt29 STAGING"]).await,
-        strs(&["not-evil.example.org"])
-    );
-    assert_eq!(
-        list_values(&fake, d, &["--user", "alice%"]).await,
-        strs(&["evil.example"])
-    );
-    assert_eq!(
-        fake.requests("GET")
-            .last()
-            .and_then(|r| r.param("creator__contains"))
-            .as_deref(),
-        Some("alice")
-    );
-    assert_eq!(
-        list_values(&fake, d, &["--description", "%apt28"]).await,
-        strs(&["evil.example"])
-    );
-    assert_eq!(
-        fake.requests("GET")
-            .last()
-            .and_then(|r| r.param("description__contains"))
-            .as_deref(),
-        Some("apt28")
-    );
-    assert_eq!(
-        list_values(&fake, d, &["--type", "ipv4"]).await,
-        strs(&["10.9.8.7"])
-    );
-    assert_eq!(
-        fake.requests("GET")
-            .last()
-            .and_then(|r| r.param("type"))
-            .as_deref(),
-        Some("IPV4")
-    );
-    assert_eq!(
-        list_values(&fake, d, &["--source", "MISP"]).await,
-        strs(&["evilcorp.net"])
-    );
-    assert_eq!(
-        list_values(&fake, d, &["--external-id", "indicator--e1"]).await,
-        strs(&["evilcorp.net"])
-    );
-    assert_eq!(
-        fake.requests("GET")
-            .last()
-            .and_then(|r| r.param("externalId"))
-            .as_deref(),
-        Some("indicator--e1")
-    );
+    let cases = [
+        FilterCase {
+            args: &["--name", "%apt%"],
+            listed: &["not-evil.example.org"],
+            sent: Some(("name__contains", "apt")),
+        },
+        // Literal name: the whole name must match.
+        FilterCase {
+            args: &["--name", "APT29"],
+            listed: &[],
+            sent: None,
+        },
+        FilterCase {
+            args: &["--name", "apt29 STAGING"],
+            listed: &["not-evil.example.org"],
+            sent: None,
+        },
+        FilterCase {
+            args: &["--user", "alice%"],
+            listed: &["evil.example"],
+            sent: Some(("creator__contains", "alice")),
+        },
+        FilterCase {
+            args: &["--description", "%apt28"],
+            listed: &["evil.example"],
+            sent: Some(("description__contains", "apt28")),
+        },
+        FilterCase {
+            args: &["--type", "ipv4"],
+            listed: &["10.9.8.7"],
+            sent: Some(("type", "IPV4")),
+        },
+        FilterCase {
+            args: &["--source", "MISP"],
+            listed: &["evilcorp.net"],
+            sent: None,
+        },
+        FilterCase {
+            args: &["--external-id", "indicator--e1"],
+            listed: &["evilcorp.net"],
+            sent: Some(("externalId", "indicator--e1")),
+        },
+    ];
+    for case in cases {
+        assert_eq!(
+            list_values(&fake, d, case.args).await,
+            strs(case.listed),
+            "{:?}",
+            case.args
+        );
+        if let Some((param, value)) = case.sent {
+            assert_eq!(
+                fake.requests("GET")
+                    .last()
+                    .and_then(|r| r.param(param))
+                    .as_deref(),
+                Some(value),
+                "{:?}",
+                case.args
+            );
+        }
+    }
     // Every call carries the scope.
     assert!(fake
         .requests("GET")

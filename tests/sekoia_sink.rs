@@ -5,15 +5,21 @@
 
 #[path = "fakes/sekoia.rs"]
 mod sekoia_fake;
+#[path = "common/sink.rs"]
+mod sink_harness;
 
-use iocsync::ioc::{Ioc, IocKind};
-use iocsync::model::IocMeta;
+use iocsync::config::Valid;
+use iocsync::ioc::IocKind;
 use iocsync::remote::RemoteFailure;
 use iocsync::secret::Secret;
 use iocsync::sinks::sekoia::{SekoiaClient, SekoiaConfig, SekoiaSink};
 use iocsync::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use sekoia_fake::{collection_id, days_from_now, start, Failure, FakeSekoia, COLLECTION, TOKEN};
 use serde_json::{json, Value};
+use sink_harness::{
+    change, create, created, delete, id_of, is_applied, nothing, rate_limited, recovered,
+    run_cases, transport_failures, Case, Expect, Faults,
+};
 use std::time::Duration;
 
 const LINK: &str = "https://cti.example/dashboard/observations/indicators/{id}";
@@ -29,56 +35,13 @@ fn cfg(fake: &FakeSekoia) -> SekoiaConfig {
     }
 }
 
+/// The section validated, as the loader does.
+fn valid(cfg: &SekoiaConfig) -> Valid<SekoiaConfig> {
+    Valid::new(cfg.clone()).expect("valid sekoia_intel section")
+}
+
 fn sink(cfg: &SekoiaConfig) -> SekoiaSink {
-    SekoiaSink::new(cfg, "OpenCTI").expect("sink")
-}
-
-fn change(op: ChangeOp, kind: IocKind, value: &str, indicator: &str) -> Change {
-    Change {
-        intent_id: 1,
-        op,
-        ioc: Ioc {
-            kind,
-            value: value.into(),
-        },
-        indicator_id: indicator.into(),
-        remote_id: None,
-        meta: IocMeta {
-            name: Some(format!("name of {value}")),
-            source_internal_id: Some(format!("internal-{indicator}")),
-            ..Default::default()
-        },
-    }
-}
-
-fn create(kind: IocKind, value: &str, indicator: &str) -> Change {
-    change(ChangeOp::Create, kind, value, indicator)
-}
-
-fn delete(kind: IocKind, value: &str, indicator: &str, remote_id: Option<&str>) -> Change {
-    let mut c = change(ChangeOp::Delete, kind, value, indicator);
-    c.remote_id = remote_id.map(str::to_string);
-    c
-}
-
-fn id_of(o: &Outcome) -> String {
-    match o {
-        Outcome::Applied {
-            remote_id: Some(id),
-        } => id.clone(),
-        other => panic!("expected Applied with an id, got {other:?}"),
-    }
-}
-
-fn is_applied(o: &Outcome) -> bool {
-    matches!(o, Outcome::Applied { .. })
-}
-
-fn retry_parts(o: &Outcome) -> (Option<Duration>, &SinkError) {
-    match o {
-        Outcome::Retry { after, error } => (*after, error),
-        other => panic!("expected Retry, got {other:?}"),
-    }
+    SekoiaSink::new(&valid(cfg), "OpenCTI").expect("sink")
 }
 
 fn revoked(fake: &FakeSekoia, id: &str) -> bool {
@@ -399,10 +362,7 @@ async fn batches_at_most_one_hundred_per_import() {
 async fn revokes_by_stored_id() {
     let fake = start().await;
     let s = sink(&cfg(&fake));
-    let out = s
-        .apply(&[create(IocKind::Domain, "gone.example", "indicator--g")])
-        .await;
-    let id = id_of(&out[0]);
+    let id = created(&s, IocKind::Domain, "gone.example", "indicator--g").await;
     fake.clear_journal();
 
     let out = s
@@ -448,10 +408,7 @@ async fn revokes_by_stored_id() {
     assert!(again.iter().all(is_applied), "{again:?}");
 
     // A revoke Sekoia refuses as such is dead-lettered, and does not stop the next one.
-    let out = s
-        .apply(&[create(IocKind::Domain, "next.example", "indicator--n")])
-        .await;
-    let next = id_of(&out[0]);
+    let next = created(&s, IocKind::Domain, "next.example", "indicator--n").await;
     fake.fail_next(1, Failure::Status(400));
     let out = s
         .apply(&[
@@ -527,10 +484,7 @@ async fn revoke_by_lookup_touches_only_our_exact_live_item() {
     let longer = fake.insert("x.shared.example", "[iocsync:indicator--s]", false);
     let old = fake.insert("shared.example", "old [iocsync:indicator--s]", true);
     let sibling = fake.insert("shared.example", "[iocsync:indicator--s2]", false);
-    let out = s
-        .apply(&[create(IocKind::Domain, "shared.example", "indicator--s")])
-        .await;
-    let ours = id_of(&out[0]);
+    let ours = created(&s, IocKind::Domain, "shared.example", "indicator--s").await;
     fake.clear_journal();
 
     let out = s
@@ -583,10 +537,7 @@ async fn lookup_pages_through_many_matches() {
             i % 2 == 0,
         );
     }
-    let out = s
-        .apply(&[create(IocKind::Domain, "paged.example", "indicator--p")])
-        .await;
-    let ours = id_of(&out[0]);
+    let ours = created(&s, IocKind::Domain, "paged.example", "indicator--p").await;
     fake.clear_journal();
     let out = s
         .apply(&[delete(
@@ -722,10 +673,7 @@ async fn an_overlong_source_name_is_cut_not_rejected() {
     let mut c = cfg(&fake);
     c.source_name = Some("x".repeat(900));
     let s = sink(&c);
-    let out = s
-        .apply(&[create(IocKind::Domain, "long.example", "indicator--l")])
-        .await;
-    let id = id_of(&out[0]);
+    let id = created(&s, IocKind::Domain, "long.example", "indicator--l").await;
     let desc = fake.item(&id).expect("item")["description"]
         .as_str()
         .expect("description")
@@ -750,10 +698,7 @@ async fn instances_sharing_a_collection_never_revoke_each_other() {
     assert_eq!(sinks[0].marker(), "[iocsync:opencti-prod]");
     let mut ids = Vec::new();
     for s in &sinks {
-        let out = s
-            .apply(&[create(IocKind::Domain, "twice.example", "indicator--t")])
-            .await;
-        ids.push(id_of(&out[0]));
+        ids.push(created(s, IocKind::Domain, "twice.example", "indicator--t").await);
     }
     assert_ne!(ids[0], ids[1]);
     let desc = fake.item(&ids[1]).expect("item")["description"].clone();
@@ -792,135 +737,118 @@ async fn instances_sharing_a_collection_never_revoke_each_other() {
     );
 }
 
-#[tokio::test]
-async fn rate_limits_are_retried_with_retry_after() {
-    let fake = start().await;
-    let s = sink(&cfg(&fake));
-    let batch = every_kind();
-    fake.fail_next(1, Failure::RateLimit(Some(7)));
-    let out = s.apply(&batch).await;
-    for o in &out {
-        let (after, err) = retry_parts(o);
-        assert_eq!(after, Some(Duration::from_secs(7)));
-        assert!(
-            matches!(err, SinkError::RateLimited { sink: "sekoia", .. }),
-            "{err}"
-        );
+/// The failures the fake Sekoia injects, for the rows both HTTP sinks share.
+fn faults() -> Faults<FakeSekoia> {
+    Faults {
+        sink: "sekoia",
+        rate_limit: |f, after| f.fail_next(1, Failure::RateLimit(after)),
+        status: |f, status| f.fail_next(1, Failure::Status(status)),
+        reset: |f| f.fail_next(1, Failure::Reset),
+        slow: |f| f.fail_next(1, Failure::Slow(Duration::from_secs(2))),
+        status_text: "Injected failure 503",
+        reset_text: "failed",
+        holds_nothing: |f| f.items().is_empty(),
     }
-    assert!(fake.items().is_empty());
-
-    fake.fail_next(1, Failure::RateLimit(None));
-    let out = s
-        .apply(&[delete(
-            IocKind::Domain,
-            "x.example",
-            "indicator--x",
-            Some("indicator--1"),
-        )])
-        .await;
-    assert_eq!(retry_parts(&out[0]).0, None);
-    assert!(s.apply(&batch).await.iter().all(is_applied));
 }
 
+/// Rate limits, server errors, resets, timeouts, a failed lookup, a refused key and refused writes:
+/// each a retry with the error the pipeline reads, nothing created meanwhile, and the batch through
+/// afterwards.
 #[tokio::test]
-async fn server_errors_resets_and_timeouts_are_retried() {
+async fn failures_are_retries_with_the_error_the_pipeline_reads() {
     let fake = start().await;
     let mut c = cfg(&fake);
     c.timeout = Duration::from_millis(300);
     let s = sink(&c);
-    let batch = vec![create(IocKind::Domain, "x.example", "indicator--x")];
-
-    fake.fail_next(1, Failure::Status(503));
-    let out = s.apply(&batch).await;
-    let (after, err) = retry_parts(&out[0]);
-    assert_eq!(after, None);
-    assert!(
-        matches!(err, SinkError::Http { status: 503, message, .. } if message.contains("Injected failure 503")),
-        "{err}"
-    );
-
-    fake.fail_next(1, Failure::Reset);
-    let err = retry_parts(&s.apply(&batch).await[0]).1.to_string();
-    assert!(err.contains("failed"), "{err}");
-
-    fake.fail_next(1, Failure::Slow(Duration::from_secs(2)));
-    let out = s.apply(&batch).await;
-    assert!(
-        matches!(retry_parts(&out[0]).1, SinkError::Transport { message, .. } if message.contains("timed out")),
-        "{out:?}"
-    );
-
-    // A failed lookup is a retry (not "nothing to revoke"), and stops the rest of the run.
-    fake.fail_next(1, Failure::Status(500));
-    fake.clear_journal();
-    let out = s
-        .apply(&[
-            delete(IocKind::Domain, "x.example", "indicator--x", None),
-            delete(IocKind::Domain, "y.example", "indicator--y", None),
-        ])
-        .await;
-    assert!(matches!(
-        retry_parts(&out[0]).1,
-        SinkError::Http { status: 500, .. }
-    ));
-    // The second change was never attempted: re-sending it cannot duplicate anything.
-    assert!(matches!(retry_parts(&out[1]).1, SinkError::NotSent { .. }));
-    assert_eq!(fake.journal().len(), 1);
+    let one = || vec![create(IocKind::Domain, "x.example", "indicator--x")];
+    let f = faults();
+    let mut cases = vec![
+        rate_limited(&f, every_kind()),
+        Case::new(
+            "429 without Retry-After, on a revoke",
+            |f: &FakeSekoia| f.fail_next(1, Failure::RateLimit(None)),
+            vec![delete(
+                IocKind::Domain,
+                "x.example",
+                "indicator--x",
+                Some("indicator--1"),
+            )],
+            vec![Expect::retry(None, |e| {
+                matches!(e, SinkError::RateLimited { sink: "sekoia", .. })
+            })],
+        ),
+        recovered(every_kind()),
+    ];
+    cases.extend(transport_failures(&f, one));
+    cases.extend([
+        // Not "nothing to revoke"; the second change is never attempted, so re-sending it cannot
+        // duplicate anything.
+        Case::new(
+            "a failed lookup is a retry and stops the rest of the run",
+            |f: &FakeSekoia| {
+                f.fail_next(1, Failure::Status(500));
+                f.clear_journal();
+            },
+            vec![
+                delete(IocKind::Domain, "x.example", "indicator--x", None),
+                delete(IocKind::Domain, "y.example", "indicator--y", None),
+            ],
+            vec![
+                Expect::retry(None, |e| matches!(e, SinkError::Http { status: 500, .. })),
+                Expect::retry(None, |e| matches!(e, SinkError::NotSent { .. })),
+            ],
+        )
+        .then(|f| assert_eq!(f.journal().len(), 1)),
+        Case::new(
+            "a refused key",
+            |f: &FakeSekoia| f.set_token("another-key"),
+            one(),
+            vec![Expect::retry(None, |e| {
+                e.is_auth()
+                    && matches!(e, SinkError::Auth { status: 401, message, .. }
+                        if message.contains("sekoia_intel.apikey")
+                            && message.contains("invalid or expired"))
+            })],
+        )
+        .then(|f| f.set_token(TOKEN)),
+        Case::new(
+            "a key without write permission, on creates and revokes",
+            |f: &FakeSekoia| f.deny_writes(true),
+            vec![
+                create(IocKind::Domain, "x.example", "indicator--x"),
+                delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
+            ],
+            vec![Expect::retry(None, |e| {
+                matches!(e, SinkError::Permission { status: 403, message, .. }
+                    if message.contains("manage IOC collections"))
+            })],
+        )
+        .then(|f| f.deny_writes(false)),
+    ]);
+    run_cases(&s, &fake, cases).await;
 }
 
 #[tokio::test]
-async fn auth_permission_and_collection_errors_are_named() {
+async fn an_unknown_collection_is_a_config_error_naming_it() {
     let fake = start().await;
-    let s = sink(&cfg(&fake));
-    let batch = vec![create(IocKind::Domain, "x.example", "indicator--x")];
-
-    fake.set_token("another-key");
-    let out = s.apply(&batch).await;
-    let err = retry_parts(&out[0]).1;
-    assert!(err.is_auth());
-    assert!(
-        matches!(err, SinkError::Auth { status: 401, message, .. }
-            if message.contains("sekoia_intel.apikey") && message.contains("invalid or expired")),
-        "{err}"
-    );
-    fake.set_token(TOKEN);
-
-    fake.deny_writes(true);
-    let out = s
-        .apply(&[
-            batch[0].clone(),
-            delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
-        ])
-        .await;
-    for o in &out {
-        let err = retry_parts(o).1;
-        assert!(
-            matches!(err, SinkError::Permission { status: 403, message, .. }
-                if message.contains("manage IOC collections")),
-            "{err}"
-        );
-    }
-    fake.deny_writes(false);
-
     let mut c = cfg(&fake);
     c.ioc_collection_uuid = Some("00000000-0000-4000-8000-000000000000".into());
     let other = sink(&c);
-    let out = other
-        .apply(&[
-            batch[0].clone(),
+    let cases = vec![Case::new(
+        "create and revoke in a collection Sekoia does not know",
+        nothing,
+        vec![
+            create(IocKind::Domain, "x.example", "indicator--x"),
             delete(IocKind::Domain, "y.example", "i--y", Some("indicator--1")),
-        ])
-        .await;
-    for o in &out {
-        let err = retry_parts(o).1;
-        assert!(!err.is_auth());
-        assert!(
-            matches!(err, SinkError::Config { key: "sekoia_intel.ioc_collection_uuid", message, .. }
-                if message.contains("ioc-collection--00000000-0000-4000-8000-000000000000")
-                    && message.contains("IOC Collection not found")),
-            "{err}"
-        );
-    }
+        ],
+        vec![Expect::retry(None, |e| {
+            !e.is_auth()
+                && matches!(e, SinkError::Config { key: "sekoia_intel.ioc_collection_uuid", message, .. }
+                    if message.contains("ioc-collection--00000000-0000-4000-8000-000000000000")
+                        && message.contains("IOC Collection not found"))
+        })],
+    )];
+    run_cases(&other, &fake, cases).await;
 }
 
 #[tokio::test]
@@ -969,15 +897,9 @@ async fn resolve_settles_crash_leftovers() {
     let fake = start().await;
     let s = sink(&cfg(&fake));
     // Created before the crash (ours), a same-value foreign one, and never created.
-    let out = s
-        .apply(&[create(IocKind::Domain, "done.example", "indicator--d")])
-        .await;
-    let done = id_of(&out[0]);
+    let done = created(&s, IocKind::Domain, "done.example", "indicator--d").await;
     fake.insert("lost.example", "someone else's", false);
-    let revoked_id = s
-        .apply(&[create(IocKind::Domain, "rev.example", "indicator--r")])
-        .await;
-    let revoked_id = id_of(&revoked_id[0]);
+    let revoked_id = created(&s, IocKind::Domain, "rev.example", "indicator--r").await;
     s.apply(&[delete(
         IocKind::Domain,
         "rev.example",
@@ -1017,10 +939,7 @@ async fn resolve_settles_crash_leftovers() {
 
     // A value revoked then created again: the pending delete of the first generation (stored id) is
     // done, though a newer indicator of ours holds the value; the newer one is not touched.
-    let again = id_of(
-        &s.apply(&[create(IocKind::Domain, "rev.example", "indicator--r2")])
-            .await[0],
-    );
+    let again = created(&s, IocKind::Domain, "rev.example", "indicator--r2").await;
     let got = s
         .resolve(&[
             delete(
@@ -1127,8 +1046,13 @@ async fn the_key_never_appears_in_errors_or_logs() {
     let mut c = cfg(&fake);
     c.timeout = Duration::from_millis(300);
     let s = sink(&c);
-    let client = SekoiaClient::new(&c).expect("client");
-    let mut texts = vec![format!("{s:?}"), format!("{client:?}"), format!("{c:?}")];
+    let client = SekoiaClient::new(&valid(&c)).expect("client");
+    let mut texts = vec![
+        format!("{s:?}"),
+        format!("{client:?}"),
+        format!("{c:?}"),
+        format!("{:?}", valid(&c)),
+    ];
     texts.push(serde_json::to_string(&c).expect("config json"));
     let mut batch = mixed_batch();
     batch.push(delete(
@@ -1164,11 +1088,7 @@ async fn the_key_never_appears_in_errors_or_logs() {
     ));
     let mut bad = c.clone();
     bad.ioc_collection_uuid = Some("nope".into());
-    texts.push(
-        SekoiaSink::new(&bad, "OpenCTI")
-            .expect_err("config")
-            .to_string(),
-    );
+    texts.push(Valid::new(bad).expect_err("config").to_string());
     let logged = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
     assert!(
         logged.contains("sekoia rejected an IOC"),
@@ -1182,15 +1102,16 @@ async fn the_key_never_appears_in_errors_or_logs() {
 }
 
 #[tokio::test]
-async fn new_refuses_bad_config_and_updates_are_no_ops() {
+async fn bad_config_never_validates_and_updates_are_no_ops() {
     let fake = start().await;
     let mut c = cfg(&fake);
     c.batch_size = 500;
-    let err = SekoiaSink::new(&c, "OpenCTI").expect_err("batch over 100");
+    let err = Valid::new(c).expect_err("batch over 100");
     assert!(err.to_string().contains("sekoia_intel.batch_size"), "{err}");
     let mut c = cfg(&fake);
     c.apikey = None;
-    assert!(SekoiaClient::new(&c).is_err());
+    let err = Valid::new(c).expect_err("no key");
+    assert!(err.to_string().contains("sekoia_intel.apikey"), "{err}");
 
     let s = sink(&cfg(&fake));
     assert!(!s.supports_update());
@@ -1454,7 +1375,7 @@ mod fake_rules {
     async fn injects_every_kth_failure() {
         let fake = start().await;
         fake.fail_every(2, Failure::Status(500));
-        let client = SekoiaClient::new(&cfg(&fake)).expect("client");
+        let client = SekoiaClient::new(&valid(&cfg(&fake))).expect("client");
         let mut statuses = Vec::new();
         for _ in 0..4 {
             statuses.push(

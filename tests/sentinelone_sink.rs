@@ -3,9 +3,11 @@
 
 #[path = "fakes/sentinelone.rs"]
 mod sentinelone_fake;
+#[path = "common/sink.rs"]
+mod sink_harness;
 
-use iocsync::ioc::{Ioc, IocKind};
-use iocsync::model::IocMeta;
+use iocsync::config::Valid;
+use iocsync::ioc::IocKind;
 use iocsync::remote::RemoteFailure;
 use iocsync::secret::Secret;
 use iocsync::sinks::sentinelone::{
@@ -14,6 +16,10 @@ use iocsync::sinks::sentinelone::{
 use iocsync::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use sentinelone_fake::{start, DetailStyle, Failure, FakeS1, IOCS_PATH, TOKEN};
 use serde_json::{json, Value};
+use sink_harness::{
+    change, create, created, id_of, rate_limited, recovered, run_cases, transport_failures, Case,
+    Expect, Faults,
+};
 use std::time::Duration;
 
 const ACCOUNT: &str = "1001";
@@ -28,38 +34,13 @@ fn cfg(fake: &FakeS1) -> SentinelOneConfig {
     }
 }
 
+/// The section validated, as the loader does.
+fn valid(cfg: &SentinelOneConfig) -> Valid<SentinelOneConfig> {
+    Valid::new(cfg.clone()).expect("valid sentinelone_intel section")
+}
+
 fn sink(cfg: &SentinelOneConfig) -> SentinelOneSink {
-    SentinelOneSink::new(cfg, "OpenCTI").expect("sink")
-}
-
-fn change(op: ChangeOp, kind: IocKind, value: &str, indicator: &str) -> Change {
-    Change {
-        intent_id: 1,
-        op,
-        ioc: Ioc {
-            kind,
-            value: value.into(),
-        },
-        indicator_id: indicator.into(),
-        remote_id: None,
-        meta: IocMeta {
-            name: Some(format!("name of {value}")),
-            ..Default::default()
-        },
-    }
-}
-
-fn create(kind: IocKind, value: &str, indicator: &str) -> Change {
-    change(ChangeOp::Create, kind, value, indicator)
-}
-
-fn uuid_of(o: &Outcome) -> String {
-    match o {
-        Outcome::Applied {
-            remote_id: Some(id),
-        } => id.clone(),
-        other => panic!("expected Applied with a uuid, got {other:?}"),
-    }
+    SentinelOneSink::new(&valid(cfg), "OpenCTI").expect("sink")
 }
 
 fn is_hex32(s: &str) -> bool {
@@ -101,7 +82,7 @@ async fn creates_a_batch_of_every_type() {
     let batch = every_kind();
     let out = s.apply(&batch).await;
     assert_eq!(out.len(), 8);
-    let uuids: Vec<String> = out.iter().map(uuid_of).collect();
+    let uuids: Vec<String> = out.iter().map(id_of).collect();
     assert!(uuids.iter().all(|u| is_hex32(u)), "{uuids:?}");
 
     let posts = fake.requests("POST");
@@ -216,7 +197,7 @@ async fn deletes_by_uuid() {
             create(IocKind::Domain, "b.example", "indicator--2"),
         ])
         .await;
-    let first = uuid_of(&out[0]);
+    let first = id_of(&out[0]);
     let mut del = change(
         ChangeOp::Delete,
         IocKind::Domain,
@@ -319,10 +300,7 @@ async fn update_replaces_the_entry_whether_or_not_s1_upserts() {
         let fake = start().await;
         fake.set_upsert(upsert);
         let s = sink(&cfg(&fake));
-        let old = uuid_of(
-            &s.apply(&[create(IocKind::Url, "http://u.example/", "indicator--u")])
-                .await[0],
-        );
+        let old = created(&s, IocKind::Url, "http://u.example/", "indicator--u").await;
         let mut upd = change(
             ChangeOp::Update,
             IocKind::Url,
@@ -331,7 +309,7 @@ async fn update_replaces_the_entry_whether_or_not_s1_upserts() {
         );
         upd.remote_id = Some(old.clone());
         upd.meta.name = Some("renamed".into());
-        let new = uuid_of(&s.apply(&[upd]).await[0]);
+        let new = id_of(&s.apply(&[upd]).await[0]);
         let stored = fake.iocs();
         assert_eq!(stored.len(), 1, "upsert={upsert}: {stored:?}");
         assert_eq!(stored[0]["name"], "renamed");
@@ -443,113 +421,92 @@ async fn unparseable_detail_is_bisected() {
     assert!(posts > 2 && posts <= 12, "{posts} POSTs");
 }
 
-fn retry_parts(o: &Outcome) -> (Option<Duration>, &SinkError) {
-    match o {
-        Outcome::Retry { after, error } => (*after, error),
-        other => panic!("expected Retry, got {other:?}"),
+/// The failures the fake S1 injects, for the rows both HTTP sinks share.
+fn faults() -> Faults<FakeS1> {
+    Faults {
+        sink: "sentinelone",
+        rate_limit: |f, after| f.fail_next(1, Failure::RateLimit(after)),
+        status: |f, status| f.fail_next(1, Failure::Status(status)),
+        reset: |f| f.fail_next(1, Failure::Reset),
+        slow: |f| f.fail_next(1, Failure::Slow(Duration::from_secs(2))),
+        status_text: "",
+        reset_text: "connection",
+        holds_nothing: |f| f.iocs().is_empty(),
     }
 }
 
+/// Rate limits, server errors, resets, timeouts, a refused token and a refused scope: each a retry
+/// with the error the pipeline reads, nothing created meanwhile, and the batch through afterwards.
 #[tokio::test]
-async fn rate_limits_are_retried_with_retry_after() {
-    let fake = start().await;
-    let s = sink(&cfg(&fake));
-    let batch = every_kind();
-
-    fake.fail_next(1, Failure::RateLimit(Some(7)));
-    let out = s.apply(&batch).await;
-    assert_eq!(out.len(), 8);
-    for o in &out {
-        let (after, err) = retry_parts(o);
-        assert_eq!(after, Some(Duration::from_secs(7)));
-        assert!(matches!(err, SinkError::RateLimited { .. }), "{err}");
-    }
-
-    fake.fail_next(1, Failure::RateLimit(None));
-    let out = s.apply(&batch[..1]).await;
-    assert_eq!(retry_parts(&out[0]).0, None);
-    assert!(fake.iocs().is_empty());
-    // Once the limit is gone, the same batch goes through.
-    assert!(s
-        .apply(&batch)
-        .await
-        .iter()
-        .all(|o| matches!(o, Outcome::Applied { .. })));
-}
-
-#[tokio::test]
-async fn server_errors_resets_and_timeouts_are_retried() {
+async fn failures_are_retries_with_the_error_the_pipeline_reads() {
     let fake = start().await;
     let mut c = cfg(&fake);
     c.timeout = Duration::from_millis(300);
     let s = sink(&c);
-    let batch = vec![create(IocKind::Domain, "x.example", "indicator--x")];
-
-    fake.fail_next(1, Failure::Status(503));
-    let out = s.apply(&batch).await;
-    let (after, err) = retry_parts(&out[0]);
-    assert_eq!(after, None);
-    assert!(matches!(err, SinkError::Http { status: 503, .. }), "{err}");
-
-    fake.fail_next(1, Failure::Reset);
-    let out = s.apply(&batch).await;
-    let err = retry_parts(&out[0]).1;
-    assert!(
-        matches!(err, SinkError::Transport { message, .. } if message.contains("connection")),
-        "{err}"
-    );
-
-    fake.fail_next(1, Failure::Slow(Duration::from_secs(2)));
-    let out = s.apply(&batch).await;
-    let err = retry_parts(&out[0]).1;
-    assert!(
-        matches!(err, SinkError::Transport { message, .. } if message.contains("timed out")),
-        "{err}"
-    );
-
-    // A failed delete lookup is a retry too, not "already gone".
-    fake.fail_next(1, Failure::Status(500));
-    let out = s
-        .apply(&[change(
-            ChangeOp::Delete,
-            IocKind::Domain,
-            "x.example",
-            "indicator--x",
-        )])
-        .await;
-    assert!(matches!(
-        retry_parts(&out[0]).1,
-        SinkError::Http { status: 500, .. }
-    ));
+    let one = || vec![create(IocKind::Domain, "x.example", "indicator--x")];
+    let f = faults();
+    let mut cases = vec![
+        rate_limited(&f, every_kind()),
+        Case::new(
+            "429 without Retry-After",
+            |f: &FakeS1| f.fail_next(1, Failure::RateLimit(None)),
+            every_kind()[..1].to_vec(),
+            vec![Expect::retry(None, |e| {
+                matches!(e, SinkError::RateLimited { .. })
+            })],
+        )
+        .then(|f| assert!(f.iocs().is_empty())),
+        recovered(every_kind()),
+    ];
+    cases.extend(transport_failures(&f, one));
+    cases.extend([
+        Case::new(
+            "a failed delete lookup is a retry too, not \"already gone\"",
+            |f: &FakeS1| f.fail_next(1, Failure::Status(500)),
+            vec![change(
+                ChangeOp::Delete,
+                IocKind::Domain,
+                "x.example",
+                "indicator--x",
+            )],
+            vec![Expect::retry(None, |e| {
+                matches!(e, SinkError::Http { status: 500, .. })
+            })],
+        ),
+        Case::new(
+            "a refused token",
+            |f: &FakeS1| f.set_token("another-token"),
+            one(),
+            vec![Expect::retry(None, |e| {
+                e.is_auth()
+                    && matches!(e, SinkError::Auth { status: 401, message, .. }
+                        if message.starts_with("SentinelOne rejected the API token")
+                            && message.contains("4010010"))
+            })],
+        ),
+        Case::new(
+            "a multi-scope user",
+            |f: &FakeS1| {
+                f.set_token(TOKEN);
+                f.fail_next(1, Failure::MultiScope);
+            },
+            one(),
+            vec![Expect::retry(None, |e| {
+                matches!(e, SinkError::Permission { status: 403, message, .. }
+                    if message.contains("multi-scopes") && message.contains("4030010"))
+            })],
+        ),
+    ]);
+    run_cases(&s, &fake, cases).await;
 }
 
 #[tokio::test]
-async fn auth_and_permission_failures_are_named() {
+async fn check_names_a_refused_token() {
     let fake = start().await;
     let s = sink(&cfg(&fake));
-    let batch = vec![create(IocKind::Domain, "x.example", "indicator--x")];
-
     fake.set_token("another-token");
-    let out = s.apply(&batch).await;
-    let err = retry_parts(&out[0]).1;
-    assert!(err.is_auth());
-    assert!(
-        matches!(err, SinkError::Auth { status: 401, message, .. }
-            if message.starts_with("SentinelOne rejected the API token") && message.contains("4010010")),
-        "{err}"
-    );
     let check = s.check().await.expect_err("bad token");
     assert!(matches!(check, SinkError::Auth { .. }), "{check}");
-
-    fake.set_token(TOKEN);
-    fake.fail_next(1, Failure::MultiScope);
-    let out = s.apply(&batch).await;
-    let err = retry_parts(&out[0]).1;
-    assert!(
-        matches!(err, SinkError::Permission { status: 403, message, .. }
-            if message.contains("multi-scopes") && message.contains("4030010")),
-        "{err}"
-    );
 }
 
 #[tokio::test]
@@ -580,7 +537,7 @@ async fn resolve_settles_crash_leftovers() {
     let fake = start().await;
     let s = sink(&cfg(&fake));
     let sent = create(IocKind::Domain, "sent.example", "indicator--s");
-    let uuid = uuid_of(&s.apply(std::slice::from_ref(&sent)).await[0]);
+    let uuid = id_of(&s.apply(std::slice::from_ref(&sent)).await[0]);
     let unsent = create(IocKind::Domain, "unsent.example", "indicator--n");
     let mut del_live = change(
         ChangeOp::Delete,
@@ -625,10 +582,7 @@ async fn resolve_settles_crash_leftovers() {
 async fn resolve_finishes_an_interrupted_update() {
     let fake = start().await;
     let s = sink(&cfg(&fake));
-    let old = uuid_of(
-        &s.apply(&[create(IocKind::Ipv6, "2001:db8::1", "indicator--v6")])
-            .await[0],
-    );
+    let old = created(&s, IocKind::Ipv6, "2001:db8::1", "indicator--v6").await;
     let mut upd = change(
         ChangeOp::Update,
         IocKind::Ipv6,
@@ -644,10 +598,7 @@ async fn resolve_finishes_an_interrupted_update() {
         [Resolution::NotApplied]
     );
     // Crash after the POST (S1 made a second entry) but before the old one was deleted.
-    let new = uuid_of(
-        &s.apply(&[create(IocKind::Ipv6, "2001:db8::1", "indicator--v6")])
-            .await[0],
-    );
+    let new = created(&s, IocKind::Ipv6, "2001:db8::1", "indicator--v6").await;
     assert_ne!(new, old);
     assert_eq!(
         s.resolve(&[upd]).await.expect("resolve"),
@@ -693,7 +644,7 @@ async fn lists_across_cursor_pages() {
     let fake = start().await;
     seed(&fake, 25);
     fake.set_page_cap(10);
-    let client = SentinelOneClient::new(&cfg(&fake)).expect("client");
+    let client = SentinelOneClient::new(&valid(&cfg(&fake))).expect("client");
 
     let all = client
         .list_all(&ListQuery::default(), None)
@@ -753,7 +704,7 @@ async fn lists_across_cursor_pages() {
 async fn client_deletes_by_filter_and_refuses_unbounded() {
     let fake = start().await;
     seed(&fake, 3);
-    let client = SentinelOneClient::new(&cfg(&fake)).expect("client");
+    let client = SentinelOneClient::new(&valid(&cfg(&fake))).expect("client");
     let n = client
         .delete_where(&iocsync::sinks::sentinelone::DeleteFilter {
             value: Some("d1.example".into()),
@@ -777,9 +728,14 @@ async fn the_token_never_appears_in_errors() {
     let mut c = cfg(&fake);
     c.timeout = Duration::from_millis(300);
     let s = sink(&c);
-    let client = SentinelOneClient::new(&c).expect("client");
+    let client = SentinelOneClient::new(&valid(&c)).expect("client");
     let batch = mixed_batch();
-    let mut texts = vec![format!("{s:?}"), format!("{client:?}"), format!("{c:?}")];
+    let mut texts = vec![
+        format!("{s:?}"),
+        format!("{client:?}"),
+        format!("{c:?}"),
+        format!("{:?}", valid(&c)),
+    ];
     texts.push(serde_json::to_string(&c).expect("config json"));
     for failure in [
         Some(Failure::RateLimit(Some(1))),
@@ -813,18 +769,22 @@ async fn the_token_never_appears_in_errors() {
 }
 
 #[tokio::test]
-async fn new_refuses_bad_config() {
+async fn bad_config_never_makes_a_valid_section() {
     let fake = start().await;
     let mut c = cfg(&fake);
     c.site_id = Some("5".into());
-    let err = SentinelOneSink::new(&c, "OpenCTI").expect_err("account and site");
+    let err = Valid::new(c).expect_err("account and site");
     assert!(
         err.to_string().contains("sentinelone_intel.site_id"),
         "{err}"
     );
     let mut c = cfg(&fake);
     c.api_key = None;
-    assert!(SentinelOneClient::new(&c).is_err());
+    let err = Valid::new(c).expect_err("no token");
+    assert!(
+        err.to_string().contains("sentinelone_intel.api_key"),
+        "{err}"
+    );
 }
 
 /// Self-tests of the fake's own rules, so other suites can trust it.
@@ -909,7 +869,7 @@ mod fake_rules {
     async fn injects_every_kth_failure() {
         let fake = start().await;
         fake.fail_every(2, Failure::Status(500));
-        let client = SentinelOneClient::new(&cfg(&fake)).expect("client");
+        let client = SentinelOneClient::new(&valid(&cfg(&fake))).expect("client");
         let statuses: Vec<u16> = {
             let mut v = Vec::new();
             for _ in 0..4 {

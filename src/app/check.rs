@@ -2,14 +2,16 @@
 //! directory; one line per check, a failed line naming the setting to fix.
 
 use super::*;
+use crate::config::SinkKind;
 
 /// `iocsync check`: validates, then probes the source and every sink; one line per check. A failed
 /// line names the setting to fix; the exit code is the worst failure's (3 credential, 2 config, 1
 /// anything else).
 pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), AppError> {
-    let kind = validated(cfg)?;
-    let source = build_source(cfg, kind)?;
-    let sinks = build_sinks(cfg, kind, None)?;
+    let valid = validated(cfg)?;
+    let kind = valid.source.kind();
+    let source = build_source(cfg, &valid)?;
+    let sinks = build_sinks(&valid, None)?;
     for tls in remotes_tls(cfg, kind).iter().filter(|t| !t.verify) {
         let env =
             crate::config::env_name(tls.verify_key).unwrap_or_else(|| tls.verify_key.to_string());

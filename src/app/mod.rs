@@ -1,7 +1,7 @@
 //! The commands behind the CLI: build the configured source and sinks, run the pipeline with signal
 //! handling, probe endpoints, and read the state. `main.rs` parses arguments and calls these.
 
-use crate::config::{Config, ConfigError, Problem, SinkKind, SourceKind};
+use crate::config::{Config, ConfigError, Problem, SourceKind, ValidSink, ValidSource, Validated};
 use crate::control::Control;
 use crate::model::SourceEvent;
 use crate::pipeline::{Pipeline, PipelineError, RunMode, RunStats};
@@ -128,13 +128,9 @@ pub struct RunOptions {
     pub control: Option<Control>,
 }
 
-/// Validates without I/O; every problem becomes one line of the error.
-pub fn validated(cfg: &Config) -> Result<SourceKind, AppError> {
-    let problems = cfg.validate();
-    if !problems.is_empty() {
-        return Err(AppError::problems(problems));
-    }
-    cfg.source_kind().map_err(|p| AppError::problems(vec![p]))
+/// Validates without I/O, once; every problem becomes one line of the error.
+pub fn validated(cfg: &Config) -> Result<Validated, AppError> {
+    Ok(cfg.validated()?)
 }
 
 /// The name sinks send as the IOC's source by default.
@@ -145,26 +141,19 @@ fn default_source_label(kind: SourceKind) -> &'static str {
     }
 }
 
-/// Builds the configured sinks. `state` (when given) tells each how many values it holds live.
+/// Builds the selected sinks. `state` (when given) tells each how many values it holds live.
 pub fn build_sinks(
-    cfg: &Config,
-    kind: SourceKind,
+    valid: &Validated,
     state: Option<&State>,
 ) -> Result<Vec<Arc<dyn Sink>>, AppError> {
-    let kinds = cfg.sink_kinds().map_err(|p| AppError::problems(vec![p]))?;
+    let label = default_source_label(valid.source.kind());
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
-    for sink_kind in kinds {
-        let sink: Arc<dyn Sink> = match sink_kind {
-            SinkKind::SentinelOne => Arc::new(SentinelOneSink::new(
-                &cfg.sentinelone_intel,
-                default_source_label(kind),
-            )?),
-            SinkKind::Sekoia => Arc::new(SekoiaSink::new(
-                &cfg.sekoia_intel,
-                default_source_label(kind),
-            )?),
-            SinkKind::Zeek => Arc::new(ZeekSink::new(&cfg.zeek)?),
-            SinkKind::Jsonl => Arc::new(JsonlSink::new(&cfg.jsonl)?),
+    for section in &valid.sinks {
+        let sink: Arc<dyn Sink> = match section {
+            ValidSink::SentinelOne(c) => Arc::new(SentinelOneSink::new(c, label)?),
+            ValidSink::Sekoia(c) => Arc::new(SekoiaSink::new(c, label)?),
+            ValidSink::Zeek(c) => Arc::new(ZeekSink::new(c)?),
+            ValidSink::Jsonl(c) => Arc::new(JsonlSink::new(c)),
         };
         if let Some(state) = state {
             sink.seed_live_count(state.live_count(sink.name())?.max(0) as u64);
@@ -174,21 +163,15 @@ pub fn build_sinks(
     Ok(sinks)
 }
 
-/// Builds the configured source.
-pub fn build_source(cfg: &Config, kind: SourceKind) -> Result<Box<dyn Source>, AppError> {
-    match kind {
-        SourceKind::File => {
-            let path = cfg.file.path.as_deref().ok_or_else(|| {
-                AppError::problems(vec![Problem {
-                    key: "file.path".into(),
-                    message: "the file source needs a path".into(),
-                }])
-            })?;
-            Ok(Box::new(FileSource::new(path)))
+/// Builds the selected source.
+pub fn build_source(cfg: &Config, valid: &Validated) -> Result<Box<dyn Source>, AppError> {
+    match &valid.source {
+        ValidSource::File(path) => Ok(Box::new(FileSource::new(path))),
+        ValidSource::OpenCti(opencti, connector) => {
+            Ok(Box::new(OpenCtiSource::new(opencti, connector)?))
         }
-        SourceKind::OpenCti => Ok(Box::new(OpenCtiSource::new(&cfg.opencti, &cfg.connector)?)),
-        SourceKind::Misp => Ok(Box::new(
-            MispSource::new(&cfg.misp)?
+        ValidSource::Misp(misp) => Ok(Box::new(
+            MispSource::new(misp)?
                 .with_expansion(cfg.pipeline.expand_or.then_some(cfg.pipeline.expand_max)),
         )),
     }
@@ -249,10 +232,11 @@ pub async fn run(
     opts: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<RunStats, AppError> {
-    let kind = validated(cfg)?;
+    let valid = validated(cfg)?;
+    let kind = valid.source.kind();
     let state = State::open(&cfg.state.dir)?;
-    let sinks = build_sinks(cfg, kind, Some(&state))?;
-    let source = build_source(cfg, kind)?;
+    let sinks = build_sinks(&valid, Some(&state))?;
+    let source = build_source(cfg, &valid)?;
     // Kept alive until `run` returns: dropping it stops the server.
     let _http = start_http(cfg, kind, source.name(), &sinks).await?;
     let upkeep_token = shutdown.child_token();

@@ -4,7 +4,7 @@
 //! stores in the state at the end of every run). The console's settings page shows the same rows.
 
 use crate::app::AppError;
-use crate::config::{Config, ConfigError, Problem};
+use crate::config::{Config, ConfigError, Problem, Valid};
 use crate::sources::misp::overrides::Overrides;
 use crate::sources::misp::wire::Feed;
 use crate::sources::misp::{
@@ -71,16 +71,8 @@ fn auth_or_other(e: MispError) -> AppError {
 
 /// Builds the report: feeds from the server, counts from the state.
 pub async fn feeds_report(cfg: &Config) -> Result<FeedsReport, AppError> {
-    let problems: Vec<Problem> = cfg
-        .misp
-        .validate()
-        .into_iter()
-        .map(|(key, message)| Problem { key, message })
-        .collect();
-    if !problems.is_empty() {
-        return Err(AppError::Config(ConfigError::Invalid(problems)));
-    }
-    let client = MispClient::new(&cfg.misp).map_err(|e| match e {
+    let section = Valid::new(cfg.misp.clone())?;
+    let client = MispClient::new(&section).map_err(|e| match e {
         MispError::Setup(e) => AppError::Config(ConfigError::Invalid(vec![Problem {
             key: e.key().to_string(),
             message: format!("misp: {e}"),

@@ -3,8 +3,9 @@
 //! The OpenCTI/vendor env names (`SENTINELONE_INTEL_API_KEY` → `sentinelone_intel.api_key`) cannot be
 //! split on `_`, so [`env_key`] maps known prefixes explicitly. Every value from the environment enters
 //! figment as a string and is read with `extract_lossy`, so `"123"` stays a string where a string is
-//! wanted and becomes a number where a number is. [`Config::validate`] does no I/O and reports every
-//! problem with the key to fix.
+//! wanted and becomes a number where a number is. [`Config::validated`] does no I/O, reports every
+//! problem with the key to fix, and hands the source and sinks their sections as [`Valid`] values
+//! (what their constructors take, so they never check configuration themselves).
 
 use crate::sinks::jsonl::JsonlConfig;
 use crate::sinks::sekoia::SekoiaConfig;
@@ -20,10 +21,12 @@ use std::time::Duration;
 
 mod env;
 mod kinds;
+mod valid;
 
 pub use env::{env_key, env_name, secret_file_key, SECRET_KEYS};
 use env::{known_keys, read_secret_file, EnvProvider, HANDLED_ELSEWHERE};
 pub use kinds::{SinkKind, SourceKind};
+pub use valid::{Section, Valid, ValidSink, ValidSource, Validated};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -349,14 +352,16 @@ impl Config {
         }
     }
 
-    /// The problems of a sink's section, as `(key, message)`.
-    fn sink_problems(&self, kind: SinkKind) -> Vec<(String, String)> {
-        match kind {
-            SinkKind::SentinelOne => self.sentinelone_intel.validate(),
-            SinkKind::Sekoia => self.sekoia_intel.validate(),
-            SinkKind::Zeek => self.zeek.validate(),
-            SinkKind::Jsonl => self.jsonl.validate(),
-        }
+    /// A sink's section, validated (`None` with its problems recorded).
+    fn valid_sink(&self, kind: SinkKind, problems: &mut Vec<Problem>) -> Option<ValidSink> {
+        Some(match kind {
+            SinkKind::SentinelOne => {
+                ValidSink::SentinelOne(valid::section(&self.sentinelone_intel, problems)?)
+            }
+            SinkKind::Sekoia => ValidSink::Sekoia(valid::section(&self.sekoia_intel, problems)?),
+            SinkKind::Zeek => ValidSink::Zeek(valid::section(&self.zeek, problems)?),
+            SinkKind::Jsonl => ValidSink::Jsonl(valid::section(&self.jsonl, problems)?),
+        })
     }
 
     /// The TLS settings of a sink that talks to a remote (`None` for the file sinks).
@@ -426,37 +431,57 @@ impl Config {
 
     /// Checks everything that can be checked without I/O; returns every problem found.
     pub fn validate(&self) -> Vec<Problem> {
+        match self.validated() {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(problems)) => problems,
+        }
+    }
+
+    /// Checks everything that can be checked without I/O, once: the source and the selected sinks
+    /// as validated sections, or every problem found (each naming its key).
+    pub fn validated(&self) -> Result<Validated, ConfigError> {
         let mut problems = Vec::new();
+        let source = match self.source_kind() {
+            Ok(SourceKind::OpenCti) => {
+                let opencti = valid::section(&self.opencti, &mut problems);
+                let connector = valid::section(&self.connector, &mut problems);
+                opencti
+                    .zip(connector)
+                    .map(|(o, c)| ValidSource::OpenCti(o, c))
+            }
+            Ok(SourceKind::File) => match &self.file.path {
+                Some(path) => Some(ValidSource::File(path.clone())),
+                None => {
+                    problems.push(Problem {
+                        key: "file.path".into(),
+                        message: "the file source needs a path".into(),
+                    });
+                    None
+                }
+            },
+            Ok(SourceKind::Misp) => {
+                valid::section(&self.misp, &mut problems).map(ValidSource::Misp)
+            }
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        };
+        let mut sinks = Vec::new();
+        match self.sink_kinds() {
+            Ok(kinds) => {
+                for kind in kinds {
+                    sinks.extend(self.valid_sink(kind, &mut problems));
+                }
+            }
+            Err(p) => problems.push(p),
+        }
         let mut push = |list: Vec<(String, String)>| {
             problems.extend(
                 list.into_iter()
                     .map(|(key, message)| Problem { key, message }),
             );
         };
-        match self.source_kind() {
-            Ok(SourceKind::OpenCti) => {
-                push(self.opencti.validate());
-                push(self.connector.validate());
-            }
-            Ok(SourceKind::File) => {
-                if self.file.path.is_none() {
-                    push(vec![(
-                        "file.path".into(),
-                        "the file source needs a path".into(),
-                    )]);
-                }
-            }
-            Ok(SourceKind::Misp) => push(self.misp.validate()),
-            Err(p) => push(vec![(p.key, p.message)]),
-        }
-        match self.sink_kinds() {
-            Ok(kinds) => {
-                for kind in kinds {
-                    push(self.sink_problems(kind));
-                }
-            }
-            Err(p) => push(vec![(p.key, p.message)]),
-        }
         push(self.console.problems(self.console.enabled));
         let p = &self.pipeline;
         let mut own = Vec::new();
@@ -495,7 +520,10 @@ impl Config {
             }
         }
         push(own);
-        problems
+        match source {
+            Some(source) if problems.is_empty() => Ok(Validated { source, sinks }),
+            _ => Err(ConfigError::Invalid(problems)),
+        }
     }
 
     /// The effective log level: `log.level`, else `connector.log_level`.

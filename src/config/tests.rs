@@ -230,3 +230,102 @@ fn source_and_sinks_selection() {
     .expect("load");
     assert!(cfg.sink_names().is_err());
 }
+
+#[test]
+fn validated_carries_each_section_with_what_its_checks_established() {
+    let cfg = Config::load(
+        None,
+        env(&[
+            ("MISP_URL", " https://misp.example "),
+            ("MISP_KEY", "k3y"),
+            ("IOCSYNC_SINKS", "jsonl,sentinelone,sekoia"),
+            ("IOCSYNC_JSONL_PATH", "out.jsonl"),
+            ("SENTINELONE_INTEL_URL", "https://s1.example/"),
+            ("SENTINELONE_INTEL_API_KEY", "ApiToken s1-t0ken"),
+            ("SENTINELONE_INTEL_SITE_ID", "7"),
+            ("SEKOIA_INTEL_URL", "https://api.sekoia.io"),
+            ("SEKOIA_INTEL_APIKEY", "Bearer sek-k3y"),
+            (
+                "SEKOIA_INTEL_IOC_COLLECTION_UUID",
+                "3E7F0D2C-5B1A-4C6D-9E8F-0A1B2C3D4E5F",
+            ),
+        ]),
+    )
+    .expect("load");
+    let valid = cfg.validated().expect("valid");
+    let ValidSource::Misp(misp) = &valid.source else {
+        panic!("misp expected, got {:?}", valid.source.kind());
+    };
+    assert_eq!(misp.facts().url, "https://misp.example");
+    let kinds: Vec<SinkKind> = valid.sinks.iter().map(ValidSink::kind).collect();
+    assert_eq!(
+        kinds,
+        [SinkKind::Jsonl, SinkKind::SentinelOne, SinkKind::Sekoia],
+        "in IOCSYNC_SINKS' order"
+    );
+    for sink in &valid.sinks {
+        match sink {
+            ValidSink::Jsonl(j) => assert_eq!(j.facts().path, PathBuf::from("out.jsonl")),
+            ValidSink::SentinelOne(s) => {
+                assert_eq!(s.facts().token.expose(), "s1-t0ken");
+                assert_eq!(s.facts().scope.site_ids, ["7"]);
+                assert_eq!(s.facts().console_url, "https://s1.example/");
+            }
+            ValidSink::Sekoia(s) => {
+                assert_eq!(s.facts().key.expose(), "sek-k3y");
+                assert_eq!(
+                    s.facts().collection_id,
+                    "ioc-collection--3e7f0d2c-5b1a-4c6d-9e8f-0a1b2c3d4e5f"
+                );
+                assert_eq!(
+                    s.facts().collections_url,
+                    "https://api.sekoia.io/v2/inthreat/ioc-collections"
+                );
+            }
+            ValidSink::Zeek(_) => panic!("zeek is not selected"),
+        }
+    }
+    let shown = format!("{valid:?}");
+    for secret in ["s1-t0ken", "sek-k3y", "k3y\""] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+}
+
+#[test]
+fn validated_and_validate_report_the_same_problems() {
+    let cfg = Config::load(
+        None,
+        env(&[
+            ("OPENCTI_URL", "ftp://cti"),
+            ("SENTINELONE_INTEL_URL", "https://s1.example"),
+            ("SENTINELONE_INTEL_API_KEY", "bad\ntoken"),
+            ("IOCSYNC_PIPELINE_BATCH_EVENTS", "0"),
+        ]),
+    )
+    .expect("load");
+    let problems = cfg.validate();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "opencti.url",
+            "opencti.token",
+            "connector.id",
+            "connector.live_stream_id",
+            "sentinelone_intel.api_key",
+            "sentinelone_intel.account_id",
+            "pipeline.batch_events"
+        ]
+    );
+    assert!(
+        problems[4]
+            .message
+            .contains("not allowed in an HTTP header"),
+        "{}",
+        problems[4].message
+    );
+    match cfg.validated() {
+        Err(ConfigError::Invalid(same)) => assert_eq!(same, problems),
+        Ok(v) => panic!("invalid config validated: {v:?}"),
+    }
+}

@@ -69,6 +69,7 @@ pub async fn misp_feeds(cfg: &Config) -> Result<Vec<crate::sources::misp::wire::
         timeout: FEEDS_WAIT,
         ..cfg.misp.clone()
     };
+    let misp = crate::config::Valid::new(misp).map_err(|e| format!("misp: {e}"))?;
     let client = MispClient::new(&misp).map_err(|e| format!("misp: {e}"))?;
     match tokio::time::timeout(FEEDS_WAIT, client.feeds()).await {
         Ok(Ok(feeds)) => Ok(feeds),
@@ -176,7 +177,10 @@ pub fn view(
         editable,
         rows,
         misp: Some(MispView {
-            schedule: misp.schedule().describe(),
+            schedule: match misp.schedule_checked() {
+                Ok(schedule) => schedule.describe(),
+                Err((key, message)) => format!("not valid ({key}: {message})"),
+            },
             schedule_form: form_of(&misp),
             schedule_override: overrides.schedule,
             schedule_problem,

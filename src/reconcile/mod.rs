@@ -242,7 +242,7 @@ impl Reader {
 fn reader(cfg: &Config, kind: SinkKind) -> Result<Result<Reader, String>, AppError> {
     Ok(match kind {
         SinkKind::SentinelOne => Ok(Reader::SentinelOne(SentinelOneClient::new(
-            &cfg.sentinelone_intel,
+            &crate::config::Valid::new(cfg.sentinelone_intel.clone())?,
         )?)),
         SinkKind::Jsonl => match &cfg.jsonl.path {
             Some(path) => Ok(Reader::Jsonl(path.clone())),
@@ -260,7 +260,9 @@ fn reader(cfg: &Config, kind: SinkKind) -> Result<Result<Reader, String>, AppErr
                     .map_err(state_error)?;
             }
             Ok(Reader::Sekoia(
-                crate::sinks::sekoia::SekoiaClient::new(&cfg.sekoia_intel)?,
+                crate::sinks::sekoia::SekoiaClient::new(&crate::config::Valid::new(
+                    cfg.sekoia_intel.clone(),
+                )?)?,
                 crate::sinks::sekoia::item::marker(cfg.sekoia_intel.instance.as_deref()),
                 values,
             ))

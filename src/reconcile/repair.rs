@@ -20,24 +20,23 @@ pub(super) async fn apply(
     names: &[String],
     shutdown: CancellationToken,
 ) -> Result<Report, AppError> {
-    let source_kind = app::validated(cfg)?;
+    let valid = app::validated(cfg)?;
     let kinds = selected(cfg, names)?;
     let mut state = State::open(&cfg.state.dir)?;
-    let mut sinks: Vec<Arc<dyn crate::sinks::Sink>> =
-        app::build_sinks(cfg, source_kind, Some(&state))?
-            .into_iter()
-            .filter(|s| kinds.iter().any(|k| k.name() == s.name()))
-            .collect();
+    let mut sinks: Vec<Arc<dyn crate::sinks::Sink>> = app::build_sinks(&valid, Some(&state))?
+        .into_iter()
+        .filter(|s| kinds.iter().any(|k| k.name() == s.name()))
+        .collect();
     // The Zeek sink's `resolve` trusts its live set, not the intel file: reconcile keeps its own
     // handle to rewrite the file from the set after the repairs.
-    let zeek_sink = match sinks.iter().position(|s| s.name() == "zeek") {
-        Some(i) => {
-            let z = Arc::new(ZeekSink::new(&cfg.zeek)?);
+    let zeek_sink = match (sinks.iter().position(|s| s.name() == "zeek"), valid.zeek()) {
+        (Some(i), Some(zeek)) => {
+            let z = Arc::new(ZeekSink::new(zeek)?);
             crate::sinks::Sink::seed_live_count(&*z, state.live_count("zeek")?.max(0) as u64);
             sinks[i] = z.clone();
             Some(z)
         }
-        None => None,
+        _ => None,
     };
     let updatable: Vec<(&'static str, bool)> = sinks
         .iter()

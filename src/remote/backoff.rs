@@ -90,6 +90,28 @@ mod tests {
         }
     }
 
+    /// A retry loop sleeping on the backoff, on tokio's paused clock: a persistent failure never
+    /// turns into a hot loop (ten attempts take at least 7.5 caps of virtual time), and after a
+    /// reset the next wait is short again.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_loop_on_the_paused_clock_waits_as_promised() {
+        let (min, max) = (Duration::from_millis(200), Duration::from_secs(10));
+        let mut b = Backoff::new(min, max);
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            tokio::time::sleep(b.next_delay(true)).await;
+        }
+        let waited = start.elapsed();
+        assert!(
+            waited >= max.mul_f64(7.5) && waited <= max * 10,
+            "{waited:?}"
+        );
+        b.reset();
+        let start = tokio::time::Instant::now();
+        tokio::time::sleep(b.next_delay(false)).await;
+        assert!(start.elapsed() <= min * 2, "{:?}", start.elapsed());
+    }
+
     #[test]
     fn attempts_are_counted_by_the_caller_without_state() {
         let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));

@@ -20,7 +20,7 @@ pub mod update;
 pub mod values;
 
 use crate::app::AppError;
-use crate::config::{Config, ConfigError, Problem};
+use crate::config::{Config, Valid};
 use crate::remote::RemoteFailure;
 use crate::sinks::sentinelone::{S1Error, S1Type, SentinelOneClient};
 use clap::{Args, Subcommand};
@@ -216,16 +216,8 @@ pub async fn run(cfg: &Config, cmd: S1Command) -> Result<(), AppError> {
 
 /// Validates the `sentinelone_intel` section (only it: no source is needed) and runs `cmd`.
 pub async fn execute(cfg: &Config, cmd: S1Command, io: &mut Io<'_>) -> Result<(), AppError> {
-    let problems: Vec<Problem> = cfg
-        .sentinelone_intel
-        .validate()
-        .into_iter()
-        .map(|(key, message)| Problem { key, message })
-        .collect();
-    if !problems.is_empty() {
-        return Err(AppError::Config(ConfigError::Invalid(problems)));
-    }
-    let client = SentinelOneClient::new(&cfg.sentinelone_intel)?;
+    let section = Valid::new(cfg.sentinelone_intel.clone())?;
+    let client = SentinelOneClient::new(&section)?;
     match cmd {
         S1Command::List(args) => list::run(cfg, &client, &args, io).await,
         S1Command::Add(args) => add::run(cfg, &client, &args, io).await,

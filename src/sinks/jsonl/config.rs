@@ -1,6 +1,7 @@
 //! The `jsonl` config section (env `IOCSYNC_JSONL_<KEY>`).
 
 use super::fs::FileMode;
+use crate::config::Section;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -31,19 +32,35 @@ impl JsonlConfig {
 
     /// Checks the values without touching the filesystem; returns `(key, message)` per problem.
     pub fn validate(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
-        if let Some(path) = &self.path {
-            let text = path.to_string_lossy();
-            if text.trim().is_empty() {
-                problems.push(("jsonl.path".to_owned(), "must not be empty".to_owned()));
-            } else if text.ends_with('/') || path.file_name().is_none() {
-                problems.push((
-                    "jsonl.path".to_owned(),
-                    format!("`{text}` must name a file, not a directory"),
-                ));
+        self.check().err().unwrap_or_default()
+    }
+}
+
+/// What a valid `jsonl` section establishes.
+#[derive(Debug, Clone)]
+pub struct JsonlFacts {
+    /// The file records are appended to, naming a file.
+    pub path: PathBuf,
+}
+
+impl Section for JsonlConfig {
+    type Facts = JsonlFacts;
+
+    fn check(&self) -> Result<JsonlFacts, Vec<(String, String)>> {
+        let problem = |message: String| Err(vec![("jsonl.path".to_owned(), message)]);
+        match &self.path {
+            None => problem("no file configured".to_owned()),
+            Some(path) => {
+                let text = path.to_string_lossy();
+                if text.trim().is_empty() {
+                    problem("must not be empty".to_owned())
+                } else if text.ends_with('/') || path.file_name().is_none() {
+                    problem(format!("`{text}` must name a file, not a directory"))
+                } else {
+                    Ok(JsonlFacts { path: path.clone() })
+                }
             }
         }
-        problems
     }
 }
 
@@ -52,10 +69,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_is_unconfigured_and_valid() {
+    fn default_is_unconfigured_and_needs_a_path() {
         let cfg = JsonlConfig::default();
         assert!(!cfg.is_configured());
-        assert!(cfg.validate().is_empty());
+        let problems = cfg.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "jsonl.path");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::format::{
     RECORD_START,
 };
 use super::fs::{blocking, parent_dir, probe_writable, set_mode, sync_dir, Context, FileError};
+use crate::config::Valid;
 use crate::sinks::{Change, Outcome, Resolution, Sink, SinkError};
 use async_trait::async_trait;
 use std::collections::HashSet;
@@ -27,18 +28,13 @@ pub struct JsonlSink {
 }
 
 impl JsonlSink {
-    /// Builds the sink from its config; fails when no path is set. Touches no file.
-    pub fn new(config: &JsonlConfig) -> Result<Self, SinkError> {
-        let path = config.path.clone().ok_or_else(|| SinkError::Config {
-            sink: SINK,
-            key: "jsonl.path",
-            message: "no file configured".to_owned(),
-        })?;
-        Ok(JsonlSink {
-            path: Arc::new(path),
+    /// Builds the sink from a validated section. Touches no file, so it cannot fail.
+    pub fn new(config: &Valid<JsonlConfig>) -> Self {
+        JsonlSink {
+            path: Arc::new(config.facts().path.clone()),
             file_mode: config.file_mode.0,
             write_lock: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     /// The file records go to.
@@ -251,11 +247,13 @@ mod tests {
     use crate::sinks::ChangeOp;
 
     fn sink(dir: &tempfile::TempDir) -> JsonlSink {
-        JsonlSink::new(&JsonlConfig {
-            path: Some(dir.path().join("sub/out.jsonl")),
-            ..JsonlConfig::default()
-        })
-        .expect("sink")
+        JsonlSink::new(
+            &Valid::new(JsonlConfig {
+                path: Some(dir.path().join("sub/out.jsonl")),
+                ..JsonlConfig::default()
+            })
+            .expect("valid"),
+        )
     }
 
     fn read(sink: &JsonlSink) -> String {
@@ -269,8 +267,8 @@ mod tests {
     }
 
     #[test]
-    fn new_requires_a_path() {
-        let err = JsonlSink::new(&JsonlConfig::default()).expect_err("no path");
+    fn a_sink_requires_a_path() {
+        let err = Valid::new(JsonlConfig::default()).expect_err("no path");
         assert!(err.to_string().contains("jsonl.path"), "{err}");
     }
 
@@ -377,11 +375,13 @@ mod tests {
     async fn a_failed_append_is_a_retry_with_the_path() {
         let dir = tempfile::tempdir().expect("tempdir");
         // The "file" is a directory: opening it for writing fails.
-        let sink = JsonlSink::new(&JsonlConfig {
-            path: Some(dir.path().to_path_buf()),
-            ..JsonlConfig::default()
-        })
-        .expect("sink");
+        let sink = JsonlSink::new(
+            &Valid::new(JsonlConfig {
+                path: Some(dir.path().to_path_buf()),
+                ..JsonlConfig::default()
+            })
+            .expect("valid"),
+        );
         let outcomes = sink
             .apply(&[change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--1")])
             .await;

@@ -7,12 +7,12 @@
 //! we created nor tell which line Sekoia refused — and it takes one format per call, which is how the
 //! seed connector came to send mixed-type batches under the first pattern's type.
 
-use super::config::{collection_id, collections_url, SekoiaConfig};
+use super::config::SekoiaConfig;
 use super::error::{
-    auth_message, collection_message, describe_body, permission_message, SekoiaError, KEY_APIKEY,
-    KEY_COLLECTION, KEY_URL, SINK,
+    auth_message, collection_message, describe_body, permission_message, SekoiaError, SINK,
 };
 use super::types::{Collection, DefaultFields, ImportItem, IndicatorPage, RemoteIndicator};
+use crate::config::Valid;
 use crate::remote::{
     error_body, exchange, http_client, join_url, json_request, register_secret, trim_body,
 };
@@ -57,42 +57,18 @@ impl std::fmt::Debug for SekoiaClient {
 }
 
 impl SekoiaClient {
-    /// Builds a client; fails on a missing or malformed URL, key or collection id, or a TLS setup
-    /// error.
-    pub fn new(cfg: &SekoiaConfig) -> Result<Self, SinkError> {
-        let base = cfg
-            .base_url()
-            .ok_or_else(|| SinkError::config(SINK, KEY_URL, "the Sekoia API URL is not set"))?;
-        let collections = collections_url(base).map_err(|e| SinkError::config(SINK, KEY_URL, e))?;
-        let collection = collection_id(cfg.ioc_collection_uuid.as_deref().unwrap_or(""))
-            .map_err(|e| SinkError::config(SINK, KEY_COLLECTION, e))?;
-        let key = cfg
-            .apikey
-            .as_ref()
-            .map(|k| k.expose().trim())
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| SinkError::config(SINK, KEY_APIKEY, "the API key is not set"))?;
-        // A pasted `Bearer ` scheme is tolerated rather than sent twice.
-        let key = match key.split_once(char::is_whitespace) {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            _ => key,
-        };
-        let mut auth = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-            SinkError::config(
-                SINK,
-                KEY_APIKEY,
-                "the API key contains characters not allowed in an HTTP header",
-            )
-        })?;
-        auth.set_sensitive(true);
-        register_secret(key);
+    /// Builds a client from a validated section; fails only on the TLS setup (a CA bundle that
+    /// cannot be read).
+    pub fn new(cfg: &Valid<SekoiaConfig>) -> Result<Self, SinkError> {
+        let facts = cfg.facts();
+        register_secret(facts.key.expose());
         let http = http_client(&cfg.tls(), cfg.timeout)
             .map_err(|e| SinkError::config(SINK, e.key(), e.to_string()))?;
         Ok(SekoiaClient {
             http,
-            collections,
-            collection,
-            auth,
+            collections: facts.collections_url.clone(),
+            collection: facts.collection_id.clone(),
+            auth: facts.auth.clone(),
         })
     }
 
@@ -308,6 +284,7 @@ impl SekoiaClient {
 
 #[cfg(test)]
 mod tests {
+    use super::super::error::{KEY_APIKEY, KEY_COLLECTION, KEY_URL};
     use super::*;
     use crate::secret::Secret;
 
@@ -322,7 +299,8 @@ mod tests {
 
     #[test]
     fn builds_every_url_once() {
-        let c = SekoiaClient::new(&cfg("https://api.sekoia.io/v2/inthreat/")).expect("client");
+        let valid = Valid::new(cfg("https://api.sekoia.io/v2/inthreat/")).expect("valid");
+        let c = SekoiaClient::new(&valid).expect("client");
         let coll = "https://api.sekoia.io/v2/inthreat/ioc-collections/\
                     ioc-collection--3e7f0d2c-5b1a-4c6d-9e8f-0a1b2c3d4e5f";
         assert_eq!(c.collection_url(), coll);
@@ -338,29 +316,21 @@ mod tests {
         assert!(!format!("{c:?}").contains(" k"));
     }
 
+    /// The settings a client cannot use never make a validated section (so never a client).
     #[test]
     fn refuses_bad_settings() {
+        let key_of = |c: SekoiaConfig| match Valid::new(c) {
+            Err(crate::config::ConfigError::Invalid(p)) => {
+                p.into_iter().map(|p| p.key).collect::<Vec<_>>()
+            }
+            Ok(_) => Vec::new(),
+        };
         let mut bad = cfg("https://api.sekoia.io");
         bad.ioc_collection_uuid = Some("ChangeMe".into());
-        assert!(matches!(
-            SekoiaClient::new(&bad),
-            Err(SinkError::Config {
-                key: KEY_COLLECTION,
-                ..
-            })
-        ));
+        assert_eq!(key_of(bad), [KEY_COLLECTION]);
         let mut bad = cfg("https://api.sekoia.io");
         bad.apikey = Some(Secret::new("a\nb"));
-        assert!(matches!(
-            SekoiaClient::new(&bad),
-            Err(SinkError::Config {
-                key: KEY_APIKEY,
-                ..
-            })
-        ));
-        assert!(matches!(
-            SekoiaClient::new(&cfg("not a url")),
-            Err(SinkError::Config { key: KEY_URL, .. })
-        ));
+        assert_eq!(key_of(bad), [KEY_APIKEY]);
+        assert_eq!(key_of(cfg("not a url")), [KEY_URL]);
     }
 }

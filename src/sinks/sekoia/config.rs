@@ -2,7 +2,9 @@
 //! defaults, the link back to the source and the quota we warn against; plus the normalisation of the
 //! URL and the collection id, which users write in several forms.
 
+use crate::config::Section;
 use crate::secret::Secret;
+use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -162,34 +164,92 @@ impl SekoiaConfig {
 
     /// Checks the section without I/O; returns `(config key, message)` for every problem.
     pub fn validate(&self) -> Vec<(String, String)> {
+        self.check().err().unwrap_or_default()
+    }
+}
+
+/// What a valid `sekoia_intel` section establishes: the endpoint, the collection, the credential as
+/// sent.
+#[derive(Debug, Clone)]
+pub struct SekoiaFacts {
+    /// `…/v2/inthreat/ioc-collections` (see [`collections_url`]).
+    pub collections_url: String,
+    /// `ioc-collection--<uuid>` (see [`collection_id`]).
+    pub collection_id: String,
+    /// The API key without a pasted `Bearer ` scheme.
+    pub key: Secret,
+    /// `Authorization: Bearer <key>`, marked sensitive.
+    pub auth: HeaderValue,
+}
+
+impl Section for SekoiaConfig {
+    type Facts = SekoiaFacts;
+
+    fn check(&self) -> Result<SekoiaFacts, Vec<(String, String)>> {
         let mut errs = Vec::new();
         let mut err = |key: &str, msg: String| errs.push((format!("{SECTION}.{key}"), msg));
 
-        match self.base_url() {
-            None => err(
-                "url",
-                "the Sekoia API URL is required (e.g. https://api.sekoia.io)".into(),
-            ),
-            Some(u) => {
-                if let Err(e) = collections_url(u) {
+        let collections = match self.base_url() {
+            None => {
+                err(
+                    "url",
+                    "the Sekoia API URL is required (e.g. https://api.sekoia.io)".into(),
+                );
+                None
+            }
+            Some(u) => match collections_url(u) {
+                Ok(c) => Some(c),
+                Err(e) => {
                     err("url", e);
+                    None
                 }
+            },
+        };
+        let key = self
+            .apikey
+            .as_ref()
+            .map(|k| k.expose().trim())
+            .filter(|k| !k.is_empty())
+            // A pasted `Bearer ` scheme is tolerated rather than sent twice.
+            .map(|k| match k.split_once(char::is_whitespace) {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+                _ => k,
+            });
+        let credential = match key {
+            None => {
+                err("apikey", "the Sekoia API key is required".into());
+                None
             }
-        }
-        if self.apikey.as_ref().is_none_or(Secret::is_blank) {
-            err("apikey", "the Sekoia API key is required".into());
-        }
-        match self.ioc_collection_uuid.as_deref().map(str::trim) {
-            None | Some("") => err(
-                "ioc_collection_uuid",
-                "the IOC collection id is required".into(),
-            ),
-            Some(c) => {
-                if let Err(e) = collection_id(c) {
+            Some(k) => match HeaderValue::from_str(&format!("Bearer {k}")) {
+                Ok(mut auth) => {
+                    auth.set_sensitive(true);
+                    Some((Secret::new(k), auth))
+                }
+                Err(_) => {
+                    err(
+                        "apikey",
+                        "the API key contains characters not allowed in an HTTP header".into(),
+                    );
+                    None
+                }
+            },
+        };
+        let collection = match self.ioc_collection_uuid.as_deref().map(str::trim) {
+            None | Some("") => {
+                err(
+                    "ioc_collection_uuid",
+                    "the IOC collection id is required".into(),
+                );
+                None
+            }
+            Some(c) => match collection_id(c) {
+                Ok(id) => Some(id),
+                Err(e) => {
                     err("ioc_collection_uuid", e);
+                    None
                 }
-            }
-        }
+            },
+        };
         if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
             err(
                 "batch_size",
@@ -229,7 +289,17 @@ impl SekoiaConfig {
         if self.quota == 0 {
             err("quota", "must be greater than zero".into());
         }
-        errs
+        match (collections, collection, credential) {
+            (Some(collections_url), Some(collection_id), Some((key, auth))) if errs.is_empty() => {
+                Ok(SekoiaFacts {
+                    collections_url,
+                    collection_id,
+                    key,
+                    auth,
+                })
+            }
+            _ => Err(errs),
+        }
     }
 }
 

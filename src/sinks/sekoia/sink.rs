@@ -10,6 +10,7 @@ use super::error::{SekoiaError, SINK};
 use super::item::{build_item, legacy_marker, marker, ItemDefaults};
 use super::quota::LiveCount;
 use super::types::{DefaultFields, ImportItem, RemoteIndicator};
+use crate::config::Valid;
 use crate::ioc::IocKind;
 use crate::remote::RemoteFailure;
 use crate::sinks::batch::{self, post_in_groups, push_lookup, ByOpRuns, GroupAnswer};
@@ -139,21 +140,9 @@ fn import_calls(fields: &[DefaultFields], batch_size: usize) -> Vec<Vec<usize>> 
 }
 
 impl SekoiaSink {
-    /// Builds the sink; `default_source_name` ("OpenCTI", "MISP") is used when `source_name` is unset.
-    pub fn new(cfg: &SekoiaConfig, default_source_name: &str) -> Result<Self, SinkError> {
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            let message = problems
-                .iter()
-                .map(|(k, m)| format!("{k}: {m}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(SinkError::Config {
-                sink: SINK,
-                key: super::config::SECTION,
-                message,
-            });
-        }
+    /// Builds the sink from a validated section; `default_source_name` ("OpenCTI", "MISP") is used
+    /// when `source_name` is unset. Fails only on the client's TLS setup.
+    pub fn new(cfg: &Valid<SekoiaConfig>, default_source_name: &str) -> Result<Self, SinkError> {
         if cfg.link_template.is_some() {
             tracing::warn!(
                 sink = SINK,

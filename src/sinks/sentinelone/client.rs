@@ -2,12 +2,13 @@
 //! the configured scope. One call per method, no retries (the pipeline owns retry policy); every call
 //! is counted in metrics and mapped to a typed [`S1Error`].
 
-use super::config::{strip_token_scheme, Scope, SentinelOneConfig};
+use super::config::{Scope, SentinelOneConfig};
 use super::error::SINK;
 use super::error::{auth_message, describe_errors, parse_errors, permission_message, S1Error};
 use super::types::{
     CreatedIoc, DeleteFilter, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type,
 };
+use crate::config::Valid;
 use crate::remote::{
     error_body, exchange, http_client, join_url, json_request, register_secret, trim_body,
 };
@@ -95,54 +96,18 @@ struct Affected {
 }
 
 impl SentinelOneClient {
-    /// Builds a client; fails on a missing URL or token, an empty scope, or a TLS setup error.
-    pub fn new(cfg: &SentinelOneConfig) -> Result<Self, SinkError> {
-        let console = cfg.console_url().ok_or_else(|| {
-            SinkError::config(SINK, "sentinelone_intel.url", "the console URL is not set")
-        })?;
-        url::Url::parse(console).map_err(|e| {
-            SinkError::config(
-                SINK,
-                "sentinelone_intel.url",
-                format!("not a valid URL ({e})"),
-            )
-        })?;
-        let token = cfg
-            .api_key
-            .as_ref()
-            .map(|k| strip_token_scheme(k.expose()))
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                SinkError::config(
-                    SINK,
-                    "sentinelone_intel.api_key",
-                    "the API token is not set",
-                )
-            })?;
-        let mut auth = HeaderValue::from_str(&format!("ApiToken {token}")).map_err(|_| {
-            SinkError::config(
-                SINK,
-                "sentinelone_intel.api_key",
-                "the API token contains characters not allowed in an HTTP header",
-            )
-        })?;
-        auth.set_sensitive(true);
-        register_secret(token);
-        let scope = cfg.scope();
-        if scope.is_empty() {
-            return Err(SinkError::config(
-                SINK,
-                "sentinelone_intel.account_id",
-                "no scope: set account_id, site_id or group_id",
-            ));
-        }
+    /// Builds a client from a validated section; fails only on the TLS setup (a CA bundle that
+    /// cannot be read).
+    pub fn new(cfg: &Valid<SentinelOneConfig>) -> Result<Self, SinkError> {
+        let facts = cfg.facts();
+        register_secret(facts.token.expose());
         let http = http_client(&cfg.tls(), cfg.timeout)
             .map_err(|e| SinkError::config(SINK, e.key(), e.to_string()))?;
         Ok(SentinelOneClient {
             http,
-            url: iocs_url(console),
-            auth,
-            scope,
+            url: iocs_url(&facts.console_url),
+            auth: facts.auth.clone(),
+            scope: facts.scope.clone(),
         })
     }
 

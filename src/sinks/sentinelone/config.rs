@@ -1,7 +1,9 @@
 //! The `sentinelone_intel` config section: console URL, API token, scope ids and the defaults used
 //! when an indicator does not say (source name, score, validity).
 
+use crate::config::Section;
 use crate::secret::Secret;
+use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -152,20 +154,51 @@ impl SentinelOneConfig {
 
     /// Checks the section without I/O; returns `(config key, message)` for every problem.
     pub fn validate(&self) -> Vec<(String, String)> {
+        self.check().err().unwrap_or_default()
+    }
+}
+
+/// What a valid `sentinelone_intel` section establishes: the console, the credential as sent, the
+/// scope.
+#[derive(Debug, Clone)]
+pub struct S1Facts {
+    /// The console URL (`url` or its alias), trimmed, an http(s) URL.
+    pub console_url: String,
+    /// The API token without a pasted `ApiToken ` scheme.
+    pub token: Secret,
+    /// `Authorization: ApiToken <token>`, marked sensitive.
+    pub auth: HeaderValue,
+    /// The scope ids; at least one is set, and not both accounts and sites.
+    pub scope: Scope,
+}
+
+impl Section for SentinelOneConfig {
+    type Facts = S1Facts;
+
+    fn check(&self) -> Result<S1Facts, Vec<(String, String)>> {
         let mut errs = Vec::new();
         let mut err = |key: &str, msg: String| errs.push((format!("{SECTION}.{key}"), msg));
 
-        match self.console_url() {
-            None => err("url", "the SentinelOne console URL is required".into()),
+        let console_url = match self.console_url() {
+            None => {
+                err("url", "the SentinelOne console URL is required".into());
+                None
+            }
             Some(u) => match url::Url::parse(u) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-                Ok(parsed) => err(
-                    "url",
-                    format!("expected an http(s) URL, got scheme `{}`", parsed.scheme()),
-                ),
-                Err(e) => err("url", format!("not a valid URL ({e})")),
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(u.to_string()),
+                Ok(parsed) => {
+                    err(
+                        "url",
+                        format!("expected an http(s) URL, got scheme `{}`", parsed.scheme()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    err("url", format!("not a valid URL ({e})"));
+                    None
+                }
             },
-        }
+        };
         if let (Some(a), Some(b)) = (&self.url, &self.api_url) {
             if a.trim().trim_end_matches('/') != b.trim().trim_end_matches('/') {
                 err(
@@ -174,10 +207,30 @@ impl SentinelOneConfig {
                 );
             }
         }
-        match &self.api_key {
-            Some(k) if !k.is_blank() && !strip_token_scheme(k.expose()).is_empty() => {}
-            _ => err("api_key", "the SentinelOne API token is required".into()),
-        }
+        let token = self
+            .api_key
+            .as_ref()
+            .map(|k| strip_token_scheme(k.expose()))
+            .filter(|t| !t.is_empty());
+        let credential = match token {
+            None => {
+                err("api_key", "the SentinelOne API token is required".into());
+                None
+            }
+            Some(t) => match HeaderValue::from_str(&format!("ApiToken {t}")) {
+                Ok(mut auth) => {
+                    auth.set_sensitive(true);
+                    Some((Secret::new(t), auth))
+                }
+                Err(_) => {
+                    err(
+                        "api_key",
+                        "the API token contains characters not allowed in an HTTP header".into(),
+                    );
+                    None
+                }
+            },
+        };
 
         let scope = self.scope();
         if scope.is_empty() {
@@ -226,7 +279,15 @@ impl SentinelOneConfig {
         if self.timeout.is_zero() {
             err("timeout", "must be greater than zero".into());
         }
-        errs
+        match (console_url, credential) {
+            (Some(console_url), Some((token, auth))) if errs.is_empty() => Ok(S1Facts {
+                console_url,
+                token,
+                auth,
+                scope,
+            }),
+            _ => Err(errs),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use super::detail::{offenders, Offender};
 use super::error::{ApiError, S1Error, SINK};
 use super::item::{build_item, ItemDefaults};
 use super::types::{CreatedIoc, IocItem, ListQuery, RemoteIoc, S1Type};
+use crate::config::Valid;
 use crate::remote::RemoteFailure;
 use crate::sinks::batch::{self, post_in_groups, push_lookup, ByOpRuns, GroupAnswer};
 use crate::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
@@ -99,21 +100,12 @@ fn newest(found: &[RemoteIoc]) -> Option<&RemoteIoc> {
 }
 
 impl SentinelOneSink {
-    /// Builds the sink; `default_source_name` ("OpenCTI", "MISP") is used when `source_name` is unset.
-    pub fn new(cfg: &SentinelOneConfig, default_source_name: &str) -> Result<Self, SinkError> {
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            let message = problems
-                .iter()
-                .map(|(k, m)| format!("{k}: {m}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(SinkError::Config {
-                sink: SINK,
-                key: "sentinelone_intel",
-                message,
-            });
-        }
+    /// Builds the sink from a validated section; `default_source_name` ("OpenCTI", "MISP") is used
+    /// when `source_name` is unset. Fails only on the client's TLS setup.
+    pub fn new(
+        cfg: &Valid<SentinelOneConfig>,
+        default_source_name: &str,
+    ) -> Result<Self, SinkError> {
         let source = cfg
             .source_name
             .clone()

@@ -1,5 +1,6 @@
 //! The `zeek` config section (env `IOCSYNC_ZEEK_<KEY>`).
 
+use crate::config::Section;
 use crate::sinks::jsonl::fs::FileMode;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -74,19 +75,44 @@ impl ZeekConfig {
 
     /// Checks the values without touching the filesystem; returns `(key, message)` per problem.
     pub fn validate(&self) -> Vec<(String, String)> {
+        self.check().err().unwrap_or_default()
+    }
+}
+
+/// What a valid `zeek` section establishes.
+#[derive(Debug, Clone)]
+pub struct ZeekFacts {
+    /// The intel file, naming a file.
+    pub intel_path: PathBuf,
+}
+
+impl Section for ZeekConfig {
+    type Facts = ZeekFacts;
+
+    fn check(&self) -> Result<ZeekFacts, Vec<(String, String)>> {
         let mut problems = Vec::new();
         let mut problem = |key: &str, message: String| problems.push((key.to_owned(), message));
-        if let Some(path) = &self.intel_path {
-            let text = path.to_string_lossy();
-            if text.trim().is_empty() {
-                problem("zeek.intel_path", "must not be empty".to_owned());
-            } else if text.ends_with('/') || path.file_name().is_none() {
-                problem(
-                    "zeek.intel_path",
-                    format!("`{text}` must name a file, not a directory"),
-                );
+        let intel_path = match &self.intel_path {
+            None => {
+                problem("zeek.intel_path", "no intel file configured".to_owned());
+                None
             }
-        }
+            Some(path) => {
+                let text = path.to_string_lossy();
+                if text.trim().is_empty() {
+                    problem("zeek.intel_path", "must not be empty".to_owned());
+                    None
+                } else if text.ends_with('/') || path.file_name().is_none() {
+                    problem(
+                        "zeek.intel_path",
+                        format!("`{text}` must name a file, not a directory"),
+                    );
+                    None
+                } else {
+                    Some(path.clone())
+                }
+            }
+        };
         // A zero retention would drop the tombstone in the very rewrite that adds it: Zeek would
         // never see the removal.
         if self.removal == Removal::Tombstone && self.tombstone_retention.is_zero() {
@@ -112,7 +138,10 @@ impl ZeekConfig {
                 problem("zeek.url_template", message);
             }
         }
-        problems
+        match intel_path {
+            Some(intel_path) if problems.is_empty() => Ok(ZeekFacts { intel_path }),
+            _ => Err(problems),
+        }
     }
 }
 
@@ -169,7 +198,12 @@ mod tests {
             })
         );
         assert!(!ZeekConfig::default().is_configured());
-        assert!(ZeekConfig::default().validate().is_empty());
+        let keys: Vec<_> = ZeekConfig::default()
+            .validate()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["zeek.intel_path"], "a selected sink needs its file");
     }
 
     #[test]
@@ -208,6 +242,7 @@ mod tests {
             ]
         );
         let expire = ZeekConfig {
+            intel_path: Some(PathBuf::from("/var/zeek/intel.dat")),
             removal: Removal::Expire,
             tombstone_retention: Duration::ZERO,
             ..ZeekConfig::default()

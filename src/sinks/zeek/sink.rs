@@ -3,6 +3,7 @@
 use super::config::{expand_url_template, Removal, ZeekConfig};
 use super::format::{header, push_row, Row};
 use super::state::{LiveSet, Undo};
+use crate::config::Valid;
 use crate::sinks::jsonl::fs::{
     blocking, create_temp_beside, parent_dir, probe_writable, set_mode, sync_dir, Context,
     FileError,
@@ -63,12 +64,8 @@ fn state_path_for(intel_path: &Path) -> PathBuf {
 impl ZeekSink {
     /// Builds the sink and loads the sidecar state (blocking, once at start-up). A missing sidecar is
     /// an empty set; an unreadable one is an error, since starting empty would forget what Zeek holds.
-    pub fn new(config: &ZeekConfig) -> Result<Self, SinkError> {
-        let intel_path = config.intel_path.clone().ok_or_else(|| SinkError::Config {
-            sink: SINK,
-            key: "zeek.intel_path",
-            message: "no intel file configured".to_owned(),
-        })?;
+    pub fn new(config: &Valid<ZeekConfig>) -> Result<Self, SinkError> {
+        let intel_path = config.facts().intel_path.clone();
         let state_path = state_path_for(&intel_path);
         let live = load_state(&state_path, &intel_path).map_err(|e| e.to_sink_error(SINK))?;
         let settings = Settings {

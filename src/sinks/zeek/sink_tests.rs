@@ -19,8 +19,12 @@ fn config(dir: &tempfile::TempDir, removal: Removal) -> ZeekConfig {
     }
 }
 
+fn valid(cfg: ZeekConfig) -> Valid<ZeekConfig> {
+    Valid::new(cfg).expect("valid")
+}
+
 fn sink(dir: &tempfile::TempDir, removal: Removal) -> ZeekSink {
-    ZeekSink::new(&config(dir, removal)).expect("sink")
+    ZeekSink::new(&valid(config(dir, removal))).expect("sink")
 }
 
 /// The data rows of the intel file (header and comments left out).
@@ -302,11 +306,11 @@ async fn a_kill_between_the_two_renames_is_repaired_before_resolve_answers() {
 #[tokio::test]
 async fn url_template_fills_in_when_there_is_no_source_url() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = ZeekSink::new(&ZeekConfig {
+    let sink = ZeekSink::new(&valid(ZeekConfig {
         url_template: Some("https://cti.example/indicators/{internal_id}".to_owned()),
         source_name: "cti\tprod".to_owned(),
         ..config(&dir, Removal::Expire)
-    })
+    }))
     .expect("sink");
     let mut with_id = change(ChangeOp::Create, IocKind::Md5, "aa", "indicator--1");
     with_id.meta.source_internal_id = Some("abc".to_owned());
@@ -325,10 +329,10 @@ async fn url_template_fills_in_when_there_is_no_source_url() {
 #[tokio::test]
 async fn write_failure_is_a_retry_and_keeps_the_previous_state() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = ZeekSink::new(&ZeekConfig {
+    let sink = ZeekSink::new(&valid(ZeekConfig {
         intel_path: Some(dir.path().join("blocker/intel.dat")),
         ..ZeekConfig::default()
-    })
+    }))
     .expect("sink");
     // The directory cannot be created once a plain file holds its name.
     std::fs::write(dir.path().join("blocker"), "").expect("file");
@@ -348,9 +352,9 @@ async fn write_failure_is_a_retry_and_keeps_the_previous_state() {
 fn unreadable_state_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("intel.dat.iocsync.json"), "{oops").expect("write");
-    let err = ZeekSink::new(&config(&dir, Removal::Tombstone)).expect_err("corrupt state");
+    let err = ZeekSink::new(&valid(config(&dir, Removal::Tombstone))).expect_err("corrupt state");
     assert!(err.to_string().contains("intel.dat.iocsync.json"), "{err}");
-    let err = ZeekSink::new(&ZeekConfig::default()).expect_err("no path");
+    let err = Valid::new(ZeekConfig::default()).expect_err("no path");
     assert!(err.to_string().contains("zeek.intel_path"), "{err}");
 }
 

@@ -5,6 +5,7 @@
 
 use super::config::MispConfig;
 use super::wire::{attributes_of, Feed};
+use crate::config::Valid;
 use crate::remote::{
     error_body, exchange, http_client, join_url, register_secret, remote_text, trim_body, Backoff,
 };
@@ -124,16 +125,16 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
 impl MispClient {
-    /// A client for `cfg.url` with `cfg.key`; call after validation.
-    pub fn new(cfg: &MispConfig) -> Result<MispClient, MispError> {
+    /// A client for the validated section's server and key; fails only on the TLS setup (a CA
+    /// bundle that cannot be read).
+    pub fn new(cfg: &Valid<MispConfig>) -> Result<MispClient, MispError> {
         let http = http_client(&cfg.tls(), cfg.timeout)?;
-        if let Some(key) = &cfg.key {
-            register_secret(key.expose());
-        }
+        let facts = cfg.facts();
+        register_secret(facts.key.expose());
         Ok(MispClient {
             http,
-            base: cfg.url.as_deref().unwrap_or_default().trim().to_string(),
-            key: cfg.key.clone().unwrap_or_default(),
+            base: facts.url.clone(),
+            key: facts.key.clone(),
             attempts: cfg.request_attempts.max(1),
             backoff_min: BACKOFF_MIN,
         })

@@ -7,6 +7,7 @@
 
 use super::mapping::SUPPORTED_TYPES;
 use super::schedule::{parse_time_of_day, Schedule};
+use crate::config::Section;
 use crate::lenient::{lenient_opt_string, Scalar};
 use crate::remote::{base_url_problem, is_placeholder};
 use crate::secret::Secret;
@@ -148,13 +149,6 @@ impl MispConfig {
         split_list(self.disabled_feeds.as_deref())
     }
 
-    /// The effective schedule; call after [`MispConfig::validate`] (falls back to the default
-    /// interval on a value validation would have refused).
-    pub fn schedule(&self) -> Schedule {
-        self.schedule_checked()
-            .unwrap_or(Schedule::Interval(DEFAULT_INTERVAL))
-    }
-
     /// The schedule, or the key and problem that make it invalid (the console validates its own
     /// schedule edits with this too).
     pub fn schedule_checked(&self) -> Result<Schedule, (&'static str, String)> {
@@ -277,6 +271,33 @@ impl MispConfig {
     }
 }
 
+/// What a valid `misp` section establishes.
+#[derive(Debug, Clone)]
+pub struct MispFacts {
+    /// The server base URL, trimmed, an http(s) URL without a query.
+    pub url: String,
+    /// The auth key, not blank, no placeholder, no spaces.
+    pub key: Secret,
+    /// When runs start.
+    pub schedule: Schedule,
+}
+
+impl Section for MispConfig {
+    type Facts = MispFacts;
+
+    fn check(&self) -> Result<MispFacts, Vec<(String, String)>> {
+        let problems = self.validate();
+        match (&self.url, &self.key, self.schedule_checked()) {
+            (Some(url), Some(key), Ok(schedule)) if problems.is_empty() => Ok(MispFacts {
+                url: url.trim().to_string(),
+                key: key.clone(),
+                schedule,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
 /// A comma list given as a string, a single number (`MISP_DISABLED_FEEDS=3`) or a YAML list.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -322,7 +343,10 @@ mod tests {
         assert_eq!(c.initial_lookback, Duration::from_secs(7 * 86_400));
         assert_eq!(c.resync_interval, Duration::from_secs(86_400));
         assert_eq!(c.page_size, 5_000);
-        assert_eq!(c.schedule(), Schedule::Interval(DEFAULT_INTERVAL));
+        assert_eq!(
+            c.schedule_checked(),
+            Ok(Schedule::Interval(DEFAULT_INTERVAL))
+        );
         assert_eq!(c.type_list().len(), SUPPORTED_TYPES.len());
         assert!(good().validate().is_empty(), "{:?}", good().validate());
     }
@@ -388,8 +412,7 @@ mod tests {
             timezone: "Europe/Paris".into(),
             ..good()
         };
-        assert!(c.validate().is_empty(), "{:?}", c.validate());
-        match c.schedule() {
+        match c.check().expect("valid").schedule {
             Schedule::Daily { at, every_days, tz } => {
                 assert_eq!(at.to_string(), "02:30:00");
                 assert_eq!(every_days, 3);

@@ -15,6 +15,7 @@ use super::mapping::{map_attribute, MapOptions};
 use super::schedule::{Mark, Schedule};
 use super::wire::{text, Attribute};
 use super::SOURCE_NAME;
+use crate::config::Valid;
 use crate::metrics;
 use crate::model::{EventKind, IndicatorState, Payload, SourceEvent};
 use crate::sources::{Source, SourceContext, SourceError};
@@ -134,7 +135,7 @@ pub(super) struct Tally {
 impl MispSource {
     /// A source for `cfg` (validated). Its per-feed counts and deduplication memo go to the state
     /// through the run's [`SourceStore`].
-    pub fn new(cfg: &MispConfig) -> Result<MispSource, SourceError> {
+    pub fn new(cfg: &Valid<MispConfig>) -> Result<MispSource, SourceError> {
         let client = MispClient::new(cfg).map_err(|e| match e {
             MispError::Setup(e) => SourceError::Config {
                 source_name: SOURCE_NAME,
@@ -152,10 +153,10 @@ impl MispSource {
             base_url: client.base_url(),
         };
         Ok(MispSource {
-            schedule: cfg.schedule(),
+            schedule: cfg.facts().schedule,
             disabled: cfg.disabled_feed_list(),
             types: cfg.type_list(),
-            cfg: cfg.clone(),
+            cfg: MispConfig::clone(cfg),
             client,
             opts,
         })

@@ -276,7 +276,7 @@ impl OpenCtiConfig {
             .collect()
     }
 
-    pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
+    fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Some(problem) = base_url_problem(self.url.as_deref()) {
             out.push(("opencti.url", problem));
@@ -330,7 +330,7 @@ impl ConnectorConfig {
             .collect()
     }
 
-    pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
+    fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         match self.id.as_deref().map(str::trim) {
             None | Some("") => out.push((

@@ -17,6 +17,7 @@ mod ping;
 mod progress;
 pub mod source;
 pub mod stream;
+pub mod valid;
 
 pub use config::{ConnectorConfig, OpenCtiConfig, RecoverSetting};
 pub use event::{decode_event, decode_event_value};

@@ -13,6 +13,7 @@ use super::ping::{lock, ping_once, ping_task, PingShared};
 use super::progress::Tracker;
 use super::stream::{gave_up, stream_error, ConnectionEnd, StreamRequest};
 use super::{OpenCtiError, SOURCE_NAME};
+use crate::config::Valid;
 use crate::metrics;
 use crate::model::{EventKind, Payload, SourceEvent};
 use crate::remote::Backoff;
@@ -83,46 +84,17 @@ pub struct OpenCtiSource {
 }
 
 impl OpenCtiSource {
-    /// Validates the two sections and builds the HTTP clients (no I/O).
-    pub fn new(opencti: &OpenCtiConfig, connector: &ConnectorConfig) -> Result<Self, SourceError> {
-        let mut problems = opencti.problems();
-        problems.extend(connector.problems());
-        if let Some((key, message)) = problems.first().cloned() {
-            let more = problems.len() - 1;
-            let message = if more > 0 {
-                format!("{message} (and {more} more problem(s); run `iocsync check`)")
-            } else {
-                message
-            };
-            return Err(SourceError::Config {
-                source_name: SOURCE_NAME,
-                key,
-                message,
-            });
-        }
-        let missing = |key: &'static str| SourceError::Config {
-            source_name: SOURCE_NAME,
-            key,
-            message: "is required".into(),
-        };
+    /// Builds the HTTP clients from the validated sections; fails only on the TLS setup (a CA
+    /// bundle that cannot be read).
+    pub fn new(
+        opencti: &Valid<OpenCtiConfig>,
+        connector: &Valid<ConnectorConfig>,
+    ) -> Result<Self, SourceError> {
         let s = Settings {
-            url: opencti.url.clone().ok_or_else(|| missing("opencti.url"))?,
-            token: opencti
-                .token
-                .clone()
-                .ok_or_else(|| missing("opencti.token"))?,
-            stream_id: connector
-                .live_stream_id
-                .as_deref()
-                .map(str::trim)
-                .map(str::to_string)
-                .ok_or_else(|| missing("connector.live_stream_id"))?,
-            connector_id: connector
-                .id
-                .as_deref()
-                .map(str::trim)
-                .map(str::to_string)
-                .ok_or_else(|| missing("connector.id"))?,
+            url: opencti.facts().url.clone(),
+            token: opencti.facts().token.clone(),
+            stream_id: connector.facts().stream_id.clone(),
+            connector_id: connector.facts().connector_id.clone(),
             name: connector
                 .name
                 .clone()
@@ -131,8 +103,8 @@ impl OpenCtiSource {
             listen_delete: connector.live_stream_listen_delete,
             no_dependencies: connector.live_stream_no_dependencies,
             with_inferences: connector.live_stream_with_inferences,
-            recover: connector.recover_setting(),
-            start_id: connector.start_id(),
+            recover: connector.facts().recover.clone(),
+            start_id: connector.facts().start_id.clone(),
             stream_timeout: opencti.stream_timeout,
             reconnect_min: opencti.reconnect_min,
             reconnect_max: opencti.reconnect_max,
