@@ -200,9 +200,9 @@ pub fn status(ctx: &Ctx, s: &Status) -> Markup {
             tbody { @for r in &s.rows {
                 tr class=(if r.ok { "ok" } else { "fail" }) {
                     td.mark { (if r.ok { "✓" } else { "✗" }) }
-                    td { (r.component) }
+                    td.component { (r.component) }
                     td { (r.detail) }
-                    td.when { (r.checked_at) }
+                    td.when data-label="checked" { (r.checked_at) }
                     td { form method="post" action="/control/recheck" {
                         input type="hidden" name="csrf" value=(ctx.csrf);
                         input type="hidden" name="component" value=(r.component);
@@ -410,13 +410,13 @@ pub fn iocs_s1(ctx: &Ctx, q: &S1Query, v: &S1View) -> Markup {
                         tbody { @for r in &page.rows {
                             tr class=(if r.managed { "managed" } else { "foreign" }) {
                                 td.mono { (r.value.as_deref().unwrap_or("—")) }
-                                td { (r.kind.as_deref().unwrap_or("—")) }
-                                td.mono { (r.uuid.as_deref().unwrap_or("—")) }
-                                td.mono { (r.external_id.as_deref().unwrap_or("—")) }
-                                td { (r.source.as_deref().unwrap_or("—")) }
-                                td { (r.valid_until.as_deref().unwrap_or("—")) }
+                                td data-label="type" { (r.kind.as_deref().unwrap_or("—")) }
+                                td.mono data-label="uuid" { (r.uuid.as_deref().unwrap_or("—")) }
+                                td.mono data-label="externalId" { (r.external_id.as_deref().unwrap_or("—")) }
+                                td data-label="source" { (r.source.as_deref().unwrap_or("—")) }
+                                td data-label="valid until" { (r.valid_until.as_deref().unwrap_or("—")) }
                                 td { span class={"badge " (if r.managed { "badge-ours" } else { "badge-foreign" })} { (if r.managed { "managed" } else { "foreign" }) } br; small { (r.verdict) } }
-                                td.mono { @if let Some(h) = &r.state {
+                                td.mono data-label="held by" { @if let Some(h) = &r.state {
                                     @for i in &h.holders { a href={"/iocs?indicator=" (i)} { (i) } br; }
                                     @if h.holders.is_empty() { "created for " a href={"/iocs?indicator=" (h.indicator_id)} { (h.indicator_id) } }
                                 } @else { "—" } }

@@ -237,7 +237,7 @@ impl S1View {
 
 fn verdict(managed: bool, uuid: Option<&str>, held: Option<&HeldEntry>) -> String {
     match (managed, held) {
-        (false, _) => "not iocsync's (no indicator id as externalId)".into(),
+        (false, _) => "no indicator id as externalId".into(),
         (true, None) => {
             "iocsync's marker, but not in this state (reconcile counts it as extra)".into()
         }
