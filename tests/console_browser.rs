@@ -8,6 +8,8 @@
 mod common;
 #[path = "fakes/misp.rs"]
 mod misp_fake;
+#[path = "fakes/sentinelone.rs"]
+mod sentinelone_fake;
 
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -432,4 +434,169 @@ async fn stop_and_resume_during_a_file_run_lose_and_repeat_nothing() {
         read_expected(&fixture("opencti/expected-live.tsv"))
     );
     let _ = b.close().await;
+}
+
+async fn text_of(b: &fantoccini::Client, css: &str) -> String {
+    b.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The text of `css` once it satisfies `ok` (a click's navigation may still be under way).
+async fn text_when(b: &fantoccini::Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(e) = b.find(Locator::Css(css)).await {
+            if let Ok(t) = e.text().await {
+                if ok(&t) {
+                    return t;
+                }
+            }
+        }
+        assert!(Instant::now() < end, "{css} never became as expected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn click(b: &fantoccini::Client, css: &str) {
+    b.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+fn screenshot(name: &str, png: &[u8]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for dir in [
+        root.join("target/console-screenshots"),
+        root.join("docs/console"),
+    ] {
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s1_view_pages_in_a_browser_and_a_status_row_is_rechecked() {
+    let Some(driver) = driver_or_skip() else {
+        return;
+    };
+    let _one_at_a_time = BROWSER.lock().await;
+    let fake = sentinelone_fake::start().await;
+    for (kind, value) in [
+        ("IPV4", "198.51.100.7"),
+        ("DNS", "analyst-added.example"),
+        ("URL", "http://manual.example/block"),
+    ] {
+        let mut ioc = serde_json::Map::new();
+        ioc.insert("type".into(), kind.into());
+        ioc.insert("value".into(), value.into());
+        ioc.insert("source".into(), "SOC analyst".into());
+        fake.insert(ioc, "1234");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s1_env = |cmd: &mut Command| {
+        env_for(cmd, dir.path());
+        cmd.env("IOCSYNC_SINKS", "jsonl,sentinelone")
+            .env("SENTINELONE_INTEL_URL", fake.url())
+            .env("SENTINELONE_INTEL_API_KEY", sentinelone_fake::TOKEN)
+            .env("SENTINELONE_INTEL_ACCOUNT_ID", "1234");
+    };
+    let mut run = iocsync(dir.path());
+    run.arg("run");
+    s1_env(&mut run);
+    // The fake answers on this runtime: the blocking run goes to a thread of its own.
+    tokio::task::spawn_blocking(move || run_ok(&mut run))
+        .await
+        .expect("run");
+    assert!(fake.iocs().len() > 50, "the fixture run filled the fake");
+
+    let port = free_port();
+    let mut console = iocsync(dir.path());
+    console.arg("console");
+    console_env(&mut console, port);
+    s1_env(&mut console);
+    let _console = Kill(console.spawn().expect("iocsync console"));
+    wait_port(port);
+    let (b, _driver) = browser(&driver).await;
+    let base = format!("http://127.0.0.1:{port}");
+    log_in(&b, &base).await;
+
+    b.goto(&format!("{base}/iocs")).await.expect("iocs");
+    click(&b, "nav.tabs a[href='/iocs/s1']").await;
+    text_when(&b, "h1", |t| t.contains("SentinelOne")).await;
+    let foreign = b.find_all(Locator::Css("tr.foreign")).await.expect("rows");
+    let managed = b.find_all(Locator::Css("tr.managed")).await.expect("rows");
+    assert_eq!(foreign.len(), 3, "the analyst's entries are not iocsync's");
+    assert!(!managed.is_empty(), "the run's entries are iocsync's");
+    let held = text_of(&b, "tr.managed td:last-child").await;
+    assert!(
+        held.starts_with("indicator--"),
+        "held by an indicator: {held}"
+    );
+    let png = b.screenshot().await.expect("screenshot");
+    screenshot("iocs-s1", &png);
+    // Paging by links alone.
+    b.goto(&format!("{base}/iocs/s1?limit=10"))
+        .await
+        .expect("page");
+    click(&b, "a[rel=next]").await;
+    text_when(&b, "nav.pager span", |t| t.contains("Page 2")).await;
+    assert_eq!(
+        b.find_all(Locator::Css("tr.managed"))
+            .await
+            .expect("rows")
+            .len(),
+        10
+    );
+    click(&b, "a[rel=prev]").await;
+    text_when(&b, "nav.pager span", |t| t.contains("Page 1")).await;
+    assert_eq!(
+        b.find_all(Locator::Css("tr.foreign"))
+            .await
+            .expect("rows")
+            .len(),
+        3
+    );
+
+    b.goto(&format!("{base}/status")).await.expect("status");
+    b.wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css("table.status td.when"))
+        .await
+        .unwrap_or_else(|e| panic!("status rows: {e}"));
+    let before = text_of(&b, "table.status tbody tr:first-child td.when").await;
+    assert!(!before.is_empty(), "every row says when it was checked");
+    std::thread::sleep(Duration::from_millis(1_100));
+    let component = text_of(&b, "table.status tbody tr:first-child td:nth-child(2)").await;
+    click(&b, "table.status tbody tr:first-child button").await;
+    let after = text_when(&b, "table.status tbody tr:first-child td.when", |t| {
+        t > before.as_str()
+    })
+    .await;
+    let url = b.current_url().await.expect("url");
+    assert_eq!(url.path(), "/status", "back on the Status page");
+    assert_eq!(
+        text_of(&b, "table.status tbody tr:first-child td:nth-child(2)").await,
+        component
+    );
+    assert!(after > before, "{component} re-checked: {before} → {after}");
+    let png = b.screenshot().await.expect("screenshot");
+    screenshot("status", &png);
+
+    b.set_window_size(390, 844).await.expect("phone size");
+    b.goto(&format!("{base}/iocs/s1?limit=10"))
+        .await
+        .expect("page");
+    let png = b.screenshot().await.expect("screenshot");
+    screenshot("iocs-s1-phone", &png);
+    b.goto(&format!("{base}/status")).await.expect("status");
+    let png = b.screenshot().await.expect("screenshot");
+    screenshot("status-phone", &png);
+    b.close().await.expect("close");
 }

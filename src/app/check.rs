@@ -8,11 +8,55 @@ use crate::config::SinkKind;
 /// line names the setting to fix; the exit code is the worst failure's (3 credential, 2 config, 1
 /// anything else).
 pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), AppError> {
+    probe(cfg, None, out).await
+}
+
+/// The components `check` writes a line for, labelled as its lines are (`source misp`,
+/// `sink sentinelone`, `state dir (IOCSYNC_STATE_DIR)`, and a remote whose TLS verification is off).
+/// Fails as `check` does on an invalid configuration.
+pub fn check_components(cfg: &Config) -> Result<Vec<String>, AppError> {
+    let valid = validated(cfg)?;
+    let kind = valid.source.kind();
+    let mut out: Vec<String> = remotes_tls(cfg, kind)
+        .iter()
+        .filter(|t| !t.verify)
+        .map(|t| t.remote.to_string())
+        .collect();
+    out.push(format!("source {}", build_source(cfg, &valid)?.name()));
+    for sink in build_sinks(&valid, None)? {
+        out.push(format!("sink {}", sink.name()));
+    }
+    out.push(STATE_DIR_LABEL.to_string());
+    Ok(out)
+}
+
+/// One component of `iocsync check` (a label of [`check_components`]): the same probe and wording,
+/// only that component's line. A label no line has writes nothing.
+pub async fn check_component(
+    cfg: &Config,
+    component: &str,
+    out: &mut impl std::io::Write,
+) -> Result<(), AppError> {
+    probe(cfg, Some(component), out).await
+}
+
+const STATE_DIR_LABEL: &str = "state dir (IOCSYNC_STATE_DIR)";
+
+/// The probes of `check`, all of them or only the one labelled `only`.
+async fn probe(
+    cfg: &Config,
+    only: Option<&str>,
+    out: &mut impl std::io::Write,
+) -> Result<(), AppError> {
+    let wanted = |label: &str| only.is_none_or(|o| o == label);
     let valid = validated(cfg)?;
     let kind = valid.source.kind();
     let source = build_source(cfg, &valid)?;
     let sinks = build_sinks(&valid, None)?;
-    for tls in remotes_tls(cfg, kind).iter().filter(|t| !t.verify) {
+    for tls in remotes_tls(cfg, kind)
+        .iter()
+        .filter(|t| !t.verify && wanted(t.remote))
+    {
         let env =
             crate::config::env_name(tls.verify_key).unwrap_or_else(|| tls.verify_key.to_string());
         let _ = writeln!(
@@ -33,28 +77,36 @@ pub async fn check(cfg: &Config, out: &mut impl std::io::Write) -> Result<(), Ap
             failures.push(failure);
         }
     };
+    let mut total = 0;
     let name = source.name();
-    note(
-        format!("source {name}"),
-        source
-            .check()
-            .await
-            .map_err(|e| CheckFailure::from_source(name, e)),
-    );
-    for sink in &sinks {
-        let name = sink.name();
+    let label = format!("source {name}");
+    if wanted(&label) {
+        total += 1;
         note(
-            format!("sink {name}"),
-            sink.check()
+            label,
+            source
+                .check()
                 .await
-                .map_err(|e| CheckFailure::from_sink(name, e)),
+                .map_err(|e| CheckFailure::from_source(name, e)),
         );
     }
-    note(
-        "state dir (IOCSYNC_STATE_DIR)".into(),
-        probe_state_dir(&cfg.state.dir),
-    );
-    let total = 2 + sinks.len();
+    for sink in &sinks {
+        let name = sink.name();
+        let label = format!("sink {name}");
+        if wanted(&label) {
+            total += 1;
+            note(
+                label,
+                sink.check()
+                    .await
+                    .map_err(|e| CheckFailure::from_sink(name, e)),
+            );
+        }
+    }
+    if wanted(STATE_DIR_LABEL) {
+        total += 1;
+        note(STATE_DIR_LABEL.into(), probe_state_dir(&cfg.state.dir));
+    }
     let Some(worst) = failures.iter().map(|f| f.code).max() else {
         return Ok(());
     };

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 mod check;
-pub use check::check;
+pub use check::{check, check_component, check_components};
 
 /// A command failure, with the exit code interface.md promises.
 #[derive(Debug, thiserror::Error)]

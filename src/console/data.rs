@@ -32,6 +32,35 @@ pub struct Dashboard {
     pub dead_letters: i64,
     /// The daemon's control state (`None` in `iocsync console` alone).
     pub control: Option<ControlSnapshot>,
+    /// When the state's figures were counted (UTC); `None` while the first count is running, when
+    /// every figure from the state is still to come.
+    pub counted_at: Option<String>,
+    /// How long that count took, in milliseconds.
+    pub count_ms: Option<u64>,
+    /// Seconds until the next count while the dashboard is looked at.
+    pub recount_secs: Option<u64>,
+}
+
+impl Dashboard {
+    /// Only what needs no state: uptime, the worker, API calls; nothing counted yet.
+    pub fn live_only(uptime_secs: u64, control: Option<&Control>) -> Dashboard {
+        Dashboard {
+            live_total: 0,
+            live_by_sink: Vec::new(),
+            live_by_kind: Vec::new(),
+            created_recorded_runs: 0,
+            last_run: None,
+            s1_api_calls: s1_api_calls(),
+            uptime_secs,
+            checkpoints: Vec::new(),
+            pending_intents: 0,
+            dead_letters: 0,
+            control: control.map(Control::snapshot),
+            counted_at: None,
+            count_ms: None,
+            recount_secs: None,
+        }
+    }
 }
 
 /// A source's saved position.
@@ -148,19 +177,7 @@ pub fn dashboard(
     uptime_secs: u64,
     control: Option<&Control>,
 ) -> Result<Dashboard, StateError> {
-    let mut d = Dashboard {
-        live_total: 0,
-        live_by_sink: Vec::new(),
-        live_by_kind: Vec::new(),
-        created_recorded_runs: 0,
-        last_run: None,
-        s1_api_calls: s1_api_calls(),
-        uptime_secs,
-        checkpoints: Vec::new(),
-        pending_intents: 0,
-        dead_letters: 0,
-        control: control.map(Control::snapshot),
-    };
+    let mut d = Dashboard::live_only(uptime_secs, control);
     let Some(state) = state else {
         return Ok(d);
     };
@@ -192,7 +209,7 @@ pub fn dashboard(
     Ok(d)
 }
 
-/// One `check` line: a component, whether it passed, what `check` said.
+/// One `check` line: a component, whether it passed, what `check` said, and when.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusRow {
     /// `source misp`, `sink sentinelone`, `state dir (...)`, `config`.
@@ -201,24 +218,27 @@ pub struct StatusRow {
     pub ok: bool,
     /// `check`'s words after the component.
     pub detail: String,
+    /// When this row was checked (UTC), by the full check or its own re-check.
+    pub checked_at: String,
 }
 
 /// The status page: `check`'s rows and when they were taken.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    /// When the check ran.
+    /// When the last full check ran.
     pub checked_at: String,
     /// One row per line of `check`.
     pub rows: Vec<StatusRow>,
 }
 
-/// Runs `iocsync check` (the same code and words) and turns its lines into rows.
-pub async fn run_check(cfg: &crate::config::Config) -> Status {
-    let mut out = Vec::new();
-    let result = crate::app::check(cfg, &mut out).await;
-    let text = String::from_utf8_lossy(&out);
-    let mut rows: Vec<StatusRow> = text
-        .lines()
+/// Now, as the console shows times.
+pub fn now_text() -> String {
+    Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `check`'s output lines as rows, all stamped `at`.
+fn rows_of(text: &str, at: &str) -> Vec<StatusRow> {
+    text.lines()
         .filter_map(|line| {
             let (ok, rest) = if let Some(r) = line.strip_prefix("✓ ") {
                 (true, r)
@@ -234,9 +254,18 @@ pub async fn run_check(cfg: &crate::config::Config) -> Status {
                 component: component.to_string(),
                 ok,
                 detail: detail.to_string(),
+                checked_at: at.to_string(),
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Runs `iocsync check` (the same code and words) and turns its lines into rows.
+pub async fn run_check(cfg: &crate::config::Config) -> Status {
+    let mut out = Vec::new();
+    let result = crate::app::check(cfg, &mut out).await;
+    let at = now_text();
+    let mut rows = rows_of(&String::from_utf8_lossy(&out), &at);
     if rows.is_empty() {
         if let Err(e) = result {
             // `check` stopped before probing (invalid configuration): show why.
@@ -244,11 +273,21 @@ pub async fn run_check(cfg: &crate::config::Config) -> Status {
                 component: "config".into(),
                 ok: false,
                 detail: e.to_string(),
+                checked_at: at.clone(),
             });
         }
     }
     Status {
-        checked_at: Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        checked_at: at,
         rows,
     }
+}
+
+/// Re-runs one component's probe of `iocsync check` (a label of
+/// [`crate::app::check_components`]); its row (or rows: a TLS warning and a probe never share one).
+pub async fn run_check_component(cfg: &crate::config::Config, component: &str) -> Vec<StatusRow> {
+    let mut out = Vec::new();
+    // The outcome is in the line; the summary error adds nothing to one row.
+    let _ = crate::app::check_component(cfg, component, &mut out).await;
+    rows_of(&String::from_utf8_lossy(&out), &now_text())
 }

@@ -2,6 +2,7 @@
 //! Every page is complete without JavaScript; `console.js` only adds the live log stream.
 
 use super::data::{Dashboard, RunSummary, Status};
+use super::s1view::{S1Query, S1View};
 use crate::logring::LogLine;
 use crate::state::{IocRow, IocSearch};
 use maud::{html, Markup, DOCTYPE};
@@ -128,22 +129,39 @@ fn stat(label: &str, value: impl maud::Render) -> Markup {
     html! { div.stat { span.label { (label) } span.value { (value) } } }
 }
 
+/// A figure from the state's count, or "…" while the first count runs.
+fn counted(d: &Dashboard, value: impl ToString) -> String {
+    if d.counted_at.is_some() {
+        value.to_string()
+    } else {
+        "…".into()
+    }
+}
+
 /// `/`.
 pub fn dashboard(ctx: &Ctx, d: &Dashboard) -> Markup {
+    let last = |f: fn(&RunSummary) -> u64| counted(d, d.last_run.as_ref().map(f).unwrap_or(0));
     let body = html! {
         section.stats {
-            (stat("IOCs live in sinks (lifetime)", d.live_total))
-            (stat("Created, last run", d.last_run.as_ref().map(|r| r.created).unwrap_or(0)))
-            (stat("Pushed, last run", d.last_run.as_ref().map(|r| r.pushed).unwrap_or(0)))
-            (stat("Received, last run", d.last_run.as_ref().map(|r| r.received).unwrap_or(0)))
-            (stat("Created, recorded runs", d.created_recorded_runs))
+            (stat("IOCs live in sinks (lifetime)", counted(d, d.live_total)))
+            (stat("Created, last run", last(|r| r.created)))
+            (stat("Pushed, last run", last(|r| r.pushed)))
+            (stat("Received, last run", last(|r| r.received)))
+            (stat("Created, recorded runs", counted(d, d.created_recorded_runs)))
             (stat("SentinelOne API calls", d.s1_api_calls.map(|n| n.to_string()).unwrap_or_else(|| "—".into())))
             (stat("Uptime", duration(d.uptime_secs)))
-            (stat("Pending intents", d.pending_intents))
-            (stat("Dead letters", d.dead_letters))
+            (stat("Pending intents", counted(d, d.pending_intents)))
+            (stat("Dead letters", counted(d, d.dead_letters)))
             (stat("Next scheduled run", d.control.as_ref().and_then(|c| c.next_run)
                 .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                 .unwrap_or_else(|| "—".into())))
+        }
+        @match (&d.counted_at, d.count_ms, d.recount_secs) {
+            (Some(at), Some(ms), Some(every)) => {
+                p.muted.asof { "Figures from the state as of " (at) " (counted in " (ms) " ms, in the background; recounted every " (every) " s while the dashboard is open)." }
+            }
+            (Some(at), _, _) => { p.muted.asof { "Figures from the state as of " (at) "." } }
+            _ => { p.note { "Counting the state for the first time (about a second per million values): the figures marked … appear on the next refresh." } }
         }
         section {
             h2 { "Live entries by IOC type" }
@@ -175,14 +193,15 @@ pub fn dashboard(ctx: &Ctx, d: &Dashboard) -> Markup {
 /// `/status`.
 pub fn status(ctx: &Ctx, s: &Status) -> Markup {
     let body = html! {
-        p.muted { "Same probes and wording as " code { "iocsync check" } ". Last checked " (s.checked_at) "." }
-        table.status {
-            thead { tr { th { "" } th { "Component" } th { "Result" } th { "" } } }
+        p.muted { "Same probes and wording as " code { "iocsync check" } ". Full check at " (s.checked_at) "; " b { "Re-check" } " probes one row again." }
+        div.scroll { table.status {
+            thead { tr { th { "" } th { "Component" } th { "Result" } th { "Checked at" } th { "" } } }
             tbody { @for r in &s.rows {
                 tr class=(if r.ok { "ok" } else { "fail" }) {
                     td.mark { (if r.ok { "✓" } else { "✗" }) }
-                    td { (r.component) }
+                    td.component { (r.component) }
                     td { (r.detail) }
+                    td.when data-label="checked" { (r.checked_at) }
                     td { form method="post" action="/control/recheck" {
                         input type="hidden" name="csrf" value=(ctx.csrf);
                         input type="hidden" name="component" value=(r.component);
@@ -190,7 +209,7 @@ pub fn status(ctx: &Ctx, s: &Status) -> Markup {
                     } }
                 }
             } }
-        }
+        } }
     };
     layout(ctx, "/status", "Status", None, body)
 }
@@ -318,6 +337,7 @@ pub fn iocs(ctx: &Ctx, q: &IocSearch, rows: &[IocRow], has_next: bool) -> Markup
         format!("/iocs?{}", s.finish())
     };
     let body = html! {
+        (ioc_tabs("/iocs"))
         form.search method="get" action="/iocs" {
             input name="value" placeholder="value starts with" value=[q.value.as_deref()];
             input name="kind" placeholder="type (ipv4, sha256…)" value=[q.kind.as_deref()];
@@ -348,6 +368,73 @@ pub fn iocs(ctx: &Ctx, q: &IocSearch, rows: &[IocRow], has_next: bool) -> Markup
         }
     };
     layout(ctx, "/iocs", "IOCs", None, body)
+}
+
+/// The IOC page's two views.
+fn ioc_tabs(active: &str) -> Markup {
+    html! {
+        nav.tabs {
+            @for (href, label) in [("/iocs", "iocsync's state"), ("/iocs/s1", "SentinelOne")] {
+                a href=(href) class=[(href == active).then_some("active")] { (label) }
+            }
+        }
+    }
+}
+
+/// `/iocs/s1`: SentinelOne's view.
+pub fn iocs_s1(ctx: &Ctx, q: &S1Query, v: &S1View) -> Markup {
+    const PATH: &str = "/iocs/s1";
+    let body = html! {
+        (ioc_tabs(PATH))
+        form.search method="get" action=(PATH) {
+            input name="kind" placeholder="type (IPV4, DNS, SHA256…)" value=[q.kind.as_deref()];
+            input name="value" placeholder="exact value" value=[q.value.as_deref()];
+            input name="external_id" placeholder="externalId (indicator id)" value=[q.external_id.as_deref()];
+            button type="submit" { "Search SentinelOne" }
+        }
+        @match v {
+            S1View::NotConfigured { message } => { p.note { (message) } }
+            S1View::BadQuery { message } => { p.error role="alert" { "Invalid filter: " (message) } }
+            S1View::Failed { message } => { p.error role="alert" { "SentinelOne could not be read: " (message) } }
+            S1View::Page(page) => {
+                p.muted {
+                    "What SentinelOne holds in " (page.scope)
+                    @if let Some(n) = page.total_items { " · " (n) " matching" }
+                    " · page " (q.page) ". Entries with an indicator id as externalId are iocsync's."
+                }
+                @if page.rows.is_empty() { p.muted { "Nothing matches." } }
+                @else {
+                    div.scroll { table.s1 {
+                        thead { tr { th { "Value" } th { "Type" } th { "uuid" } th { "externalId" } th { "Source" } th { "Valid until" } th { "iocsync" } th { "Held by" } } }
+                        tbody { @for r in &page.rows {
+                            tr class=(if r.managed { "managed" } else { "foreign" }) {
+                                td.mono { (r.value.as_deref().unwrap_or("—")) }
+                                td data-label="type" { (r.kind.as_deref().unwrap_or("—")) }
+                                td.mono data-label="uuid" { (r.uuid.as_deref().unwrap_or("—")) }
+                                td.mono data-label="externalId" { (r.external_id.as_deref().unwrap_or("—")) }
+                                td data-label="source" { (r.source.as_deref().unwrap_or("—")) }
+                                td data-label="valid until" { (r.valid_until.as_deref().unwrap_or("—")) }
+                                td { span class={"badge " (if r.managed { "badge-ours" } else { "badge-foreign" })} { (if r.managed { "managed" } else { "foreign" }) } br; small { (r.verdict) } }
+                                td.mono data-label="held by" { @if let Some(h) = &r.state {
+                                    @for i in &h.holders { a href={"/iocs?indicator=" (i)} { (i) } br; }
+                                    @if h.holders.is_empty() { "created for " a href={"/iocs?indicator=" (h.indicator_id)} { (h.indicator_id) } }
+                                } @else { "—" } }
+                            }
+                        } }
+                    } }
+                }
+                nav.pager {
+                    @if let Some(prev) = q.prev_link(PATH) {
+                        a href=(q.first_link(PATH)) { "⇤ First" }
+                        a href=(prev) rel="prev" { "← Previous" }
+                    }
+                    span { "Page " (q.page) }
+                    @if let Some(next) = &page.next_cursor { a href=(q.next_link(PATH, next)) rel="next" { "Next →" } }
+                }
+            }
+        }
+    };
+    layout(ctx, "/iocs", "IOCs · SentinelOne", None, body)
 }
 
 /// A small error page.

@@ -2,11 +2,12 @@
 //! and one handler per route (pages, their `/api/` JSON twins, the `/control/` actions).
 
 use super::auth::{self, Account, RateLimiter, Sessions};
-use super::data::{self, RunSummary, Status, StatusRow};
+use super::data::RunSummary;
 use super::edit;
 use super::gate::*;
 use super::pages::{self};
 use super::settings::{self, SettingRow};
+use super::{dashboard, s1view, status};
 use crate::app::{read_state, AppError};
 use crate::config::{Config, ConfigError, Problem};
 use crate::control::{Control, RunRequest};
@@ -52,13 +53,12 @@ pub(super) struct App {
     pub(super) started: Instant,
     pub(super) secure: bool,
     pub(super) settings: Vec<SettingRow>,
-    pub(super) status: tokio::sync::Mutex<Option<Status>>,
-    pub(super) dashboard: tokio::sync::Mutex<Option<(Instant, data::Dashboard)>>,
+    pub(super) status: tokio::sync::Mutex<Option<super::data::Status>>,
+    pub(super) dashboard: super::dashboard::Feed,
+    /// The SentinelOne view's client, built at its first use (or why it cannot be).
+    pub(super) s1_client:
+        std::sync::OnceLock<Result<Arc<crate::sinks::sentinelone::SentinelOneClient>, String>>,
 }
-
-/// The dashboard's counts scan the whole id map (seconds at a million values): they are reused
-/// this long, so page loads and the auto-refresh stay fast.
-pub(super) const DASHBOARD_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(super) type Shared = Arc<App>;
 
@@ -157,10 +157,12 @@ pub async fn start(cfg: &Config, opts: ConsoleOptions) -> Result<ConsoleHandle, 
         started: Instant::now(),
         secure: cfg.console.secure(),
         status: tokio::sync::Mutex::new(None),
-        dashboard: tokio::sync::Mutex::new(None),
+        dashboard: super::dashboard::Feed::new(),
+        s1_client: std::sync::OnceLock::new(),
     });
-    let router = router(app);
     let stop = CancellationToken::new();
+    super::dashboard::spawn(app.clone(), stop.clone());
+    let router = router(app);
     let token = stop.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(
@@ -193,25 +195,27 @@ fn router(app: Shared) -> Router {
             "/assets/console.js",
             get(|| async { asset("text/javascript", JS) }),
         )
-        .route("/", get(dashboard_page))
-        .route("/status", get(status_page))
+        .route("/", get(dashboard::page))
+        .route("/status", get(status::status_page))
         .route("/live", get(live_page))
         .route("/live/stream", get(live_stream))
         .route("/runs", get(runs_page))
         .route("/runs/{id}", get(run_page))
         .route("/iocs", get(iocs_page))
+        .route("/iocs/s1", get(s1view::page))
         .route("/settings", get(edit::settings_page))
         .route("/settings/misp/schedule", post(edit::edit_schedule))
         .route("/settings/misp/feeds", post(edit::edit_feed))
         .route("/settings/misp/last_run_time", post(edit::edit_last_run))
-        .route("/api/dashboard", get(dashboard_api))
-        .route("/api/status", get(status_api))
+        .route("/api/dashboard", get(dashboard::api))
+        .route("/api/status", get(status::status_api))
         .route("/api/live", get(live_api))
         .route("/api/runs", get(runs_api))
         .route("/api/runs/{id}", get(run_api))
         .route("/api/iocs", get(iocs_api))
+        .route("/api/iocs/s1", get(s1view::api))
         .route("/api/settings", get(edit::settings_api))
-        .route("/control/recheck", post(recheck))
+        .route("/control/recheck", post(status::recheck))
         .route("/control/start", post(control_start))
         .route("/control/stop", post(control_stop))
         .route("/control/resume", post(control_resume))
@@ -232,7 +236,7 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 }
 
 /// A failed page: the state could not be read.
-struct PageError(String);
+pub(super) struct PageError(pub(super) String);
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
@@ -258,7 +262,7 @@ impl From<AppError> for PageError {
 }
 
 /// Runs `f` on a fresh read-only connection to the state (`None` before the first run).
-async fn with_state<T: Send + 'static>(
+pub(super) async fn with_state<T: Send + 'static>(
     app: &Shared,
     f: impl FnOnce(Option<&State>) -> Result<T, StateError> + Send + 'static,
 ) -> Result<T, PageError> {
@@ -269,89 +273,6 @@ async fn with_state<T: Send + 'static>(
     })
     .await
     .map_err(|e| PageError(format!("state reader stopped: {e}")))?
-}
-
-async fn dashboard_data(app: &Shared) -> Result<data::Dashboard, PageError> {
-    let mut cached = app.dashboard.lock().await;
-    if let Some((_, d)) = cached
-        .as_ref()
-        .filter(|(at, _)| at.elapsed() < DASHBOARD_TTL)
-    {
-        let mut d = d.clone();
-        // What is cheap stays live: uptime, the worker's state, the API call count.
-        d.uptime_secs = app.started.elapsed().as_secs();
-        d.control = app.control.as_ref().map(Control::snapshot);
-        d.s1_api_calls = data::s1_api_calls();
-        return Ok(d);
-    }
-    let uptime = app.started.elapsed().as_secs();
-    let control = app.control.clone();
-    let d = with_state(app, move |s| data::dashboard(s, uptime, control.as_ref())).await?;
-    *cached = Some((Instant::now(), d.clone()));
-    Ok(d)
-}
-
-async fn dashboard_page(
-    AxState(app): AxState<Shared>,
-    axum::Extension(Authed(s)): axum::Extension<Authed>,
-) -> Result<Response, PageError> {
-    let d = dashboard_data(&app).await?;
-    Ok(html(pages::dashboard(&ctx(&app, &s), &d)))
-}
-
-async fn dashboard_api(AxState(app): AxState<Shared>) -> Result<Response, PageError> {
-    Ok(Json(dashboard_data(&app).await?).into_response())
-}
-
-/// The last check, running one when there is none (probes only read).
-async fn status_data(app: &Shared, fresh: bool) -> Status {
-    let mut guard = app.status.lock().await;
-    if fresh || guard.is_none() {
-        *guard = Some(data::run_check(&app.cfg).await);
-    }
-    let mut status = guard.clone().unwrap_or_else(|| Status {
-        checked_at: String::new(),
-        rows: Vec::new(),
-    });
-    if let Some(c) = &app.control {
-        let snap = c.snapshot();
-        status.rows.push(StatusRow {
-            component: format!("worker {}", snap.source),
-            ok: true,
-            detail: if snap.paused {
-                "paused (Resume on the Live page)".into()
-            } else if snap.run_in_progress {
-                "running a batch".into()
-            } else {
-                "running".into()
-            },
-        });
-    }
-    status
-        .rows
-        .push(reconcile_row(app.control.is_some(), &app.cfg));
-    status
-}
-
-async fn status_page(
-    AxState(app): AxState<Shared>,
-    axum::Extension(Authed(s)): axum::Extension<Authed>,
-) -> Response {
-    let st = status_data(&app, false).await;
-    html(pages::status(&ctx(&app, &s), &st))
-}
-
-async fn status_api(AxState(app): AxState<Shared>) -> Response {
-    Json(status_data(&app, false).await).into_response()
-}
-
-async fn recheck(
-    AxState(app): AxState<Shared>,
-    axum::Extension(Authed(s)): axum::Extension<Authed>,
-) -> Response {
-    info!(user = %s.user, "console: re-check requested");
-    status_data(&app, true).await;
-    Redirect::to("/status").into_response()
 }
 
 async fn runs_data(app: &Shared) -> Result<Vec<RunSummary>, PageError> {
@@ -545,40 +466,5 @@ async fn control_resume(
             Redirect::to("/live").into_response()
         }
         Err(r) => *r,
-    }
-}
-
-/// The Status page's reconcile row: the daemon's last scheduled reconcile, or how to get one.
-fn reconcile_row(in_daemon: bool, cfg: &Config) -> StatusRow {
-    let component = "reconcile".to_string();
-    match crate::reconcile::last() {
-        Some(last) => StatusRow {
-            component,
-            ok: last.drift == 0,
-            detail: format!(
-                "{} (at {}){}",
-                last.summary,
-                last.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                if last.drift == 0 {
-                    ""
-                } else {
-                    "; `iocsync reconcile --apply` repairs it"
-                }
-            ),
-        },
-        None => StatusRow {
-            component,
-            ok: true,
-            detail: match (in_daemon, cfg.pipeline.reconcile_interval) {
-                (true, Some(every)) if !every.is_zero() => format!(
-                    "scheduled every {}; no pass has finished yet",
-                    humantime_serde::re::humantime::format_duration(every)
-                ),
-                (true, _) => {
-                    "not scheduled (pipeline.reconcile_interval); run `iocsync reconcile`".into()
-                }
-                (false, _) => "shown by the daemon's console; here, run `iocsync reconcile`".into(),
-            },
-        },
     }
 }

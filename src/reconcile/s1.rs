@@ -79,7 +79,7 @@ pub fn entry_of(ioc: RemoteIoc) -> RemoteEntry {
 }
 
 /// The state's kind for an S1 type (`DNS` is a domain).
-fn kind_of(t: S1Type) -> IocKind {
+pub fn kind_of(t: S1Type) -> IocKind {
     match t {
         S1Type::Dns => IocKind::Domain,
         S1Type::Ipv4 => IocKind::Ipv4,

@@ -39,6 +39,19 @@ pub struct IocRow {
     pub status: String,
 }
 
+/// What the state records for one value in one sink (the console's SentinelOne view).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeldEntry {
+    /// The indicator the entry was created for.
+    pub indicator_id: String,
+    /// Every indicator that holds the value now (at most 20).
+    pub holders: Vec<String>,
+    /// The sink's id as recorded.
+    pub remote_id: Option<String>,
+    /// live, pending_create, ... rejected.
+    pub status: String,
+}
+
 /// Rows per `/iocs` page.
 pub const PAGE_SIZE: u32 = 50;
 
@@ -146,6 +159,48 @@ impl State {
                 .map_err(self.err())?;
         }
         Ok(out)
+    }
+
+    /// The entry of (`kind`, `value`) in `sink` with its holders, by the primary keys (`kind` as
+    /// the state keys it: `domain` for host names too).
+    pub fn held_entry(
+        &self,
+        sink: &str,
+        kind: &str,
+        value: &str,
+    ) -> Result<Option<HeldEntry>, StateError> {
+        use rusqlite::OptionalExtension;
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT indicator_id, remote_id, status FROM sink_ioc
+                 WHERE sink = ?1 AND kind = ?2 AND value = ?3",
+            )
+            .map_err(self.err())?
+            .query_row([sink, kind, value], |r| {
+                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(self.err())?;
+        let Some((indicator_id, remote_id, status)) = row else {
+            return Ok(None);
+        };
+        let holders = self
+            .conn
+            .prepare_cached(
+                "SELECT indicator_id FROM holder WHERE kind = ?1 AND value = ?2 LIMIT 20",
+            )
+            .map_err(self.err())?
+            .query_map([kind, value], |r| r.get(0))
+            .map_err(self.err())?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(self.err())?;
+        Ok(Some(HeldEntry {
+            indicator_id,
+            holders,
+            remote_id,
+            status,
+        }))
     }
 
     /// Dead-lettered (rejected) entries over all sinks.

@@ -223,7 +223,7 @@ mod run_log;
 mod schema;
 mod tx;
 
-pub use console::{IocRow, IocSearch, PAGE_SIZE as IOC_PAGE_SIZE};
+pub use console::{HeldEntry, IocRow, IocSearch, PAGE_SIZE as IOC_PAGE_SIZE};
 pub use journal::{ChangeFate, EventNote, JournalChange, JournalEvent, JournalPolicy, SinkValue};
 use schema::restrict_to_owner;
 pub use tx::Tx;
