@@ -2,6 +2,7 @@
 
 use crate::skip::SkipReason;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// The kinds of IOC iocsync pushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -114,17 +115,10 @@ impl Ioc {
     ///
     /// Anything else is [`SkipReason::InvalidValue`].
     pub fn new(kind: IocKind, raw: &str) -> Result<Ioc, SkipReason> {
-        let raw = raw.trim();
-        let value = match kind {
-            IocKind::Md5 => normalise_hash(kind, raw, 32)?,
-            IocKind::Sha1 => normalise_hash(kind, raw, 40)?,
-            IocKind::Sha256 => normalise_hash(kind, raw, 64)?,
-            IocKind::Ipv4 => normalise_ip::<std::net::Ipv4Addr>(raw, 32)?,
-            IocKind::Ipv6 => normalise_ip::<std::net::Ipv6Addr>(raw, 128)?,
-            IocKind::Domain | IocKind::Hostname => normalise_domain(raw)?,
-            IocKind::Url => normalise_url(raw)?,
-        };
-        Ok(Ioc { kind, value })
+        normalise(kind, raw).map(|value| Ioc {
+            kind,
+            value: value.into_owned(),
+        })
     }
 
     /// Guesses the kind of a bare value (the CLI's `s1 add`), then normalises it with
@@ -159,20 +153,56 @@ impl Ioc {
     }
 }
 
+/// The value [`Ioc::new`] makes of `raw` as a `kind`, borrowed from `raw` when `raw` already is
+/// in normal form (lower-case hashes and names, canonical IPv4, URLs: nearly every input), so a
+/// caller that only writes the value out allocates nothing.
+pub(crate) fn normalise(kind: IocKind, raw: &str) -> Result<Cow<'_, str>, SkipReason> {
+    let raw = trim(raw);
+    match kind {
+        IocKind::Md5 => normalise_hash(kind, raw, 32),
+        IocKind::Sha1 => normalise_hash(kind, raw, 40),
+        IocKind::Sha256 => normalise_hash(kind, raw, 64),
+        IocKind::Ipv4 => normalise_ip::<std::net::Ipv4Addr>(raw, 32),
+        IocKind::Ipv6 => normalise_ip::<std::net::Ipv6Addr>(raw, 128),
+        IocKind::Domain | IocKind::Hostname => normalise_domain(raw),
+        IocKind::Url => normalise_url(raw),
+    }
+}
+
+/// `str::trim`, without walking the Unicode whitespace tables when both ends are visible ASCII
+/// (nearly always): such a byte can be neither whitespace nor part of a multi-byte character.
+fn trim(s: &str) -> &str {
+    let visible = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    if visible(s.as_bytes().first()) && visible(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
+/// `s` lower-cased (ASCII), copied only if it has an upper-case letter.
+fn ascii_lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 /// Hex of exactly `len` digits, lower-cased; the empty-file hash is its own skip reason.
-fn normalise_hash(kind: IocKind, raw: &str, len: usize) -> Result<String, SkipReason> {
+fn normalise_hash(kind: IocKind, raw: &str, len: usize) -> Result<Cow<'_, str>, SkipReason> {
     if raw.len() != len || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(SkipReason::InvalidValue);
     }
     if is_empty_file_hash(kind, raw) {
         return Err(SkipReason::EmptyFileHash);
     }
-    Ok(raw.to_ascii_lowercase())
+    Ok(ascii_lowercase(raw))
 }
 
 /// An address, optionally with a prefix length: the full length is the address itself, a shorter
 /// one a range.
-fn normalise_ip<A>(raw: &str, full_prefix: u8) -> Result<String, SkipReason>
+fn normalise_ip<A>(raw: &str, full_prefix: u8) -> Result<Cow<'_, str>, SkipReason>
 where
     A: std::str::FromStr + std::fmt::Display,
 {
@@ -196,53 +226,80 @@ where
     if full_prefix == 32 {
         // std's IPv4 parser accepts only the canonical dotted quad (no leading zeros, signs or
         // spaces), so the text already is its display form: skip formatting it again.
-        return Ok(address_text.to_owned());
+        return Ok(Cow::Borrowed(address_text));
     }
-    Ok(address.to_string())
+    Ok(Cow::Owned(address.to_string()))
 }
 
 /// Lower-case ASCII domain without trailing dot; Unicode goes through IDNA (punycode).
-fn normalise_domain(raw: &str) -> Result<String, SkipReason> {
+fn normalise_domain(raw: &str) -> Result<Cow<'_, str>, SkipReason> {
     let name = raw.strip_suffix('.').unwrap_or(raw);
+    if name.is_ascii() {
+        let has_upper = check_ascii_name(name)?;
+        return Ok(if has_upper {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        });
+    }
     // ASCII bytes other than these would be percent-decoded or rejected by the URL host parser
     // in surprising ways; refuse them up front.
     let ascii_ok = name
         .bytes()
         .all(|b| !b.is_ascii() || b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    if name.is_empty() || !ascii_ok {
+    if !ascii_ok {
         return Err(SkipReason::InvalidValue);
     }
-    let ascii = if name.is_ascii() {
-        name.to_ascii_lowercase()
-    } else {
-        match url::Host::parse(name) {
-            Ok(url::Host::Domain(domain)) => domain,
+    let ascii = match url::Host::parse(name) {
+        Ok(url::Host::Domain(domain)) => domain,
+        _ => return Err(SkipReason::InvalidValue),
+    };
+    // What IDNA made of it must itself be a lower-case name.
+    match check_ascii_name(&ascii) {
+        Ok(false) => Ok(Cow::Owned(ascii)),
+        _ => Err(SkipReason::InvalidValue),
+    }
+}
+
+/// Checks an ASCII name in one pass: not empty, at most 253 bytes, labels of 1–63 bytes from
+/// `[A-Za-z0-9_-]`, and a last label that is not all digits (then it is an IP address or
+/// nonsense, never a domain). Returns whether it has upper-case letters.
+fn check_ascii_name(name: &str) -> Result<bool, SkipReason> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(SkipReason::InvalidValue);
+    }
+    let label_ok = |len: usize| (1..=63).contains(&len);
+    let (mut has_upper, mut label_len, mut label_numeric) = (false, 0, true);
+    for b in name.bytes() {
+        match b {
+            b'.' => {
+                if !label_ok(label_len) {
+                    return Err(SkipReason::InvalidValue);
+                }
+                (label_len, label_numeric) = (0, true);
+                continue;
+            }
+            b'0'..=b'9' => {}
+            b'a'..=b'z' | b'-' | b'_' => label_numeric = false,
+            b'A'..=b'Z' => (has_upper, label_numeric) = (true, false),
             _ => return Err(SkipReason::InvalidValue),
         }
-    };
-    let labels_ok = ascii.split('.').all(|label| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    });
-    // A numeric last label makes it an IP address (or nonsense), never a domain.
-    let numeric_tld = ascii
-        .rsplit('.')
-        .next()
-        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
-    if !labels_ok || ascii.len() > 253 || numeric_tld {
+        label_len += 1;
+    }
+    if !label_ok(label_len) || label_numeric {
         return Err(SkipReason::InvalidValue);
     }
-    Ok(ascii)
+    Ok(has_upper)
 }
 
 /// A URL is pushed as given; it only has to be one token.
-fn normalise_url(raw: &str) -> Result<String, SkipReason> {
-    if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+fn normalise_url(raw: &str) -> Result<Cow<'_, str>, SkipReason> {
+    // Bytes are enough unless there is non-ASCII text, whose whitespace and controls need chars.
+    let suspect = raw.bytes().any(|b| b <= b' ' || b >= 0x7f);
+    if raw.is_empty() || (suspect && raw.chars().any(|c| c.is_whitespace() || c.is_control())) {
         return Err(SkipReason::InvalidValue);
     }
-    Ok(raw.to_owned())
+    Ok(Cow::Borrowed(raw))
 }
 
 #[cfg(test)]

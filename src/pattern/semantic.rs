@@ -90,7 +90,7 @@ impl HashAlgo {
 }
 
 /// The hash algorithm a path designates for the reference check, if any.
-fn checked_algo(path: &ObjectPath) -> Option<(HashAlgo, &str)> {
+fn checked_algo<'p>(path: &'p ObjectPath<'_>) -> Option<(HashAlgo, &'p str)> {
     let has_hashes = path.property == "hashes"
         || path
             .steps
@@ -99,9 +99,9 @@ fn checked_algo(path: &ObjectPath) -> Option<(HashAlgo, &str)> {
     if !has_hashes {
         return None;
     }
-    let last = match path.steps.last() {
-        None => path.property.as_str(),
-        Some(PathStep::Key(k)) => k.as_str(),
+    let last: &str = match path.steps.last() {
+        None => &path.property,
+        Some(PathStep::Key(k)) => k,
         // An index as the last step selects no algorithm.
         Some(PathStep::Index(_) | PathStep::AnyIndex) => return None,
     };
@@ -109,7 +109,12 @@ fn checked_algo(path: &ObjectPath) -> Option<(HashAlgo, &str)> {
 }
 
 /// Checks one literal against the algorithm; the error points at the literal.
-fn check_literal(algo: HashAlgo, key: &str, lit: &Literal, input_len: usize) -> Result<(), PErr> {
+fn check_literal(
+    algo: HashAlgo,
+    key: &str,
+    lit: &Literal<'_>,
+    input_len: usize,
+) -> Result<(), PErr> {
     let ok = match &lit.value {
         LiteralValue::Str(s) => algo.accepts(s),
         _ => false,
@@ -133,7 +138,7 @@ fn check_literal(algo: HashAlgo, key: &str, lit: &Literal, input_len: usize) -> 
 }
 
 /// Runs the hash check on one test.
-pub(crate) fn check_test(test: &Test, input_len: usize) -> Result<(), PErr> {
+pub(crate) fn check_test(test: &Test<'_>, input_len: usize) -> Result<(), PErr> {
     let Some((algo, key)) = checked_algo(test.path()) else {
         return Ok(());
     };
