@@ -9,6 +9,7 @@
 
 use super::ast::{Literal, LiteralValue, ObjectPath, PathStep, Test};
 use super::error::PErr;
+use crate::ioc::hex_digits;
 
 /// The hash algorithms whose values the reference validator checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +67,7 @@ impl HashAlgo {
 
     /// Whether `value` has this algorithm's form.
     pub(crate) fn accepts(self, value: &str) -> bool {
-        let hex_len = |lens: &[usize]| {
-            lens.contains(&value.len()) && value.bytes().all(|b| b.is_ascii_hexdigit())
-        };
+        let hex_len = |lens: &[usize]| lens.contains(&value.len()) && hex_digits(value).0;
         match self {
             HashAlgo::Md5 => hex_len(&[32]),
             // The reference's MD6 regex is broken (it accepts anything starting with 32 hex
