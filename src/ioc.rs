@@ -464,6 +464,56 @@ mod tests {
         assert_eq!(hex_digits(""), (true, false));
     }
 
+    #[test]
+    fn canonical_values_are_borrowed_not_copied() {
+        let borrowed = |kind, raw: &str| matches!(normalise(kind, raw), Ok(Cow::Borrowed(_)));
+        assert!(borrowed(IocKind::Sha256, &"ab".repeat(32)));
+        assert!(!borrowed(IocKind::Sha256, &"AB".repeat(32)));
+        assert!(borrowed(IocKind::Ipv4, "198.51.100.7/32"));
+        assert!(borrowed(IocKind::Domain, "a.example."));
+        assert!(!borrowed(IocKind::Domain, "A.example"));
+        assert!(borrowed(IocKind::Url, " http://x/y "));
+    }
+
+    /// The domain rules as first written (split into labels after lower-casing), which the
+    /// one-pass check must agree with.
+    fn domain_by_labels(raw: &str) -> Option<String> {
+        let raw = raw.trim();
+        let name = raw.strip_suffix('.').unwrap_or(raw);
+        let ascii_ok = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if name.is_empty() || !ascii_ok {
+            return None;
+        }
+        let ascii = name.to_ascii_lowercase();
+        let labels_ok = ascii.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        });
+        let numeric_tld = ascii
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
+        (labels_ok && ascii.len() <= 253 && !numeric_tld).then_some(ascii)
+    }
+
+    proptest! {
+        #[test]
+        fn the_one_pass_domain_check_agrees_with_the_label_rules(
+            name in prop_oneof![
+                "[a-zA-Z0-9._/ %-]{0,12}",
+                "([a-zA-Z0-9_-]{0,70}\\.){0,5}[a-zA-Z0-9-]{0,4}\\.?",
+                "([a-z]{60,63}\\.){3,4}[a-z0-9]{1,9}",
+            ]
+        ) {
+            let ours = Ioc::new(IocKind::Domain, &name).ok().map(|ioc| ioc.value);
+            prop_assert_eq!(ours, domain_by_labels(&name));
+        }
+    }
+
     proptest! {
         /// Keeping the parsed text is only right if every text std accepts is canonical.
         #[test]
