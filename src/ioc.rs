@@ -2,6 +2,7 @@
 
 use crate::skip::SkipReason;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// The kinds of IOC iocsync pushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -114,17 +115,10 @@ impl Ioc {
     ///
     /// Anything else is [`SkipReason::InvalidValue`].
     pub fn new(kind: IocKind, raw: &str) -> Result<Ioc, SkipReason> {
-        let raw = raw.trim();
-        let value = match kind {
-            IocKind::Md5 => normalise_hash(kind, raw, 32)?,
-            IocKind::Sha1 => normalise_hash(kind, raw, 40)?,
-            IocKind::Sha256 => normalise_hash(kind, raw, 64)?,
-            IocKind::Ipv4 => normalise_ip::<std::net::Ipv4Addr>(raw, 32)?,
-            IocKind::Ipv6 => normalise_ip::<std::net::Ipv6Addr>(raw, 128)?,
-            IocKind::Domain | IocKind::Hostname => normalise_domain(raw)?,
-            IocKind::Url => normalise_url(raw)?,
-        };
-        Ok(Ioc { kind, value })
+        normalise(kind, raw).map(|value| Ioc {
+            kind,
+            value: value.into_owned(),
+        })
     }
 
     /// Guesses the kind of a bare value (the CLI's `s1 add`), then normalises it with
@@ -159,20 +153,70 @@ impl Ioc {
     }
 }
 
+/// The value [`Ioc::new`] makes of `raw` as a `kind`, borrowed from `raw` when `raw` already is
+/// in normal form (lower-case hashes and names, canonical IPv4, URLs: nearly every input), so a
+/// caller that only writes the value out allocates nothing.
+pub(crate) fn normalise(kind: IocKind, raw: &str) -> Result<Cow<'_, str>, SkipReason> {
+    let raw = trim(raw);
+    match kind {
+        IocKind::Md5 => normalise_hash(kind, raw, 32),
+        IocKind::Sha1 => normalise_hash(kind, raw, 40),
+        IocKind::Sha256 => normalise_hash(kind, raw, 64),
+        IocKind::Ipv4 => normalise_ip::<std::net::Ipv4Addr>(raw, 32),
+        IocKind::Ipv6 => normalise_ip::<std::net::Ipv6Addr>(raw, 128),
+        IocKind::Domain | IocKind::Hostname => normalise_domain(raw),
+        IocKind::Url => normalise_url(raw),
+    }
+}
+
+/// `str::trim`, without walking the Unicode whitespace tables when both ends are visible ASCII
+/// (nearly always): such a byte can be neither whitespace nor part of a multi-byte character.
+fn trim(s: &str) -> &str {
+    let visible = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    if visible(s.as_bytes().first()) && visible(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
 /// Hex of exactly `len` digits, lower-cased; the empty-file hash is its own skip reason.
-fn normalise_hash(kind: IocKind, raw: &str, len: usize) -> Result<String, SkipReason> {
-    if raw.len() != len || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+fn normalise_hash(kind: IocKind, raw: &str, len: usize) -> Result<Cow<'_, str>, SkipReason> {
+    let (hex, upper) = hex_digits(raw);
+    if raw.len() != len || !hex {
         return Err(SkipReason::InvalidValue);
     }
     if is_empty_file_hash(kind, raw) {
         return Err(SkipReason::EmptyFileHash);
     }
-    Ok(raw.to_ascii_lowercase())
+    Ok(if upper {
+        Cow::Owned(raw.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(raw)
+    })
+}
+
+/// Whether every byte of `s` is a hex digit, and whether any is an upper-case letter. One pass
+/// without early exit, which the compiler vectorises: every hash value goes through this twice
+/// (the parser's hash-form check, then normalisation), and `all` + `any` cost a tenth of a
+/// pattern's time.
+pub(crate) fn hex_digits(s: &str) -> (bool, bool) {
+    let (not_hex, upper) = s.bytes().fold((0u8, 0u8), |(not_hex, upper), b| {
+        // `| 0x20` lower-cases exactly the letters `A`–`F` into `a`–`f` among bytes that can
+        // become `a`–`f`; digits keep their value.
+        let letter = (b | 0x20).wrapping_sub(b'a') < 6;
+        let hex = b.is_ascii_digit() | letter;
+        (
+            not_hex | u8::from(!hex),
+            upper | u8::from(letter & (b & 0x20 == 0)),
+        )
+    });
+    (not_hex == 0, upper != 0)
 }
 
 /// An address, optionally with a prefix length: the full length is the address itself, a shorter
 /// one a range.
-fn normalise_ip<A>(raw: &str, full_prefix: u8) -> Result<String, SkipReason>
+fn normalise_ip<A>(raw: &str, full_prefix: u8) -> Result<Cow<'_, str>, SkipReason>
 where
     A: std::str::FromStr + std::fmt::Display,
 {
@@ -196,53 +240,80 @@ where
     if full_prefix == 32 {
         // std's IPv4 parser accepts only the canonical dotted quad (no leading zeros, signs or
         // spaces), so the text already is its display form: skip formatting it again.
-        return Ok(address_text.to_owned());
+        return Ok(Cow::Borrowed(address_text));
     }
-    Ok(address.to_string())
+    Ok(Cow::Owned(address.to_string()))
 }
 
 /// Lower-case ASCII domain without trailing dot; Unicode goes through IDNA (punycode).
-fn normalise_domain(raw: &str) -> Result<String, SkipReason> {
+fn normalise_domain(raw: &str) -> Result<Cow<'_, str>, SkipReason> {
     let name = raw.strip_suffix('.').unwrap_or(raw);
+    if name.is_ascii() {
+        let has_upper = check_ascii_name(name)?;
+        return Ok(if has_upper {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        });
+    }
     // ASCII bytes other than these would be percent-decoded or rejected by the URL host parser
     // in surprising ways; refuse them up front.
     let ascii_ok = name
         .bytes()
         .all(|b| !b.is_ascii() || b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    if name.is_empty() || !ascii_ok {
+    if !ascii_ok {
         return Err(SkipReason::InvalidValue);
     }
-    let ascii = if name.is_ascii() {
-        name.to_ascii_lowercase()
-    } else {
-        match url::Host::parse(name) {
-            Ok(url::Host::Domain(domain)) => domain,
+    let ascii = match url::Host::parse(name) {
+        Ok(url::Host::Domain(domain)) => domain,
+        _ => return Err(SkipReason::InvalidValue),
+    };
+    // What IDNA made of it must itself be a lower-case name.
+    match check_ascii_name(&ascii) {
+        Ok(false) => Ok(Cow::Owned(ascii)),
+        _ => Err(SkipReason::InvalidValue),
+    }
+}
+
+/// Checks an ASCII name in one pass: not empty, at most 253 bytes, labels of 1–63 bytes from
+/// `[A-Za-z0-9_-]`, and a last label that is not all digits (then it is an IP address or
+/// nonsense, never a domain). Returns whether it has upper-case letters.
+fn check_ascii_name(name: &str) -> Result<bool, SkipReason> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(SkipReason::InvalidValue);
+    }
+    let label_ok = |len: usize| (1..=63).contains(&len);
+    let (mut has_upper, mut label_len, mut label_numeric) = (false, 0, true);
+    for b in name.bytes() {
+        match b {
+            b'.' => {
+                if !label_ok(label_len) {
+                    return Err(SkipReason::InvalidValue);
+                }
+                (label_len, label_numeric) = (0, true);
+                continue;
+            }
+            b'0'..=b'9' => {}
+            b'a'..=b'z' | b'-' | b'_' => label_numeric = false,
+            b'A'..=b'Z' => (has_upper, label_numeric) = (true, false),
             _ => return Err(SkipReason::InvalidValue),
         }
-    };
-    let labels_ok = ascii.split('.').all(|label| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    });
-    // A numeric last label makes it an IP address (or nonsense), never a domain.
-    let numeric_tld = ascii
-        .rsplit('.')
-        .next()
-        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
-    if !labels_ok || ascii.len() > 253 || numeric_tld {
+        label_len += 1;
+    }
+    if !label_ok(label_len) || label_numeric {
         return Err(SkipReason::InvalidValue);
     }
-    Ok(ascii)
+    Ok(has_upper)
 }
 
 /// A URL is pushed as given; it only has to be one token.
-fn normalise_url(raw: &str) -> Result<String, SkipReason> {
-    if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+fn normalise_url(raw: &str) -> Result<Cow<'_, str>, SkipReason> {
+    // Bytes are enough unless there is non-ASCII text, whose whitespace and controls need chars.
+    let suspect = raw.bytes().any(|b| b <= b' ' || b >= 0x7f);
+    if raw.is_empty() || (suspect && raw.chars().any(|c| c.is_whitespace() || c.is_control())) {
         return Err(SkipReason::InvalidValue);
     }
-    Ok(raw.to_owned())
+    Ok(Cow::Borrowed(raw))
 }
 
 #[cfg(test)]
@@ -375,6 +446,72 @@ mod tests {
             Ioc::detect(EMPTY_FILE_HASHES[2].1),
             Err(SkipReason::EmptyFileHash)
         );
+    }
+
+    #[test]
+    fn hex_digits_classifies_every_byte() {
+        for b in 0..=255u8 {
+            let text = [b'a', b, b'0'];
+            if let Ok(s) = std::str::from_utf8(&text) {
+                let expected = (
+                    b.is_ascii_hexdigit(),
+                    b.is_ascii_hexdigit() && b.is_ascii_uppercase(),
+                );
+                assert_eq!(hex_digits(s), expected, "byte {b:#x}");
+            }
+        }
+        assert_eq!(hex_digits("é"), (false, false));
+        assert_eq!(hex_digits(""), (true, false));
+    }
+
+    #[test]
+    fn canonical_values_are_borrowed_not_copied() {
+        let borrowed = |kind, raw: &str| matches!(normalise(kind, raw), Ok(Cow::Borrowed(_)));
+        assert!(borrowed(IocKind::Sha256, &"ab".repeat(32)));
+        assert!(!borrowed(IocKind::Sha256, &"AB".repeat(32)));
+        assert!(borrowed(IocKind::Ipv4, "198.51.100.7/32"));
+        assert!(borrowed(IocKind::Domain, "a.example."));
+        assert!(!borrowed(IocKind::Domain, "A.example"));
+        assert!(borrowed(IocKind::Url, " http://x/y "));
+    }
+
+    /// The domain rules as first written (split into labels after lower-casing), which the
+    /// one-pass check must agree with.
+    fn domain_by_labels(raw: &str) -> Option<String> {
+        let raw = raw.trim();
+        let name = raw.strip_suffix('.').unwrap_or(raw);
+        let ascii_ok = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if name.is_empty() || !ascii_ok {
+            return None;
+        }
+        let ascii = name.to_ascii_lowercase();
+        let labels_ok = ascii.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        });
+        let numeric_tld = ascii
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
+        (labels_ok && ascii.len() <= 253 && !numeric_tld).then_some(ascii)
+    }
+
+    proptest! {
+        #[test]
+        fn the_one_pass_domain_check_agrees_with_the_label_rules(
+            name in prop_oneof![
+                "[a-zA-Z0-9._/ %-]{0,12}",
+                "([a-zA-Z0-9_-]{0,70}\\.){0,5}[a-zA-Z0-9-]{0,4}\\.?",
+                "([a-z]{60,63}\\.){3,4}[a-z0-9]{1,9}",
+            ]
+        ) {
+            let ours = Ioc::new(IocKind::Domain, &name).ok().map(|ioc| ioc.value);
+            prop_assert_eq!(ours, domain_by_labels(&name));
+        }
     }
 
     proptest! {

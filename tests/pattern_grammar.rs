@@ -8,7 +8,7 @@ use iocsync::pattern::{
 };
 use std::time::{Duration, Instant};
 
-fn ok(input: &str) -> Pattern {
+fn ok(input: &str) -> Pattern<'_> {
     parse(input).unwrap_or_else(|e| panic!("{input:?} should parse: {e}"))
 }
 
@@ -28,7 +28,7 @@ fn err(input: &str, message: &str, offset: usize) {
 }
 
 /// The single test inside `[...]`.
-fn single_test(p: &Pattern) -> &Test {
+fn single_test<'p, 'a>(p: &'p Pattern<'a>) -> &'p Test<'a> {
     let ObservationKind::Observation(cmp) = &p.root.kind else {
         panic!("not a single observation: {p:?}")
     };
@@ -38,7 +38,7 @@ fn single_test(p: &Pattern) -> &Test {
     &c.test
 }
 
-fn value_of(input: &str) -> LiteralValue {
+fn value_of(input: &str) -> LiteralValue<'_> {
     match single_test(&ok(input)) {
         Test::Compare { value, .. } => value.value.clone(),
         other => panic!("not a comparison: {other:?}"),
@@ -311,7 +311,7 @@ fn literal_kinds_and_canonical_forms() {
         value_of("[a:b = h'0AfF']"),
         LiteralValue::Hex("0aff".into())
     );
-    assert_eq!(value_of("[a:b = h'']"), LiteralValue::Hex(String::new()));
+    assert_eq!(value_of("[a:b = h'']"), LiteralValue::Hex("".into()));
     assert_eq!(
         value_of("[a:b = b'SGk=']"),
         LiteralValue::Binary("SGk=".into())

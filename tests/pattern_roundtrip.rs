@@ -54,16 +54,16 @@ fn key() -> impl Strategy<Value = String> {
     .prop_filter("hashes", |s| s != "hashes")
 }
 
-fn path() -> impl Strategy<Value = ObjectPath> {
+fn path() -> impl Strategy<Value = ObjectPath<'static>> {
     let step = prop_oneof![
-        key().prop_map(PathStep::Key),
+        key().prop_map(|k| PathStep::Key(k.into())),
         any::<i64>().prop_map(PathStep::Index),
         Just(PathStep::AnyIndex),
     ];
     (object_type(), key(), proptest::collection::vec(step, 0..4)).prop_map(
         |(object_type, property, steps)| ObjectPath {
-            object_type,
-            property,
+            object_type: object_type.into(),
+            property: property.into(),
             steps,
             span: Span::default(),
         },
@@ -76,22 +76,22 @@ fn string_value() -> impl Strategy<Value = String> {
     prop_oneof!["[a-z'\\\\ \n/*%.]{0,10}", "\\PC{0,10}", any::<String>()]
 }
 
-fn literal() -> impl Strategy<Value = Literal> {
+fn literal() -> impl Strategy<Value = Literal<'static>> {
     prop_oneof![
-        any::<i64>().prop_map(|n| LiteralValue::Int(n.to_string())),
-        "-?[1-9][0-9]{19,30}".prop_map(LiteralValue::Int),
-        "-?[0-9]{0,3}\\.[0-9]{1,4}".prop_map(LiteralValue::Float),
-        string_value().prop_map(LiteralValue::Str),
+        any::<i64>().prop_map(|n| LiteralValue::Int(n.to_string().into())),
+        "-?[1-9][0-9]{19,30}".prop_map(|s| LiteralValue::Int(s.into())),
+        "-?[0-9]{0,3}\\.[0-9]{1,4}".prop_map(|s| LiteralValue::Float(s.into())),
+        string_value().prop_map(|s| LiteralValue::Str(s.into())),
         any::<bool>().prop_map(LiteralValue::Bool),
-        "([0-9a-f]{2}){0,8}".prop_map(LiteralValue::Hex),
+        "([0-9a-f]{2}){0,8}".prop_map(|s| LiteralValue::Hex(s.into())),
         "([A-Za-z0-9+/]{4}){0,3}([A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)"
-            .prop_map(LiteralValue::Binary),
-        TIMESTAMP.prop_map(LiteralValue::Timestamp),
+            .prop_map(|s| LiteralValue::Binary(s.into())),
+        TIMESTAMP.prop_map(|s| LiteralValue::Timestamp(s.into())),
     ]
     .prop_map(lit)
 }
 
-fn test() -> impl Strategy<Value = Test> {
+fn test() -> impl Strategy<Value = Test<'static>> {
     let compare_op = proptest::sample::select(vec![
         CompareOp::Eq,
         CompareOp::Neq,
@@ -132,7 +132,7 @@ fn test() -> impl Strategy<Value = Test> {
                 path,
                 negated,
                 op,
-                value: lit(LiteralValue::Str(s)),
+                value: lit(LiteralValue::Str(s.into())),
             }
         }),
         (any::<bool>(), path()).prop_map(|(negated, path)| Test::Exists { negated, path }),
@@ -156,7 +156,7 @@ fn cmp_operand(op: BoolOp, e: ComparisonExpr) -> ComparisonExpr {
     }
 }
 
-fn comparison_expr() -> impl Strategy<Value = ComparisonExpr> {
+fn comparison_expr() -> impl Strategy<Value = ComparisonExpr<'static>> {
     let leaf = test().prop_map(|test| {
         cmp(ComparisonKind::Test(Box::new(Comparison {
             test,
@@ -187,12 +187,18 @@ fn obs(kind: ObservationKind) -> ObservationExpr {
     }
 }
 
-fn qualifier() -> impl Strategy<Value = Qualifier> {
+fn qualifier() -> impl Strategy<Value = Qualifier<'static>> {
     prop_oneof![
-        prop_oneof!["0|[1-9][0-9]{0,5}", "[0-9]{0,2}\\.[0-9]{1,3}"]
-            .prop_map(|seconds| QualifierKind::Within { seconds }),
+        prop_oneof!["0|[1-9][0-9]{0,5}", "[0-9]{0,2}\\.[0-9]{1,3}"].prop_map(|seconds| {
+            QualifierKind::Within {
+                seconds: seconds.into(),
+            }
+        }),
         any::<u64>().prop_map(|times| QualifierKind::Repeats { times }),
-        (TIMESTAMP, TIMESTAMP).prop_map(|(start, stop)| QualifierKind::StartStop { start, stop }),
+        (TIMESTAMP, TIMESTAMP).prop_map(|(start, stop)| QualifierKind::StartStop {
+            start: start.into(),
+            stop: stop.into()
+        }),
     ]
     .prop_map(|kind| Qualifier {
         kind,
@@ -213,7 +219,10 @@ fn chain_kinds(e: &ObservationExpr) -> Option<Vec<String>> {
     }
 }
 
-fn qualify(base: ObservationExpr, qualifier: Qualifier) -> ObservationExpr {
+fn qualify(
+    base: ObservationExpr<'static>,
+    qualifier: Qualifier<'static>,
+) -> ObservationExpr<'static> {
     let needs_group = matches!(base.kind, ObservationKind::Compound { .. })
         || chain_kinds(&base)
             .is_some_and(|kinds| kinds.iter().any(|k| k == qualifier.kind.keyword()));
@@ -237,7 +246,7 @@ fn obs_operand(op: ObservationOp, e: ObservationExpr) -> ObservationExpr {
     }
 }
 
-fn pattern() -> impl Strategy<Value = Pattern> {
+fn pattern() -> impl Strategy<Value = Pattern<'static>> {
     let leaf = comparison_expr().prop_map(|c| obs(ObservationKind::Observation(c)));
     leaf.prop_recursive(4, 16, 3, |inner| {
         prop_oneof![

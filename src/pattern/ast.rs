@@ -7,6 +7,13 @@
 //!
 //! Equality ignores spans (see [`Span`]): two patterns are equal when they mean the same thing
 //! written the same way, whatever their whitespace, comments or quoting of keys.
+//!
+//! Text in the tree borrows from the parsed input wherever it appears there verbatim (names,
+//! numbers, strings without escapes, timestamps), and is owned only where the canonical form
+//! differs (an unescaped string, upper-case hex digits): a typical single comparison then
+//! allocates one node instead of five small strings as well.
+
+use std::borrow::Cow;
 
 /// A byte range `start..end` in the parsed input.
 ///
@@ -42,33 +49,33 @@ impl Eq for Span {}
 
 /// The root of a parsed pattern: one observation expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
+pub struct Pattern<'a> {
     /// The whole expression.
-    pub root: ObservationExpr,
+    pub root: ObservationExpr<'a>,
 }
 
 /// An observation expression with its span.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservationExpr {
+pub struct ObservationExpr<'a> {
     /// What it is.
-    pub kind: ObservationKind,
+    pub kind: ObservationKind<'a>,
     /// Where it is.
     pub span: Span,
 }
 
 /// The shapes of an observation expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ObservationKind {
+pub enum ObservationKind<'a> {
     /// `[ comparison-expression ]`.
-    Observation(ComparisonExpr),
+    Observation(ComparisonExpr<'a>),
     /// `( observation-expression )`.
-    Group(Box<ObservationExpr>),
+    Group(Box<ObservationExpr<'a>>),
     /// An expression followed by one qualifier; a chain of qualifiers nests, innermost first.
     Qualified {
         /// What the qualifier applies to: an `Observation`, a `Group` or another `Qualified`.
-        base: Box<ObservationExpr>,
+        base: Box<ObservationExpr<'a>>,
         /// The qualifier.
-        qualifier: Qualifier,
+        qualifier: Qualifier<'a>,
     },
     /// Two or more operands joined by the same operator. An operand is never a `Compound` with the
     /// same or a looser operator (that needs a `Group`).
@@ -76,7 +83,7 @@ pub enum ObservationKind {
         /// The operator joining every pair of operands.
         op: ObservationOp,
         /// The operands, in order (at least two).
-        operands: Vec<ObservationExpr>,
+        operands: Vec<ObservationExpr<'a>>,
     },
 }
 
@@ -104,20 +111,20 @@ impl ObservationOp {
 
 /// A qualifier with its span.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Qualifier {
+pub struct Qualifier<'a> {
     /// Which qualifier, with its arguments.
-    pub kind: QualifierKind,
+    pub kind: QualifierKind<'a>,
     /// From the keyword to the end of its last argument.
     pub span: Span,
 }
 
 /// The three qualifiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QualifierKind {
+pub enum QualifierKind<'a> {
     /// `WITHIN n SECONDS`; `seconds` is the number as written without a `+` (int or float).
     Within {
         /// The positive int or float, canonical text.
-        seconds: String,
+        seconds: Cow<'a, str>,
     },
     /// `REPEATS n TIMES`.
     Repeats {
@@ -127,13 +134,13 @@ pub enum QualifierKind {
     /// `START t'…' STOP t'…'`; both are the timestamp text between the quotes.
     StartStop {
         /// The start timestamp (`YYYY-MM-DDTHH:MM:SS[.frac]Z`).
-        start: String,
+        start: Cow<'a, str>,
         /// The stop timestamp.
-        stop: String,
+        stop: Cow<'a, str>,
     },
 }
 
-impl QualifierKind {
+impl QualifierKind<'_> {
     /// A small number per kind, for the duplicate-qualifier check.
     pub(crate) fn bit(&self) -> u8 {
         match self {
@@ -155,29 +162,29 @@ impl QualifierKind {
 
 /// A comparison expression (the inside of `[...]`) with its span.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ComparisonExpr {
+pub struct ComparisonExpr<'a> {
     /// What it is.
-    pub kind: ComparisonKind,
+    pub kind: ComparisonKind<'a>,
     /// Where it is.
     pub span: Span,
 }
 
 /// The shapes of a comparison expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ComparisonKind {
+pub enum ComparisonKind<'a> {
     /// One test. Boxed because a test (path and literal) is large: every precedence level the
     /// parser passes a single comparison up through would otherwise copy it (measured: about a
     /// tenth of a short pattern's parse time went to those copies).
-    Test(Box<Comparison>),
+    Test(Box<Comparison<'a>>),
     /// `( comparison-expression )`.
-    Group(Box<ComparisonExpr>),
+    Group(Box<ComparisonExpr<'a>>),
     /// Two or more operands joined by the same operator; an operand is never a `Compound` with the
     /// same or a looser operator (that needs a `Group`).
     Compound {
         /// `AND` or `OR`.
         op: BoolOp,
         /// The operands, in order (at least two).
-        operands: Vec<ComparisonExpr>,
+        operands: Vec<ComparisonExpr<'a>>,
     },
 }
 
@@ -202,59 +209,59 @@ impl BoolOp {
 
 /// One property test.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Comparison {
+pub struct Comparison<'a> {
     /// The test itself.
-    pub test: Test,
+    pub test: Test<'a>,
     /// From the path (or `NOT`/`EXISTS`) to the end of the value.
     pub span: Span,
 }
 
 /// The kinds of property test.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Test {
+pub enum Test<'a> {
     /// `path [NOT] op literal` with `=`, `!=`, `<`, `<=`, `>`, `>=`.
     Compare {
         /// The compared property.
-        path: ObjectPath,
+        path: ObjectPath<'a>,
         /// Whether `NOT` precedes the operator.
         negated: bool,
         /// The operator.
         op: CompareOp,
         /// The value (never a bool for the ordering operators).
-        value: Literal,
+        value: Literal<'a>,
     },
     /// `path [NOT] IN (literal, …)`; the set may be empty.
     In {
         /// The compared property.
-        path: ObjectPath,
+        path: ObjectPath<'a>,
         /// Whether `NOT` precedes `IN`.
         negated: bool,
         /// The members, in order.
-        set: Vec<Literal>,
+        set: Vec<Literal<'a>>,
     },
     /// `path [NOT] LIKE|MATCHES|ISSUBSET|ISSUPERSET 'string'`.
     StringMatch {
         /// The compared property.
-        path: ObjectPath,
+        path: ObjectPath<'a>,
         /// Whether `NOT` precedes the operator.
         negated: bool,
         /// The operator.
         op: StringOp,
         /// The string argument (unescaped), with its span.
-        value: Literal,
+        value: Literal<'a>,
     },
     /// `[NOT] EXISTS path`.
     Exists {
         /// Whether `NOT` precedes `EXISTS`.
         negated: bool,
         /// The property.
-        path: ObjectPath,
+        path: ObjectPath<'a>,
     },
 }
 
-impl Test {
+impl<'a> Test<'a> {
     /// The object path the test is about.
-    pub fn path(&self) -> &ObjectPath {
+    pub fn path(&self) -> &ObjectPath<'a> {
         match self {
             Test::Compare { path, .. }
             | Test::In { path, .. }
@@ -327,22 +334,22 @@ impl StringOp {
 
 /// `object-type:property` followed by steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectPath {
+pub struct ObjectPath<'a> {
     /// The object type (`file`, `ipv4-addr`, …).
-    pub object_type: String,
+    pub object_type: Cow<'a, str>,
     /// The first property (unquoted if it was quoted).
-    pub property: String,
+    pub property: Cow<'a, str>,
     /// The steps after the first property.
-    pub steps: Vec<PathStep>,
+    pub steps: Vec<PathStep<'a>>,
     /// From the object type to the end of the last step.
     pub span: Span,
 }
 
 /// One step after the first property.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathStep {
+pub enum PathStep<'a> {
     /// `.name` or `.'quoted name'` (stored unquoted and unescaped).
-    Key(String),
+    Key(Cow<'a, str>),
     /// `[n]` or `[-n]`.
     Index(i64),
     /// `[*]`.
@@ -351,33 +358,33 @@ pub enum PathStep {
 
 /// A literal with its span.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Literal {
+pub struct Literal<'a> {
     /// The value.
-    pub value: LiteralValue,
+    pub value: LiteralValue<'a>,
     /// From the first byte of the literal (sign, prefix or quote) to its last.
     pub span: Span,
 }
 
 /// The literal kinds, each in a canonical form that prints back to a valid literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LiteralValue {
+pub enum LiteralValue<'a> {
     /// An integer as written, without a leading `+` (arbitrary size, like the reference grammar).
-    Int(String),
+    Int(Cow<'a, str>),
     /// A float as written (`[-]digits*.digits+`), without a leading `+`.
-    Float(String),
+    Float(Cow<'a, str>),
     /// A string, unescaped.
-    Str(String),
+    Str(Cow<'a, str>),
     /// `true` or `false`.
     Bool(bool),
     /// `h'…'`: the hex digits, lower-cased.
-    Hex(String),
+    Hex(Cow<'a, str>),
     /// `b'…'`: the base64 text as written (padded, validated).
-    Binary(String),
+    Binary(Cow<'a, str>),
     /// `t'…'`: the timestamp text between the quotes (validated).
-    Timestamp(String),
+    Timestamp(Cow<'a, str>),
 }
 
-impl LiteralValue {
+impl LiteralValue<'_> {
     /// The string, if this is a string literal.
     pub fn as_str(&self) -> Option<&str> {
         match self {

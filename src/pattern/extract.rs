@@ -7,19 +7,16 @@ use super::ast::{
     ObservationKind, PathStep, Pattern, Test,
 };
 use super::semantic::HashAlgo;
-use crate::ioc::{Ioc, IocKind};
+use crate::ioc::{normalise, Ioc, IocKind};
 use crate::skip::SkipReason;
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// The IOC kind an object path maps to, if it is one we push: `file:hashes.<MD5|SHA-1|SHA1|
 /// SHA-256|SHA256>` (any quoting and letter case of the algorithm), and `value` of
 /// `ipv4-addr`, `ipv6-addr`, `domain-name`, `hostname`, `url`.
-pub fn supported_kind(path: &ObjectPath) -> Option<IocKind> {
-    match (
-        path.object_type.as_str(),
-        path.property.as_str(),
-        path.steps.as_slice(),
-    ) {
+pub fn supported_kind(path: &ObjectPath<'_>) -> Option<IocKind> {
+    match (&*path.object_type, &*path.property, path.steps.as_slice()) {
         ("ipv4-addr", "value", []) => Some(IocKind::Ipv4),
         ("ipv6-addr", "value", []) => Some(IocKind::Ipv6),
         ("domain-name", "value", []) => Some(IocKind::Domain),
@@ -36,7 +33,7 @@ pub fn supported_kind(path: &ObjectPath) -> Option<IocKind> {
 }
 
 /// Strips observation-level parentheses.
-fn unwrap_observation(mut expr: &ObservationExpr) -> &ObservationExpr {
+fn unwrap_observation<'p, 'a>(mut expr: &'p ObservationExpr<'a>) -> &'p ObservationExpr<'a> {
     while let ObservationKind::Group(inner) = &expr.kind {
         expr = inner;
     }
@@ -44,7 +41,7 @@ fn unwrap_observation(mut expr: &ObservationExpr) -> &ObservationExpr {
 }
 
 /// Strips comparison-level parentheses.
-fn unwrap_comparison(mut expr: &ComparisonExpr) -> &ComparisonExpr {
+fn unwrap_comparison<'p, 'a>(mut expr: &'p ComparisonExpr<'a>) -> &'p ComparisonExpr<'a> {
     while let ComparisonKind::Group(inner) = &expr.kind {
         expr = inner;
     }
@@ -52,9 +49,18 @@ fn unwrap_comparison(mut expr: &ComparisonExpr) -> &ComparisonExpr {
 }
 
 /// A literal as a value of `kind`: only strings can be.
-fn literal_ioc(kind: IocKind, lit: &Literal) -> Result<Ioc, SkipReason> {
+fn literal_ioc(kind: IocKind, lit: &Literal<'_>) -> Result<Ioc, SkipReason> {
+    literal_value(kind, lit).map(|value| Ioc {
+        kind,
+        value: value.into_owned(),
+    })
+}
+
+/// A literal's normalised value as `kind` ([`normalise`]), borrowed from the literal when it
+/// already is canonical.
+fn literal_value<'p>(kind: IocKind, lit: &'p Literal<'_>) -> Result<Cow<'p, str>, SkipReason> {
     match lit.value.as_str() {
-        Some(s) => Ioc::new(kind, s),
+        Some(s) => normalise(kind, s),
         None => Err(SkipReason::InvalidValue),
     }
 }
@@ -63,7 +69,18 @@ fn literal_ioc(kind: IocKind, lit: &Literal) -> Result<Ioc, SkipReason> {
 /// outermost shape decides the reason: a qualifier → `qualified`, AND/OR/FOLLOWEDBY or an `IN`
 /// → `compound`, another path → `unsupported_object`, another operator (incl. `NOT =`, `!=`,
 /// `LIKE`, `EXISTS`) → `unsupported_operator`, a bad value → its reason from [`Ioc::new`].
-pub fn extract_ioc(pattern: &Pattern) -> Result<Ioc, SkipReason> {
+pub fn extract_ioc(pattern: &Pattern<'_>) -> Result<Ioc, SkipReason> {
+    extract_value(pattern).map(|(kind, value)| Ioc {
+        kind,
+        value: value.into_owned(),
+    })
+}
+
+/// [`extract_ioc`] without building the [`Ioc`]: its kind and value, borrowed from the pattern
+/// when the value is already canonical (what `iocsync parse` writes, without an allocation).
+pub(crate) fn extract_value<'p>(
+    pattern: &'p Pattern<'_>,
+) -> Result<(IocKind, Cow<'p, str>), SkipReason> {
     let comparison = match &unwrap_observation(&pattern.root).kind {
         ObservationKind::Observation(cmp) => unwrap_comparison(cmp),
         ObservationKind::Qualified { .. } => return Err(SkipReason::Qualified),
@@ -84,7 +101,7 @@ pub fn extract_ioc(pattern: &Pattern) -> Result<Ioc, SkipReason> {
             op: CompareOp::Eq,
             value,
             ..
-        } => literal_ioc(kind, value),
+        } => literal_value(kind, value).map(|value| (kind, value)),
         Test::In { negated: false, .. } => Err(SkipReason::Compound),
         _ => Err(SkipReason::UnsupportedOperator),
     }
@@ -92,7 +109,10 @@ pub fn extract_ioc(pattern: &Pattern) -> Result<Ioc, SkipReason> {
 
 /// Collects the tests of a pattern made only of ORs (at both levels) and parentheses; `false`
 /// when anything else (AND, FOLLOWEDBY, a qualifier) is present.
-fn collect_or_observations<'p>(expr: &'p ObservationExpr, out: &mut Vec<&'p Test>) -> bool {
+fn collect_or_observations<'p, 'a>(
+    expr: &'p ObservationExpr<'a>,
+    out: &mut Vec<&'p Test<'a>>,
+) -> bool {
     match &expr.kind {
         ObservationKind::Observation(cmp) => collect_or_comparisons(cmp, out),
         ObservationKind::Group(inner) => collect_or_observations(inner, out),
@@ -104,7 +124,10 @@ fn collect_or_observations<'p>(expr: &'p ObservationExpr, out: &mut Vec<&'p Test
     }
 }
 
-fn collect_or_comparisons<'p>(expr: &'p ComparisonExpr, out: &mut Vec<&'p Test>) -> bool {
+fn collect_or_comparisons<'p, 'a>(
+    expr: &'p ComparisonExpr<'a>,
+    out: &mut Vec<&'p Test<'a>>,
+) -> bool {
     match &expr.kind {
         ComparisonKind::Test(cmp) => {
             out.push(&cmp.test);
@@ -120,7 +143,7 @@ fn collect_or_comparisons<'p>(expr: &'p ComparisonExpr, out: &mut Vec<&'p Test>)
 }
 
 /// The supported kind and the values of a test that expansion can take, if it can.
-fn expandable(test: &Test) -> Option<(IocKind, &[Literal])> {
+fn expandable<'p, 'a>(test: &'p Test<'a>) -> Option<(IocKind, &'p [Literal<'a>])> {
     let kind = supported_kind(test.path())?;
     match test {
         Test::Compare {
@@ -144,7 +167,7 @@ fn expandable(test: &Test) -> Option<(IocKind, &[Literal])> {
 pub const DEFAULT_EXPAND_MAX: usize = 1000;
 
 /// [`extract_iocs_max`] with [`DEFAULT_EXPAND_MAX`].
-pub fn extract_iocs(pattern: &Pattern) -> Result<Vec<Ioc>, SkipReason> {
+pub fn extract_iocs(pattern: &Pattern<'_>) -> Result<Vec<Ioc>, SkipReason> {
     extract_iocs_max(pattern, DEFAULT_EXPAND_MAX)
 }
 
@@ -158,7 +181,7 @@ pub fn extract_iocs(pattern: &Pattern) -> Result<Vec<Ioc>, SkipReason> {
 /// member value skips the whole pattern with that member's reason, so a half-valid indicator is
 /// visible rather than silently trimmed. An expansion with no value left is `empty_file_hash` if
 /// that is why, `invalid_value` for an empty `IN ()`. Every other shape gets [`extract_ioc`]'s answer.
-pub fn extract_iocs_max(pattern: &Pattern, max: usize) -> Result<Vec<Ioc>, SkipReason> {
+pub fn extract_iocs_max(pattern: &Pattern<'_>, max: usize) -> Result<Vec<Ioc>, SkipReason> {
     let mut tests = Vec::new();
     let or_only = collect_or_observations(&pattern.root, &mut tests);
     let members: Option<Vec<_>> = if or_only {

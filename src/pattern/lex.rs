@@ -3,6 +3,7 @@
 //! `ANDx` is an identifier, `5SECONDS` is `5` then `SECONDS`, `007` is three tokens and so invalid).
 
 use super::error::{fail, PResult};
+use std::borrow::Cow;
 
 // Keywords of the reference lexer: a bare identifier spelled like one is lexed as the keyword,
 // so it can never be an object type or an unquoted property name (`LAST` is reserved although the
@@ -142,7 +143,7 @@ pub(crate) fn object_type(i: &str) -> PResult<'_, &str> {
 }
 
 /// A property name: an identifier without hyphen (not a keyword) or a quoted string.
-pub(crate) fn property_name(i: &str) -> PResult<'_, String> {
+pub(crate) fn property_name(i: &str) -> PResult<'_, Cow<'_, str>> {
     match i.as_bytes().first() {
         Some(b'\'') => string_literal(i),
         Some(&b) if b.is_ascii_alphabetic() || b == b'_' => {
@@ -158,7 +159,7 @@ pub(crate) fn property_name(i: &str) -> PResult<'_, String> {
             if is_keyword(name) {
                 return fail(i, "expected property name, found a keyword (quote it)");
             }
-            Ok((rest, name.to_owned()))
+            Ok((rest, Cow::Borrowed(name)))
         }
         _ => fail(i, "expected property name"),
     }
@@ -191,8 +192,9 @@ fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
         .map(|p| offset + p)
 }
 
-/// `'…'` with the `\'` and `\\` escapes only; raw newlines are allowed. Returns the unescaped text.
-pub(crate) fn string_literal(i: &str) -> PResult<'_, String> {
+/// `'…'` with the `\'` and `\\` escapes only; raw newlines are allowed. Returns the unescaped text,
+/// borrowed from `i` when there was nothing to unescape.
+pub(crate) fn string_literal(i: &str) -> PResult<'_, Cow<'_, str>> {
     let Some(body) = i.strip_prefix('\'') else {
         return fail(i, "expected string literal");
     };
@@ -200,7 +202,7 @@ pub(crate) fn string_literal(i: &str) -> PResult<'_, String> {
     // Fast path: no escape before the closing quote, so the content is one slice.
     let mut pos = match find_quote_or_backslash(bytes) {
         None => return fail(i, "unterminated string literal"),
-        Some(p) if bytes[p] == b'\'' => return Ok((&body[p + 1..], body[..p].to_owned())),
+        Some(p) if bytes[p] == b'\'' => return Ok((&body[p + 1..], Cow::Borrowed(&body[..p]))),
         Some(p) => p,
     };
     let mut out = String::with_capacity(body.len().min(256));
@@ -208,7 +210,7 @@ pub(crate) fn string_literal(i: &str) -> PResult<'_, String> {
     loop {
         match bytes.get(pos) {
             None => return fail(i, "unterminated string literal"),
-            Some(b'\'') => return Ok((&body[pos + 1..], out)),
+            Some(b'\'') => return Ok((&body[pos + 1..], Cow::Owned(out))),
             Some(b'\\') => match bytes.get(pos + 1) {
                 Some(&c @ (b'\'' | b'\\')) => {
                     out.push(char::from(c));
@@ -292,8 +294,9 @@ pub(crate) fn number(i: &str) -> PResult<'_, Number<'_>> {
     ))
 }
 
-/// `h'…'`: an even number of hex digits (possibly none). Returns them lower-cased.
-pub(crate) fn hex_literal(i: &str) -> PResult<'_, String> {
+/// `h'…'`: an even number of hex digits (possibly none). Returns them lower-cased (borrowed from
+/// `i` when they already are).
+pub(crate) fn hex_literal(i: &str) -> PResult<'_, Cow<'_, str>> {
     let body = &i[2..];
     let digits = body.bytes().take_while(u8::is_ascii_hexdigit).count();
     if body.as_bytes().get(digits) != Some(&b'\'') {
@@ -302,11 +305,17 @@ pub(crate) fn hex_literal(i: &str) -> PResult<'_, String> {
     if digits % 2 != 0 {
         return fail(i, "hex literal needs an even number of digits");
     }
-    Ok((&body[digits + 1..], body[..digits].to_ascii_lowercase()))
+    let hex = &body[..digits];
+    let hex = if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(hex.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(hex)
+    };
+    Ok((&body[digits + 1..], hex))
 }
 
 /// `b'…'`: strict, padded, non-empty base64. Returns the text between the quotes.
-pub(crate) fn binary_literal(i: &str) -> PResult<'_, String> {
+pub(crate) fn binary_literal(i: &str) -> PResult<'_, &str> {
     let body = &i[2..];
     let bytes = body.as_bytes();
     let chars = bytes
@@ -330,12 +339,12 @@ pub(crate) fn binary_literal(i: &str) -> PResult<'_, String> {
             "invalid base64 in binary literal (must be non-empty and padded)",
         );
     }
-    Ok((&body[end + 1..], body[..end].to_owned()))
+    Ok((&body[end + 1..], &body[..end]))
 }
 
 /// `t'YYYY-MM-DDTHH:MM:SS[.frac]Z'` with the grammar's field ranges (second may be 60). Returns
 /// the text between the quotes.
-pub(crate) fn timestamp_literal(i: &str) -> PResult<'_, String> {
+pub(crate) fn timestamp_literal(i: &str) -> PResult<'_, &str> {
     let body = &i[2..];
     let b = body.as_bytes();
     let digit = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
@@ -386,7 +395,7 @@ pub(crate) fn timestamp_literal(i: &str) -> PResult<'_, String> {
     if !is(end + 1, b'\'') {
         return fail(&body[end + 1..], "expected closing quote of timestamp");
     }
-    Ok((&body[end + 2..], body[..end + 1].to_owned()))
+    Ok((&body[end + 2..], &body[..end + 1]))
 }
 
 #[cfg(test)]
@@ -445,7 +454,7 @@ mod tests {
     fn strings_unescape_only_quote_and_backslash() {
         assert_eq!(
             string_literal(r"'a\'b\\c'x").expect("ok"),
-            ("x", r"a'b\c".to_owned())
+            ("x", Cow::Owned(r"a'b\c".to_owned()))
         );
         assert_eq!(
             string_literal("'multi\nline'").expect("ok").1,

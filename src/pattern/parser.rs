@@ -35,6 +35,7 @@ use super::lex::{
     string_literal, symbol, timestamp_literal, ws,
 };
 use super::semantic;
+use std::borrow::Cow;
 
 /// How deep the tree may nest: parentheses at both levels plus qualifiers (each qualifier wraps
 /// the observation in one more node) count together. Real patterns rarely exceed 4; the limit
@@ -61,7 +62,7 @@ impl Cx {
 }
 
 /// Parses and validates a whole pattern (syntax and the reference semantic checks).
-pub fn parse(input: &str) -> Result<Pattern, ParseError> {
+pub fn parse(input: &str) -> Result<Pattern<'_>, ParseError> {
     let cx = Cx { len: input.len() };
     let result = obs_fby(cx, ws(input), 0).and_then(|(rest, root)| {
         let rest = ws(rest);
@@ -92,8 +93,8 @@ fn obs_list<'a>(
     i: &'a str,
     depth: u32,
     op: ObservationOp,
-    operand: impl Fn(Cx, &'a str, u32) -> PResult<'a, ObservationExpr>,
-) -> PResult<'a, ObservationExpr> {
+    operand: impl Fn(Cx, &'a str, u32) -> PResult<'a, ObservationExpr<'a>>,
+) -> PResult<'a, ObservationExpr<'a>> {
     let (mut rest, first) = operand(cx, i, depth)?;
     // Most patterns have no operator at this level: allocate the list only when one shows up.
     let Some(mut k) = keyword(ws(rest), op.as_str()) else {
@@ -122,24 +123,24 @@ fn obs_list<'a>(
     ))
 }
 
-fn obs_fby(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
+fn obs_fby(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr<'_>> {
     obs_list(cx, i, depth, ObservationOp::FollowedBy, obs_or)
 }
 
 #[inline]
-fn obs_or(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
+fn obs_or(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr<'_>> {
     obs_list(cx, i, depth, ObservationOp::Or, obs_and)
 }
 
 #[inline]
-fn obs_and(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
+fn obs_and(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr<'_>> {
     obs_list(cx, i, depth, ObservationOp::And, obs_qualified)
 }
 
 /// An observation followed by any qualifiers, with the reference's duplicate check: the same
 /// qualifier kind twice in a chain applied directly to a `[...]` observation is an error (on a
 /// parenthesised group the reference does not check, so neither does this).
-fn obs_qualified(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
+fn obs_qualified(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr<'_>> {
     let (mut rest, mut expr) = obs_primary(cx, i, depth)?;
     let check_duplicates = matches!(expr.kind, ObservationKind::Observation(_));
     let mut seen = 0u8;
@@ -178,7 +179,7 @@ fn obs_qualified(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
 }
 
 /// A qualifier if one starts here (`None` when the next token is not a qualifier keyword).
-fn qualifier(cx: Cx, i: &str) -> Result<Option<(&str, Qualifier)>, nom::Err<PErr>> {
+fn qualifier(cx: Cx, i: &str) -> Result<Option<(&str, Qualifier<'_>)>, nom::Err<PErr>> {
     let start = cx.at(i);
     let (rest, kind) = if let Some(k) = keyword(i, "WITHIN") {
         let k = ws(k);
@@ -187,7 +188,7 @@ fn qualifier(cx: Cx, i: &str) -> Result<Option<(&str, Qualifier)>, nom::Err<PErr
             return Err(within_error(k));
         }
         let (r, ()) = expect_keyword(ws(r), "SECONDS", "expected 'SECONDS'")?;
-        let seconds = n.text.to_owned();
+        let seconds = Cow::Borrowed(n.text);
         (r, QualifierKind::Within { seconds })
     } else if let Some(k) = keyword(i, "REPEATS") {
         let k = ws(k);
@@ -202,8 +203,8 @@ fn qualifier(cx: Cx, i: &str) -> Result<Option<(&str, Qualifier)>, nom::Err<PErr
         (
             r,
             QualifierKind::StartStop {
-                start: start_ts,
-                stop: stop_ts,
+                start: Cow::Borrowed(start_ts),
+                stop: Cow::Borrowed(stop_ts),
             },
         )
     } else {
@@ -226,7 +227,7 @@ fn within_error(i: &str) -> nom::Err<PErr> {
 }
 
 /// A `t'…'` literal where the grammar wants one (START/STOP).
-fn timestamp(i: &str) -> PResult<'_, String> {
+fn timestamp(i: &str) -> PResult<'_, &str> {
     if i.starts_with("t'") {
         timestamp_literal(i)
     } else {
@@ -257,7 +258,7 @@ fn deeper(i: &str, depth: u32) -> Result<u32, nom::Err<PErr>> {
     }
 }
 
-fn obs_primary(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr> {
+fn obs_primary(cx: Cx, i: &str, depth: u32) -> PResult<'_, ObservationExpr<'_>> {
     let start = cx.at(i);
     match i.as_bytes().first() {
         Some(b'[') => {
@@ -296,8 +297,8 @@ fn cmp_list<'a>(
     i: &'a str,
     depth: u32,
     op: BoolOp,
-    operand: impl Fn(Cx, &'a str, u32) -> PResult<'a, ComparisonExpr>,
-) -> PResult<'a, ComparisonExpr> {
+    operand: impl Fn(Cx, &'a str, u32) -> PResult<'a, ComparisonExpr<'a>>,
+) -> PResult<'a, ComparisonExpr<'a>> {
     let (mut rest, first) = operand(cx, i, depth)?;
     let j = ws(rest);
     let Some(mut k) = keyword(j, op.as_str()) else {
@@ -326,16 +327,16 @@ fn cmp_list<'a>(
     ))
 }
 
-fn cmp_or(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr> {
+fn cmp_or(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr<'_>> {
     cmp_list(cx, i, depth, BoolOp::Or, cmp_and)
 }
 
 #[inline]
-fn cmp_and(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr> {
+fn cmp_and(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr<'_>> {
     cmp_list(cx, i, depth, BoolOp::And, cmp_primary)
 }
 
-fn cmp_primary(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr> {
+fn cmp_primary(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr<'_>> {
     let start = cx.at(i);
     if i.as_bytes().first() == Some(&b'(') {
         let inner_depth = deeper(i, depth)?;
@@ -363,7 +364,7 @@ fn cmp_primary(cx: Cx, i: &str, depth: u32) -> PResult<'_, ComparisonExpr> {
 }
 
 /// One property test (without the semantic check).
-fn test(cx: Cx, i: &str) -> PResult<'_, Test> {
+fn test(cx: Cx, i: &str) -> PResult<'_, Test<'_>> {
     // Prefix form: [NOT] EXISTS path. A NOT here can only introduce EXISTS.
     let (after_not, negated) = match keyword(i, "NOT") {
         Some(k) => (ws(k), true),
@@ -451,7 +452,7 @@ fn test(cx: Cx, i: &str) -> PResult<'_, Test> {
 }
 
 /// `( )` or `( literal (, literal)* )`.
-fn set_literal(cx: Cx, i: &str) -> PResult<'_, Vec<Literal>> {
+fn set_literal(cx: Cx, i: &str) -> PResult<'_, Vec<Literal<'_>>> {
     let (r, ()) = symbol(i, b'(', "expected '(' after IN")?;
     let mut r = ws(r);
     let mut set = Vec::new();
@@ -471,7 +472,7 @@ fn set_literal(cx: Cx, i: &str) -> PResult<'_, Vec<Literal>> {
 }
 
 /// Any primitive literal, chosen on its first byte(s).
-fn literal(cx: Cx, i: &str) -> PResult<'_, Literal> {
+fn literal(cx: Cx, i: &str) -> PResult<'_, Literal<'_>> {
     let start = cx.at(i);
     let b = i.as_bytes();
     let (r, value) = match (b.first(), b.get(1)) {
@@ -485,15 +486,15 @@ fn literal(cx: Cx, i: &str) -> PResult<'_, Literal> {
         }
         (Some(b'b'), Some(b'\'')) => {
             let (r, s) = binary_literal(i)?;
-            (r, LiteralValue::Binary(s))
+            (r, LiteralValue::Binary(Cow::Borrowed(s)))
         }
         (Some(b't'), Some(b'\'')) => {
             let (r, s) = timestamp_literal(i)?;
-            (r, LiteralValue::Timestamp(s))
+            (r, LiteralValue::Timestamp(Cow::Borrowed(s)))
         }
         (Some(b'0'..=b'9' | b'+' | b'-' | b'.'), _) => {
             let (r, n) = number(i)?;
-            let text = n.text.to_owned();
+            let text = Cow::Borrowed(n.text);
             (
                 r,
                 if n.float {
@@ -523,7 +524,7 @@ fn literal(cx: Cx, i: &str) -> PResult<'_, Literal> {
 }
 
 /// `object-type ':' first-property steps*`; whitespace and comments may separate the tokens.
-fn object_path(cx: Cx, i: &str) -> PResult<'_, ObjectPath> {
+fn object_path(cx: Cx, i: &str) -> PResult<'_, ObjectPath<'_>> {
     let start = cx.at(i);
     let (r, object_type) = object_type(i)?;
     let (r, ()) = symbol(ws(r), b':', "expected ':' after object type")?;
@@ -560,7 +561,7 @@ fn object_path(cx: Cx, i: &str) -> PResult<'_, ObjectPath> {
     Ok((
         rest,
         ObjectPath {
-            object_type: object_type.to_owned(),
+            object_type: Cow::Borrowed(object_type),
             property,
             steps,
             span: cx.span(start, rest),

@@ -12,13 +12,13 @@ use super::ast::{
 use super::lex::is_keyword;
 use std::fmt::{self, Display, Formatter, Write};
 
-impl Display for Pattern {
+impl Display for Pattern<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         self.root.fmt(f)
     }
 }
 
-impl Display for ObservationExpr {
+impl Display for ObservationExpr<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ObservationKind::Observation(cmp) => write!(f, "[{cmp}]"),
@@ -49,7 +49,7 @@ impl Display for ObservationExpr {
     }
 }
 
-impl Display for Qualifier {
+impl Display for Qualifier<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match &self.kind {
             QualifierKind::Within { seconds } => write!(f, "WITHIN {seconds} SECONDS"),
@@ -61,7 +61,7 @@ impl Display for Qualifier {
     }
 }
 
-impl Display for ComparisonExpr {
+impl Display for ComparisonExpr<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ComparisonKind::Test(cmp) => cmp.fmt(f),
@@ -84,7 +84,7 @@ impl Display for ComparisonExpr {
     }
 }
 
-impl Display for Comparison {
+impl Display for Comparison<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         self.test.fmt(f)
     }
@@ -99,7 +99,7 @@ fn not(negated: bool) -> &'static str {
     }
 }
 
-impl Display for Test {
+impl Display for Test<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
             Test::Compare {
@@ -161,7 +161,7 @@ fn write_name(f: &mut Formatter<'_>, name: &str) -> fmt::Result {
     }
 }
 
-impl Display for ObjectPath {
+impl Display for ObjectPath<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.object_type)?;
         write_name(f, &self.property)?;
@@ -179,13 +179,13 @@ impl Display for ObjectPath {
     }
 }
 
-impl Display for Literal {
+impl Display for Literal<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         self.value.fmt(f)
     }
 }
 
-impl Display for LiteralValue {
+impl Display for LiteralValue<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
             LiteralValue::Int(text) | LiteralValue::Float(text) => f.write_str(text),

@@ -9,6 +9,7 @@
 
 use super::ast::{Literal, LiteralValue, ObjectPath, PathStep, Test};
 use super::error::PErr;
+use crate::ioc::hex_digits;
 
 /// The hash algorithms whose values the reference validator checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +67,7 @@ impl HashAlgo {
 
     /// Whether `value` has this algorithm's form.
     pub(crate) fn accepts(self, value: &str) -> bool {
-        let hex_len = |lens: &[usize]| {
-            lens.contains(&value.len()) && value.bytes().all(|b| b.is_ascii_hexdigit())
-        };
+        let hex_len = |lens: &[usize]| lens.contains(&value.len()) && hex_digits(value).0;
         match self {
             HashAlgo::Md5 => hex_len(&[32]),
             // The reference's MD6 regex is broken (it accepts anything starting with 32 hex
@@ -90,7 +89,7 @@ impl HashAlgo {
 }
 
 /// The hash algorithm a path designates for the reference check, if any.
-fn checked_algo(path: &ObjectPath) -> Option<(HashAlgo, &str)> {
+fn checked_algo<'p>(path: &'p ObjectPath<'_>) -> Option<(HashAlgo, &'p str)> {
     let has_hashes = path.property == "hashes"
         || path
             .steps
@@ -99,9 +98,9 @@ fn checked_algo(path: &ObjectPath) -> Option<(HashAlgo, &str)> {
     if !has_hashes {
         return None;
     }
-    let last = match path.steps.last() {
-        None => path.property.as_str(),
-        Some(PathStep::Key(k)) => k.as_str(),
+    let last: &str = match path.steps.last() {
+        None => &path.property,
+        Some(PathStep::Key(k)) => k,
         // An index as the last step selects no algorithm.
         Some(PathStep::Index(_) | PathStep::AnyIndex) => return None,
     };
@@ -109,7 +108,12 @@ fn checked_algo(path: &ObjectPath) -> Option<(HashAlgo, &str)> {
 }
 
 /// Checks one literal against the algorithm; the error points at the literal.
-fn check_literal(algo: HashAlgo, key: &str, lit: &Literal, input_len: usize) -> Result<(), PErr> {
+fn check_literal(
+    algo: HashAlgo,
+    key: &str,
+    lit: &Literal<'_>,
+    input_len: usize,
+) -> Result<(), PErr> {
     let ok = match &lit.value {
         LiteralValue::Str(s) => algo.accepts(s),
         _ => false,
@@ -133,7 +137,7 @@ fn check_literal(algo: HashAlgo, key: &str, lit: &Literal, input_len: usize) -> 
 }
 
 /// Runs the hash check on one test.
-pub(crate) fn check_test(test: &Test, input_len: usize) -> Result<(), PErr> {
+pub(crate) fn check_test(test: &Test<'_>, input_len: usize) -> Result<(), PErr> {
     let Some((algo, key)) = checked_algo(test.path()) else {
         return Ok(());
     };
