@@ -2,10 +2,10 @@
 //! metrics and hand back status, `Retry-After` and body for the client to read in its remote's
 //! terms. Every HTTP client (SentinelOne, Sekoia, MISP, OpenCTI's GraphQL) goes through here.
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderValue};
 use std::time::Duration;
 
-use super::text::describe_transport_error;
+use super::text::{describe_transport_error, error_body};
 
 /// Reads `Retry-After` as delta-seconds (the form these APIs use); an HTTP-date is ignored.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -95,6 +95,87 @@ pub async fn exchange(
         headers,
         body,
     })
+}
+
+/// The client and credential of one JSON API. Every call carries the credential in
+/// `Authorization` and goes through [`exchange`]; a failure comes back as a [`CallFailure`] for the
+/// client to read in its remote's terms.
+pub struct JsonApi {
+    remote: &'static str,
+    http: reqwest::Client,
+    auth: HeaderValue,
+}
+
+impl std::fmt::Debug for JsonApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The credential is deliberately absent.
+        f.debug_struct("JsonApi")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a call to a JSON API brought no 2xx body back.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// The request did not complete (connect, reset, timeout, a body cut short or too large).
+    Transport {
+        /// `METHOD url` of the call.
+        endpoint: String,
+        /// What failed, free of URLs and secrets.
+        message: String,
+    },
+    /// The remote answered with another status.
+    Refused(Refusal),
+}
+
+/// A non-2xx answer, for the remote's own reading of its status and body.
+#[derive(Debug)]
+pub struct Refusal {
+    /// `METHOD url` of the call.
+    pub endpoint: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// `Retry-After`, when sent (and in seconds).
+    pub retry_after: Option<Duration>,
+    /// The body as text, with registered secrets scrubbed ([`error_body`]).
+    pub text: String,
+}
+
+impl JsonApi {
+    /// The API of `remote` (its name in metrics and logs) through `http`, with `auth` as the
+    /// `Authorization` header of every call.
+    pub fn new(remote: &'static str, http: reqwest::Client, auth: HeaderValue) -> Self {
+        JsonApi { remote, http, auth }
+    }
+
+    /// One call to `url` with the query and, when given, a JSON body. Counted as `METHOD route`
+    /// (the route names the endpoint without ids); errors name it `METHOD url`.
+    pub async fn call<Q: serde::Serialize + ?Sized, B: serde::Serialize + ?Sized>(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        route: &str,
+        query: &Q,
+        body: Option<&B>,
+    ) -> Result<bytes::Bytes, CallFailure> {
+        let endpoint = format!("{method} {url}");
+        let metric = format!("{method} {route}");
+        let request = json_request(&self.http, method, url, &self.auth, query, body);
+        let answer = match exchange(self.remote, &metric, &endpoint, request).await {
+            Ok(answer) => answer,
+            Err(message) => return Err(CallFailure::Transport { endpoint, message }),
+        };
+        if answer.is_success() {
+            return Ok(answer.body);
+        }
+        Err(CallFailure::Refused(Refusal {
+            endpoint,
+            status: answer.status,
+            retry_after: answer.retry_after,
+            text: error_body(&answer.body),
+        }))
+    }
 }
 
 /// Why a response body could not be read.

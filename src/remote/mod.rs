@@ -13,7 +13,8 @@ pub mod text;
 pub use backoff::Backoff;
 pub use client::{build_client, client_builder, http_client, ClientError, TlsSettings};
 pub use exchange::{
-    exchange, json_request, read_body, retry_after, BodyError, Exchange, MAX_RESPONSE_BYTES,
+    exchange, json_request, read_body, retry_after, BodyError, CallFailure, Exchange, JsonApi,
+    Refusal, MAX_RESPONSE_BYTES,
 };
 pub use failure::{FailureClass, RemoteFailure};
 pub use text::{

@@ -5,16 +5,33 @@
 //! 413 halves the batch too. Any other failure stops every remaining post: the remote is down,
 //! limiting or refusing us, and the whole rest is retried later.
 
-use super::{op_runs, Change, ChangeOp, Outcome, Resolution};
+use super::{op_runs, Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
 use crate::remote::RemoteFailure;
+use async_trait::async_trait;
 use std::future::Future;
 
-/// A sink that sends one call per run of same-kind changes (see [`op_runs`]).
-#[async_trait::async_trait]
-pub trait ByOpRuns: Sync {
+/// What a batched sink tells the pipeline about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// [`Sink::name`].
+    pub sink: &'static str,
+    /// [`Sink::max_batch`]: the most changes one call carries, at least 1.
+    pub max: usize,
+    /// [`Sink::supports_update`].
+    pub updates: bool,
+}
+
+/// A sink that posts to a remote one call per run of same-kind changes (see [`op_runs`]):
+/// SentinelOne and Sekoia. Each is a [`Sink`] through the impl below, which applies a batch run by
+/// run; the sink itself says only what differs between remotes.
+#[async_trait]
+pub trait BatchedSink: Send + Sync {
     /// What one run learns for the next (the remote ids of IOCs just created, so that a delete
     /// right after its create in the same batch finds them).
     type Known: Default + Send + Sync;
+
+    /// Name, batch size and whether updates are sent.
+    fn batching(&self) -> Batching;
 
     /// Applies a run of deletes.
     async fn delete_run(&self, run: &[Change], known: &Self::Known) -> Vec<Outcome>;
@@ -22,11 +39,35 @@ pub trait ByOpRuns: Sync {
     /// Applies a run of creates and updates.
     async fn write_run(&self, run: &[Change], known: &mut Self::Known) -> Vec<Outcome>;
 
+    /// [`Sink::resolve`].
+    async fn resolve_pending(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError>;
+
+    /// [`Sink::check`].
+    async fn probe(&self) -> Result<String, SinkError>;
+
+    /// [`Sink::seed_live_count`].
+    fn seed_live(&self, _live: u64) {}
+}
+
+#[async_trait]
+impl<T: BatchedSink> Sink for T {
+    fn name(&self) -> &'static str {
+        self.batching().sink
+    }
+
+    fn max_batch(&self) -> usize {
+        self.batching().max
+    }
+
+    fn supports_update(&self) -> bool {
+        self.batching().updates
+    }
+
     /// Applies `batch` in order, one run at a time, so a create followed by a delete of the same
     /// IOC (or the reverse) ends as the source intended.
-    async fn apply_by_op_runs(&self, batch: &[Change]) -> Vec<Outcome> {
+    async fn apply(&self, batch: &[Change]) -> Vec<Outcome> {
         let mut out = Vec::with_capacity(batch.len());
-        let mut known = Self::Known::default();
+        let mut known = T::Known::default();
         for run in op_runs(batch) {
             if run[0].op == ChangeOp::Delete {
                 out.extend(self.delete_run(run, &known).await);
@@ -35,6 +76,18 @@ pub trait ByOpRuns: Sync {
             }
         }
         out
+    }
+
+    async fn resolve(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError> {
+        self.resolve_pending(pending).await
+    }
+
+    async fn check(&self) -> Result<String, SinkError> {
+        self.probe().await
+    }
+
+    fn seed_live_count(&self, live: u64) {
+        self.seed_live(live);
     }
 }
 

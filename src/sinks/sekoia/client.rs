@@ -14,10 +14,9 @@ use super::error::{
 use super::types::{Collection, DefaultFields, ImportItem, IndicatorPage, RemoteIndicator};
 use crate::config::Valid;
 use crate::remote::{
-    error_body, exchange, http_client, join_url, json_request, register_secret, trim_body,
+    http_client, join_url, register_secret, trim_body, CallFailure, JsonApi, Refusal,
 };
 use crate::sinks::SinkError;
-use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde_json::json;
 
@@ -37,23 +36,14 @@ enum On404 {
 }
 
 /// A client bound to one API base, key and collection.
+// Derived: the credential lives in `JsonApi`, whose `Debug` leaves it out.
+#[derive(Debug)]
 pub struct SekoiaClient {
-    http: reqwest::Client,
+    api: JsonApi,
     /// `…/v2/inthreat/ioc-collections`.
     collections: String,
     /// `ioc-collection--<uuid>`.
     collection: String,
-    auth: HeaderValue,
-}
-
-impl std::fmt::Debug for SekoiaClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The key is deliberately absent.
-        f.debug_struct("SekoiaClient")
-            .field("collections", &self.collections)
-            .field("collection", &self.collection)
-            .finish_non_exhaustive()
-    }
 }
 
 impl SekoiaClient {
@@ -65,10 +55,9 @@ impl SekoiaClient {
         let http = http_client(&cfg.tls(), cfg.timeout)
             .map_err(|e| SinkError::config(SINK, e.key(), e.to_string()))?;
         Ok(SekoiaClient {
-            http,
+            api: JsonApi::new(SINK, http, facts.auth.clone()),
             collections: facts.collections_url.clone(),
             collection: facts.collection_id.clone(),
-            auth: facts.auth.clone(),
         })
     }
 
@@ -106,26 +95,29 @@ impl SekoiaClient {
         &self,
         method: Method,
         url: &str,
-        metric: &str,
+        route: &str,
         query: &[(&str, String)],
         body: Option<&serde_json::Value>,
         on_404: On404,
     ) -> Result<bytes::Bytes, SekoiaError> {
-        let endpoint = format!("{method} {url}");
-        let metric = format!("{method} {metric}");
-        let req = json_request(&self.http, method, url, &self.auth, query, body);
-        let answer = exchange(SINK, &metric, &endpoint, req)
-            .await
-            .map_err(|message| SekoiaError::Transport {
-                endpoint: endpoint.clone(),
-                message,
-            })?;
-        if answer.is_success() {
-            return Ok(answer.body);
-        }
-        let (status, after, bytes) = (answer.status, answer.retry_after, answer.body);
-        let text = error_body(&bytes);
-        Err(match status {
+        let answer = self.api.call(method, url, route, query, body).await;
+        answer.map_err(|failure| match failure {
+            CallFailure::Transport { endpoint, message } => {
+                SekoiaError::Transport { endpoint, message }
+            }
+            CallFailure::Refused(refusal) => self.refused(refusal, on_404),
+        })
+    }
+
+    /// Reads a non-2xx answer: the status, and for a 404 whether Sekoia names the collection.
+    fn refused(&self, refusal: Refusal, on_404: On404) -> SekoiaError {
+        let Refusal {
+            endpoint,
+            status,
+            retry_after,
+            text,
+        } = refusal;
+        match status {
             401 => SekoiaError::Auth {
                 endpoint,
                 message: auth_message(&text),
@@ -149,7 +141,7 @@ impl SekoiaClient {
             },
             429 => SekoiaError::RateLimited {
                 endpoint,
-                retry_after: after,
+                retry_after,
             },
             400 | 422 => SekoiaError::Validation {
                 endpoint,
@@ -162,7 +154,7 @@ impl SekoiaClient {
                 status,
                 message: describe_body(&text),
             },
-        })
+        }
     }
 
     fn decode<T: serde::de::DeserializeOwned>(

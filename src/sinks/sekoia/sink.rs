@@ -13,8 +13,8 @@ use super::types::{DefaultFields, ImportItem, RemoteIndicator};
 use crate::config::Valid;
 use crate::ioc::IocKind;
 use crate::remote::RemoteFailure;
-use crate::sinks::batch::{self, post_in_groups, push_lookup, ByOpRuns, GroupAnswer};
-use crate::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
+use crate::sinks::batch::{self, post_in_groups, push_lookup, BatchedSink, Batching, GroupAnswer};
+use crate::sinks::{Change, ChangeOp, Outcome, Resolution, SinkError};
 use async_trait::async_trait;
 use futures_util::stream::{self, StreamExt};
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ const LOOKUP_CONCURRENCY: usize = 4;
 pub struct SekoiaSink {
     client: SekoiaClient,
     defaults: ItemDefaults,
-    batch_size: usize,
+    batching: Batching,
     live: LiveCount,
 }
 
@@ -163,7 +163,13 @@ impl SekoiaSink {
                 valid_days: cfg.default_valid_days,
                 marker: marker(cfg.instance.as_deref()),
             },
-            batch_size: cfg.batch_size.clamp(1, super::config::MAX_BATCH_SIZE),
+            batching: Batching {
+                sink: SINK,
+                max: cfg.batch_size.clamp(1, super::config::MAX_BATCH_SIZE),
+                // Sekoia indicators are not updated in place (a re-import would add a second
+                // indicator); an `Update` that arrives anyway is acknowledged without a call.
+                updates: false,
+            },
             live: LiveCount::new(cfg.quota),
         })
     }
@@ -285,7 +291,7 @@ impl SekoiaSink {
         results: &mut [Option<ItemResult>],
     ) {
         // Every index of a work unit has equal default fields: a split keeps it so.
-        let groups = import_calls(fields, self.batch_size);
+        let groups = import_calls(fields, self.batching.max);
         post_in_groups(groups, results, |group| async move {
             let Some(&first) = group.first() else {
                 return GroupAnswer::Created(Vec::new());
@@ -399,10 +405,14 @@ impl SekoiaSink {
 }
 
 #[async_trait]
-impl ByOpRuns for SekoiaSink {
+impl BatchedSink for SekoiaSink {
     type Known = HashMap<Key, String>;
 
-    /// Creates (and updates, which Sekoia has no use for: see `supports_update`), a run of
+    fn batching(&self) -> Batching {
+        self.batching
+    }
+
+    /// Creates (and updates, which Sekoia has no use for: see `batching`), a run of
     /// consecutive non-delete changes.
     async fn write_run(&self, changes: &[Change], known: &mut Self::Known) -> Vec<Outcome> {
         let now = chrono::Utc::now();
@@ -484,33 +494,8 @@ impl ByOpRuns for SekoiaSink {
         self.live.adjust(0, revoked);
         out
     }
-}
 
-#[async_trait]
-impl Sink for SekoiaSink {
-    fn name(&self) -> &'static str {
-        SINK
-    }
-
-    fn seed_live_count(&self, live: u64) {
-        self.set_live_count(live);
-    }
-
-    fn max_batch(&self) -> usize {
-        self.batch_size
-    }
-
-    /// Sekoia indicators are not updated in place (a re-import would add a second indicator); an
-    /// `Update` that arrives anyway is acknowledged without a call.
-    fn supports_update(&self) -> bool {
-        false
-    }
-
-    async fn apply(&self, batch: &[Change]) -> Vec<Outcome> {
-        self.apply_by_op_runs(batch).await
-    }
-
-    async fn resolve(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError> {
+    async fn resolve_pending(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError> {
         let mut out = Vec::with_capacity(pending.len());
         for c in pending {
             let answer = self.resolve_one(c).await;
@@ -519,7 +504,7 @@ impl Sink for SekoiaSink {
         Ok(out)
     }
 
-    async fn check(&self) -> Result<String, SinkError> {
+    async fn probe(&self) -> Result<String, SinkError> {
         let collection = self
             .client
             .get_collection()
@@ -538,6 +523,10 @@ impl Sink for SekoiaSink {
             self.live.get(),
             self.live.quota()
         ))
+    }
+
+    fn seed_live(&self, live: u64) {
+        self.set_live_count(live);
     }
 }
 

@@ -10,10 +10,9 @@ use super::types::{
 };
 use crate::config::Valid;
 use crate::remote::{
-    error_body, exchange, http_client, join_url, json_request, register_secret, trim_body,
+    http_client, join_url, register_secret, trim_body, CallFailure, JsonApi, Refusal,
 };
 use crate::sinks::SinkError;
-use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -26,21 +25,12 @@ pub const IOCS_PATH: &str = "web/api/v2.1/threat-intelligence/iocs";
 const DELETE_CHUNK: usize = 1_000;
 
 /// A client bound to one console, token and scope.
+// Derived: the credential lives in `JsonApi`, whose `Debug` leaves it out.
+#[derive(Debug)]
 pub struct SentinelOneClient {
-    http: reqwest::Client,
+    api: JsonApi,
     url: String,
-    auth: HeaderValue,
     scope: Scope,
-}
-
-impl std::fmt::Debug for SentinelOneClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token is deliberately absent.
-        f.debug_struct("SentinelOneClient")
-            .field("url", &self.url)
-            .field("scope", &self.scope)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The IOC endpoint for a console URL; a URL that already ends in `/web/api/v2.1[...]` is not
@@ -104,9 +94,8 @@ impl SentinelOneClient {
         let http = http_client(&cfg.tls(), cfg.timeout)
             .map_err(|e| SinkError::config(SINK, e.key(), e.to_string()))?;
         Ok(SentinelOneClient {
-            http,
+            api: JsonApi::new(SINK, http, facts.auth.clone()),
             url: iocs_url(&facts.console_url),
-            auth: facts.auth.clone(),
             scope: facts.scope.clone(),
         })
     }
@@ -156,46 +145,12 @@ impl SentinelOneClient {
         query: &[(String, String)],
         body: Option<&B>,
     ) -> Result<bytes::Bytes, S1Error> {
-        let endpoint = format!("{method} {}", self.url);
-        let metric = format!("{method} /iocs");
-        let req = json_request(&self.http, method, &self.url, &self.auth, query, body);
-        let answer = exchange(SINK, &metric, &endpoint, req)
-            .await
-            .map_err(|message| S1Error::Transport {
-                endpoint: endpoint.clone(),
-                message,
-            })?;
-        if answer.is_success() {
-            return Ok(answer.body);
-        }
-        let (status, after, bytes) = (answer.status, answer.retry_after, answer.body);
-        let text = error_body(&bytes);
-        let errors = parse_errors(&text);
-        Err(match status {
-            401 => S1Error::Auth {
-                endpoint,
-                message: auth_message(&errors),
-            },
-            403 => S1Error::Permission {
-                endpoint,
-                code: errors.iter().find_map(|e| e.code),
-                message: permission_message(&errors, &text),
-            },
-            429 => S1Error::RateLimited {
-                endpoint,
-                retry_after: after,
-            },
-            400 | 422 => S1Error::Validation {
-                endpoint,
-                status,
-                errors,
-                body: trim_body(&text),
-            },
-            _ => S1Error::Http {
-                endpoint,
-                status,
-                message: describe_errors(&errors, &text),
-            },
+        let answer = self.api.call(method, &self.url, "/iocs", query, body).await;
+        answer.map_err(|failure| match failure {
+            CallFailure::Transport { endpoint, message } => {
+                S1Error::Transport { endpoint, message }
+            }
+            CallFailure::Refused(refusal) => refused(refusal),
         })
     }
 
@@ -397,6 +352,43 @@ impl SentinelOneClient {
             ..Default::default()
         })
         .await
+    }
+}
+
+/// Reads a non-2xx answer: the status, with S1's error entries for what they add.
+fn refused(refusal: Refusal) -> S1Error {
+    let Refusal {
+        endpoint,
+        status,
+        retry_after,
+        text,
+    } = refusal;
+    let errors = parse_errors(&text);
+    match status {
+        401 => S1Error::Auth {
+            endpoint,
+            message: auth_message(&errors),
+        },
+        403 => S1Error::Permission {
+            endpoint,
+            code: errors.iter().find_map(|e| e.code),
+            message: permission_message(&errors, &text),
+        },
+        429 => S1Error::RateLimited {
+            endpoint,
+            retry_after,
+        },
+        400 | 422 => S1Error::Validation {
+            endpoint,
+            status,
+            errors,
+            body: trim_body(&text),
+        },
+        _ => S1Error::Http {
+            endpoint,
+            status,
+            message: describe_errors(&errors, &text),
+        },
     }
 }
 

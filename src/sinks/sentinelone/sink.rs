@@ -10,8 +10,8 @@ use super::item::{build_item, ItemDefaults};
 use super::types::{CreatedIoc, IocItem, ListQuery, RemoteIoc, S1Type};
 use crate::config::Valid;
 use crate::remote::RemoteFailure;
-use crate::sinks::batch::{self, post_in_groups, push_lookup, ByOpRuns, GroupAnswer};
-use crate::sinks::{Change, ChangeOp, Outcome, Resolution, Sink, SinkError};
+use crate::sinks::batch::{self, post_in_groups, push_lookup, BatchedSink, Batching, GroupAnswer};
+use crate::sinks::{Change, ChangeOp, Outcome, Resolution, SinkError};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 
@@ -23,7 +23,7 @@ const RESOLVE_CHUNK: usize = 100;
 pub struct SentinelOneSink {
     client: SentinelOneClient,
     defaults: ItemDefaults,
-    batch_size: usize,
+    batching: Batching,
 }
 
 /// What became of one item of a create post.
@@ -118,7 +118,11 @@ impl SentinelOneSink {
                 score: cfg.default_score,
                 valid_days: cfg.default_valid_days,
             },
-            batch_size: cfg.batch_size.max(1),
+            batching: Batching {
+                sink: SINK,
+                max: cfg.batch_size.max(1),
+                updates: true,
+            },
         })
     }
 
@@ -133,7 +137,7 @@ impl SentinelOneSink {
     async fn post_all(&self, items: &[IocItem], results: &mut [Option<ItemResult>]) {
         let groups: Vec<Vec<usize>> = (0..items.len())
             .collect::<Vec<_>>()
-            .chunks(self.batch_size)
+            .chunks(self.batching.max)
             .map(<[usize]>::to_vec)
             .collect();
         post_in_groups(groups, results, |group| async move {
@@ -275,8 +279,12 @@ impl SentinelOneSink {
 }
 
 #[async_trait]
-impl ByOpRuns for SentinelOneSink {
+impl BatchedSink for SentinelOneSink {
     type Known = HashMap<Key, String>;
+
+    fn batching(&self) -> Batching {
+        self.batching
+    }
 
     /// Creates and updates (a run of consecutive non-delete changes).
     async fn write_run(&self, changes: &[Change], known: &mut Self::Known) -> Vec<Outcome> {
@@ -387,7 +395,7 @@ impl ByOpRuns for SentinelOneSink {
             }
         }
         let mut failed: HashMap<String, S1Error> = HashMap::new();
-        for chunk in all.chunks(self.batch_size) {
+        for chunk in all.chunks(self.batching.max) {
             if let Some(e) = &abort {
                 failed.extend(chunk.iter().map(|u| (u.clone(), e.clone())));
                 continue;
@@ -410,33 +418,14 @@ impl ByOpRuns for SentinelOneSink {
             })
             .collect()
     }
-}
 
-#[async_trait]
-impl Sink for SentinelOneSink {
-    fn name(&self) -> &'static str {
-        SINK
-    }
-
-    fn max_batch(&self) -> usize {
-        self.batch_size
-    }
-
-    fn supports_update(&self) -> bool {
-        true
-    }
-
-    async fn apply(&self, batch: &[Change]) -> Vec<Outcome> {
-        self.apply_by_op_runs(batch).await
-    }
-
-    async fn resolve(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError> {
+    async fn resolve_pending(&self, pending: &[Change]) -> Result<Vec<Resolution>, SinkError> {
         self.resolve_all(pending)
             .await
             .map_err(|e| e.to_sink_error())
     }
 
-    async fn check(&self) -> Result<String, SinkError> {
+    async fn probe(&self) -> Result<String, SinkError> {
         let scope = self.client.scope().describe();
         match self.client.probe().await {
             Ok(page) => {
