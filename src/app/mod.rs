@@ -166,9 +166,13 @@ pub fn build_sinks(
             SinkKind::Zeek => Arc::new(ZeekSink::new(&cfg.zeek)?),
             SinkKind::Jsonl => Arc::new(JsonlSink::new(&cfg.jsonl)?),
         };
-        if let Some(state) = state {
-            sink.seed_live_count(state.live_count(sink.name())?.max(0) as u64);
-        }
+        let sink = match state {
+            Some(state) => {
+                sink.seed_live_count(state.live_count(sink.name())?.max(0) as u64);
+                crate::reconcile::adopting::wrap(sink, state)?
+            }
+            None => sink,
+        };
         sinks.push(sink);
     }
     Ok(sinks)
