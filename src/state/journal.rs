@@ -157,10 +157,11 @@ impl Tx<'_> {
         let note_text = merged_away
             .then_some(note.merge_target.as_deref())
             .flatten();
+        let keys = keys_of(&state.iocs, changes.map(|c| c.ioc.value.as_str()), pattern);
         self.exec(
             "INSERT INTO journal_event(indicator_id, at, source, position, kind, version, iocs, skip, pattern, note,
-               first_intent, last_intent, stale_of)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+               first_intent, last_intent, stale_of, value_key)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 state.id,
                 now_ms(),
@@ -174,12 +175,13 @@ impl Tx<'_> {
                 note_text,
                 intents.map(|i| i.0),
                 intents.map(|i| i.1),
-                stale_of
+                stale_of,
+                keys.first()
             ],
         )?;
-        let event_id = self.conn.last_insert_rowid();
-        let keys = keys_of(&state.iocs, changes.map(|c| c.ioc.value.as_str()), pattern);
-        self.index_event_values(event_id, &keys)?;
+        if keys.len() > 1 {
+            self.index_event_values(self.conn.last_insert_rowid(), &keys[1..])?;
+        }
         // Only the newest `events` of this indicator stay (their changes go with them, by trigger).
         // A create is almost always an indicator's first event, and the look for older ones cost
         // a third of journaling one (S1 bench): creates skip it. Replayed creates (a stream reset)
@@ -536,46 +538,6 @@ impl State {
         }
         out.sort_by_key(|c| c.intent_id);
         Ok(out)
-    }
-
-    /// The indicators currently holding (kind-insensitively) `value`.
-    pub fn holders_of(&self, value: &str) -> Result<Vec<(String, String)>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT kind, indicator_id FROM holder WHERE value=?1 ORDER BY kind, indicator_id",
-            )
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([value], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
-    }
-
-    /// What every sink holds for `value`, with the outstanding intent if any.
-    pub fn sink_values(&self, value: &str) -> Result<Vec<SinkValue>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT s.sink, s.ioc_kind, s.value, s.indicator_id, s.remote_id, s.status,
-                        (SELECT MAX(i.id) FROM intent i WHERE i.sink=s.sink AND i.kind=s.kind AND i.value=s.value)
-                 FROM sink_ioc s WHERE s.value=?1 ORDER BY s.sink, s.kind",
-            )
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([value], |r| {
-                Ok(SinkValue {
-                    sink: r.get(0)?,
-                    kind: r.get(1)?,
-                    value: r.get(2)?,
-                    indicator_id: r.get(3)?,
-                    remote_id: r.get(4)?,
-                    status: r.get(5)?,
-                    intent_id: r.get(6)?,
-                })
-            })
-            .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     /// The IOCs an indicator desires now, `None` when the state never saw it.

@@ -96,8 +96,7 @@ fn only_the_newest_events_of_an_indicator_are_kept_with_their_changes() {
     // The pruned events' changes went with them: a's p2 and p3 and b's first are left.
     assert_eq!(count(&state, "journal_event"), 5);
     assert_eq!(count(&state, "journal_change"), 3);
-    // And so did their index rows: a's pruned d0 is found no more (b's d0 is), a kept one is.
-    assert_eq!(count(&state, "journal_value"), 5);
+    // And so did their index keys: a's pruned d0 is found no more (b's d0 is), a kept one is.
     assert_eq!(
         state.indicators_with_value("d0.example").expect("lookup"),
         ["indicator--b"]
@@ -128,7 +127,22 @@ fn a_stale_event_and_a_skipped_pattern_are_journaled_and_found_by_value() {
     };
     tx.journal_event(&policy, "file", &note("p10"), &skipped, std::iter::empty())
         .expect("skipped");
+    let mut two = state_of("indicator--c", "x.example");
+    two.iocs.push(Ioc {
+        kind: IocKind::Domain,
+        value: "y.example".into(),
+    });
+    tx.journal_event(&policy, "file", &note("p11"), &two, std::iter::empty())
+        .expect("two IOCs");
     tx.commit().expect("commit");
+    // The first key is the event's own column, the second a row of the side table.
+    assert_eq!(count(&state, "journal_value"), 1);
+    for value in ["x.example", "y.example"] {
+        assert_eq!(
+            state.indicators_with_value(value).expect("lookup"),
+            ["indicator--c"]
+        );
+    }
     let a = state.journal_of("indicator--a").expect("read");
     assert_eq!(a[0].stale_of.as_deref(), Some("2025-02-01T00:00:00Z"));
     assert_eq!(

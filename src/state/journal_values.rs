@@ -1,19 +1,23 @@
 //! The journal's value index: which journaled events mention a value, so `iocsync explain <value>`
-//! is a few index lookups instead of a scan of the journal. One row per (event, value) for the
-//! event's IOCs, the values of the changes planned with it (a value the indicator stopped holding)
-//! and, for a skipped indicator, the literals its pattern compares with (the only place its value
-//! is). Keys are ASCII lower-case, so the search ignores case as the journal's `LIKE` scan did.
-//! Rows go with their event (a trigger), by count or by age.
+//! is a few index lookups instead of a scan of the journal. An event's keys are its IOCs, the
+//! values of the changes planned with it (a value the indicator stopped holding) and, for a skipped
+//! indicator, the literals its pattern compares with (the only place its value is), ASCII
+//! lower-case (the search ignores case as the journal's `LIKE` scan did). The first key is a column
+//! of the event itself (`value_key`, indexed): almost every event has one key, and this costs one
+//! index entry in the insert the journal makes anyway. Further keys are rows of `journal_value`,
+//! which go with their event (a trigger), by count or by age.
 //!
-//! Also the journal's other question for reconcile: which values were ever created in a sink.
+//! Also the other by-value questions of `explain` (who holds a value, what each sink holds of
+//! it) and reconcile's question to the journal: which values were ever created in a sink.
 
-use super::{State, StateError, Tx};
+use super::{SinkValue, State, StateError, Tx};
 use crate::ioc::{Ioc, IocKind};
 use rusqlite::params;
 
 impl State {
-    /// Version 6: the value index of the journal (filled from the events already journaled:
-    /// their IOCs and their patterns' literals) and the applied version a stale event lost to.
+    /// Version 6: the value index of the journal (the events already journaled are indexed in
+    /// `journal_value` by their IOCs and their patterns' literals) and the applied version a
+    /// stale event lost to.
     pub(super) fn migrate_6_journal_values(&self) -> Result<(), StateError> {
         self.conn
             .execute_batch(
@@ -23,6 +27,9 @@ impl State {
                  CREATE TRIGGER IF NOT EXISTS journal_value_dropped AFTER DELETE ON journal_event
                    BEGIN DELETE FROM journal_value WHERE event_id=old.id; END;
                  ALTER TABLE journal_event ADD COLUMN stale_of TEXT;
+                 ALTER TABLE journal_event ADD COLUMN value_key TEXT;
+                 CREATE INDEX IF NOT EXISTS journal_event_by_value ON journal_event(value_key)
+                   WHERE value_key IS NOT NULL;
                  INSERT OR IGNORE INTO journal_value(event_id, value)
                    SELECT e.id, lower(json_extract(j.value, '$.value'))
                    FROM journal_event e, json_each(e.iocs) j WHERE e.iocs IS NOT NULL;",
@@ -61,6 +68,7 @@ impl State {
         let sql = format!(
             "SELECT indicator_id FROM holder WHERE kind IN ({}) AND value=?1
              UNION SELECT indicator_id FROM sink_ioc WHERE value=?1
+             UNION SELECT indicator_id FROM journal_event WHERE value_key=?2
              UNION SELECT e.indicator_id FROM journal_value v JOIN journal_event e ON e.id=v.event_id
                WHERE v.value=?2
              ORDER BY 1",
@@ -69,6 +77,46 @@ impl State {
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt
             .query_map(params![value, value.to_ascii_lowercase()], |r| r.get(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The indicators currently holding (kind-insensitively) `value`.
+    pub fn holders_of(&self, value: &str) -> Result<Vec<(String, String)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT kind, indicator_id FROM holder WHERE value=?1 ORDER BY kind, indicator_id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([value], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// What every sink holds for `value`, with the outstanding intent if any.
+    pub fn sink_values(&self, value: &str) -> Result<Vec<SinkValue>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.sink, s.ioc_kind, s.value, s.indicator_id, s.remote_id, s.status,
+                        (SELECT MAX(i.id) FROM intent i WHERE i.sink=s.sink AND i.kind=s.kind AND i.value=s.value)
+                 FROM sink_ioc s WHERE s.value=?1 ORDER BY s.sink, s.kind",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([value], |r| {
+                Ok(SinkValue {
+                    sink: r.get(0)?,
+                    kind: r.get(1)?,
+                    value: r.get(2)?,
+                    indicator_id: r.get(3)?,
+                    remote_id: r.get(4)?,
+                    status: r.get(5)?,
+                    intent_id: r.get(6)?,
+                })
+            })
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
@@ -106,7 +154,8 @@ impl State {
 }
 
 impl Tx<'_> {
-    /// Indexes the event just inserted under each of `values` (already keys: see [`keys_of`]).
+    /// Indexes the event just inserted under each of `values` beyond its `value_key` (already
+    /// keys: see [`keys_of`]).
     pub(super) fn index_event_values(
         &self,
         event_id: i64,

@@ -294,6 +294,7 @@ mod tests {
             ("table", "journal_change"),
             ("table", "journal_value"),
             ("index", "journal_value_by_value"),
+            ("index", "journal_event_by_value"),
             ("trigger", "journal_value_dropped"),
             ("index", "sink_ioc_by_value"),
             ("index", "sink_ioc_by_status_kind"),
