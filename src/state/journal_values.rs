@@ -19,6 +19,24 @@ impl State {
     /// `journal_value` by their IOCs and their patterns' literals) and the applied version a
     /// stale event lost to.
     pub(super) fn migrate_6_journal_values(&self) -> Result<(), StateError> {
+        // Like every migration, safe to run on a database that already has part of it.
+        for column in ["stale_of", "value_key"] {
+            let exists: bool = self
+                .conn
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM pragma_table_info('journal_event') WHERE name=?1)",
+                    [column],
+                    |r| r.get(0),
+                )
+                .map_err(self.err())?;
+            if !exists {
+                self.conn
+                    .execute_batch(&format!(
+                        "ALTER TABLE journal_event ADD COLUMN {column} TEXT;"
+                    ))
+                    .map_err(self.err())?;
+            }
+        }
         self.conn
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS journal_value(event_id INTEGER NOT NULL, value TEXT NOT NULL,
@@ -26,8 +44,6 @@ impl State {
                  CREATE INDEX IF NOT EXISTS journal_value_by_value ON journal_value(value);
                  CREATE TRIGGER IF NOT EXISTS journal_value_dropped AFTER DELETE ON journal_event
                    BEGIN DELETE FROM journal_value WHERE event_id=old.id; END;
-                 ALTER TABLE journal_event ADD COLUMN stale_of TEXT;
-                 ALTER TABLE journal_event ADD COLUMN value_key TEXT;
                  CREATE INDEX IF NOT EXISTS journal_event_by_value ON journal_event(value_key)
                    WHERE value_key IS NOT NULL;
                  INSERT OR IGNORE INTO journal_value(event_id, value)
