@@ -469,3 +469,69 @@ async fn explain_names_a_refusal_and_a_pending_change() {
     );
     assert!(verdict.contains("503"), "{verdict}");
 }
+
+#[test]
+fn explain_names_replayed_history_ignored_as_stale() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("replay.ndjson");
+    let id = "indicator--00000000-0000-4000-8000-000000000010";
+    // The newer version first, then an older one (a replay of history reaching us late).
+    let mut text = String::new();
+    for (n, (kind, value, modified)) in [
+        ("create", "new.example", "2025-01-02T00:00:00.000Z"),
+        ("update", "old.example", "2025-01-01T00:00:00.000Z"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let event = serde_json::json!({
+            "id": format!("{}-0", 1_700_000_000_000u64 + n as u64),
+            "event": kind,
+            "data": {"version": "4", "type": kind, "data": {
+                "id": id, "type": "indicator", "spec_version": "2.1",
+                "pattern_type": "stix", "pattern": format!("[domain-name:value = '{value}']"),
+                "name": value, "valid_until": "2040-01-01T00:00:00Z", "modified": modified
+            }}
+        });
+        text.push_str(&format!("{event}\n"));
+    }
+    std::fs::write(&input, text).expect("capture");
+    run_ok(
+        iocsync(dir.path())
+            .arg("run")
+            .env("IOCSYNC_FILE_PATH", &input)
+            .env("IOCSYNC_STATE_DIR", dir.path().join("state"))
+            .env("IOCSYNC_JSONL_PATH", dir.path().join("iocs.jsonl"))
+            .env("IOCSYNC_PIPELINE_BATCH_EVENTS", "1")
+            .env("IOCSYNC_PIPELINE_LINGER", "20ms"),
+    );
+    let x = explain(dir.path(), id);
+    let events = x["indicators"][0]["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2, "{x:#}");
+    assert_eq!(events[0]["stale_of"], Value::Null);
+    assert_eq!(events[1]["kind"], "update");
+    assert_eq!(events[1]["stale_of"], "2025-01-02T00:00:00.000Z");
+    assert_eq!(events[1]["changes"], serde_json::json!([]));
+    let text = explain_text(dir.path(), id);
+    assert!(
+        text.contains(
+            "replayed history ignored as stale: the version applied (2025-01-02T00:00:00.000Z) is newer; nothing changed"
+        ),
+        "{text}"
+    );
+    // Asked by the value the stale version held: found, and the answer says why it is in no sink.
+    let x = explain(dir.path(), "old.example");
+    assert_eq!(x["indicators"][0]["id"], id);
+    let verdict = value_state(&x, "old.example")["verdict"]
+        .as_str()
+        .expect("verdict")
+        .to_string();
+    assert!(
+        verdict.starts_with("not in any sink: replayed history ignored as stale"),
+        "{verdict}"
+    );
+    assert_eq!(
+        value_state(&explain(dir.path(), "new.example"), "new.example")["verdict"],
+        "in jsonl (remote id -)"
+    );
+}

@@ -485,3 +485,227 @@ async fn a_purged_sekoia_collection_is_found_and_refilled_and_foreign_indicators
         "{report}"
     );
 }
+
+/// `iocsync` with the fixture stream and the Sekoia fake as the one sink.
+fn sekoia_cmd(
+    fake: &sekoia_fake::FakeSekoia,
+    dir: &Path,
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut cmd = iocsync(dir);
+    cmd.env("IOCSYNC_FILE_PATH", fixture("opencti/stream.sse"))
+        .env("SEKOIA_INTEL_URL", format!("{}/v2/inthreat/", fake.url()))
+        .env("SEKOIA_INTEL_APIKEY", sekoia_fake::TOKEN)
+        .env("SEKOIA_INTEL_IOC_COLLECTION_UUID", sekoia_fake::COLLECTION)
+        .env("IOCSYNC_STATE_DIR", dir.join("state"))
+        .env("IOCSYNC_PIPELINE_LINGER", "20ms")
+        .env("IOCSYNC_PIPELINE_RETRY_MIN", "10ms")
+        .env("IOCSYNC_PIPELINE_RETRY_MAX", "200ms")
+        .args(args);
+    tokio::process::Command::from(cmd)
+}
+
+/// Runs `iocsync` against the Sekoia fake (within 180 s).
+async fn sekoia_run(fake: &sekoia_fake::FakeSekoia, dir: &Path, args: &[&str]) -> Output {
+    output_within(
+        sekoia_cmd(fake, dir, args),
+        std::time::Duration::from_secs(180),
+    )
+    .await
+}
+
+/// The live indicators of the fake as value → ids (iocsync's marker or not).
+fn sekoia_live(fake: &sekoia_fake::FakeSekoia) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for i in fake.items() {
+        if i["revoked"].as_bool() == Some(true) {
+            continue;
+        }
+        let value = i["x_inthreat_short_display"].as_str().expect("value");
+        let id = i["id"].as_str().expect("id");
+        out.entry(value.to_string())
+            .or_default()
+            .push(id.to_string());
+    }
+    out
+}
+
+/// What the sink writes in `default_fields.description` (its marker at the end).
+const SEKOIA_DESCRIPTION: &str = "OpenCTI indicator synced by iocsync [iocsync]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sekoia_a_hand_revoked_value_is_missing_and_a_pushed_value_no_longer_desired_is_extra() {
+    let fake = sekoia_fake::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_success(&sekoia_run(&fake, dir.path(), &["run"]).await);
+    let synced = sekoia_live(&fake);
+    assert!(synced.len() > 10, "the fixture synced {}", synced.len());
+    assert!(synced.values().all(|ids| ids.len() == 1), "{synced:?}");
+
+    // An analyst revokes one of ours in the console.
+    let (victim, victim_ids) = synced.iter().nth(2).expect("a value");
+    assert!(fake.revoke(&victim_ids[0]));
+    // A value the stream created and later deleted (so iocsync revoked it) is live again with
+    // iocsync's marker: a restore, or a revoke that was lost.
+    let revoked: BTreeSet<String> = fake
+        .items()
+        .iter()
+        .filter(|i| i["revoked"].as_bool() == Some(true))
+        .filter(|i| i["id"].as_str() != Some(victim_ids[0].as_str()))
+        .map(|i| {
+            i["x_inthreat_short_display"]
+                .as_str()
+                .expect("value")
+                .to_string()
+        })
+        .filter(|v| !synced.contains_key(v))
+        .collect();
+    let gone = revoked
+        .iter()
+        .next()
+        .expect("the fixture deletes values it created")
+        .clone();
+    let restored = fake.insert(&gone, SEKOIA_DESCRIPTION, false);
+    // And another connector holds a value iocsync also pushed and deleted: not ours, left alone.
+    let other = revoked
+        .iter()
+        .nth(1)
+        .expect("a second deleted value")
+        .clone();
+    let foreign = fake.insert(&other, "pushed by another connector", false);
+
+    let out = sekoia_run(&fake, dir.path(), &["reconcile", "--json"]).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(4), "{report}");
+    let total = &report["sinks"][0]["total"];
+    assert_eq!(total["missing"], json!(1), "{report}");
+    assert_eq!(total["extra"], json!(1), "{report}");
+    assert_eq!(total["not_managed"], json!(1), "{report}");
+    assert_eq!(
+        total["in_sync"].as_u64(),
+        Some(synced.len() as u64 - 1),
+        "{report}"
+    );
+    let samples = report["sinks"][0]["samples"].to_string();
+    assert!(samples.contains(&gone), "{report}");
+
+    let out = sekoia_run(&fake, dir.path(), &["reconcile", "--apply", "--json"]).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let repaired = &report["sinks"][0]["repaired"];
+    assert_eq!(repaired["creates"], json!(1), "{report}");
+    assert_eq!(repaired["deletes"], json!(1), "{report}");
+    assert_eq!(repaired["still_pending"], json!(0), "{report}");
+    let item = |id: &str| fake.item(id).expect("still stored");
+    assert_eq!(
+        item(&restored)["revoked"],
+        json!(true),
+        "the extra is revoked"
+    );
+    assert_eq!(
+        item(&foreign)["revoked"],
+        json!(false),
+        "the foreign one is left"
+    );
+    let now = sekoia_live(&fake);
+    assert_eq!(
+        now.get(victim).map(Vec::len),
+        Some(1),
+        "the revoked value is back"
+    );
+    let ours: BTreeSet<&String> = now.keys().filter(|v| **v != other).collect();
+    assert_eq!(ours, synced.keys().collect::<BTreeSet<_>>());
+
+    let out = sekoia_run(&fake, dir.path(), &["reconcile", "--json"]).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sekoia_adopt_after_the_state_is_lost_then_a_replay_creates_no_second_live_copy() {
+    let fake = sekoia_fake::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_success(&sekoia_run(&fake, dir.path(), &["run"]).await);
+    let before = sekoia_live(&fake);
+    assert!(before.len() > 10, "the fixture synced {}", before.len());
+    // Values the stream deleted at some point (iocsync revoked a copy): of the values live now,
+    // the only ones a replay may import again, since their history went with the state.
+    let ever_revoked: BTreeSet<String> = fake
+        .items()
+        .iter()
+        .filter(|i| i["revoked"].as_bool() == Some(true))
+        .map(|i| {
+            i["x_inthreat_short_display"]
+                .as_str()
+                .expect("value")
+                .to_string()
+        })
+        .collect();
+
+    std::fs::remove_dir_all(dir.path().join("state")).expect("lose the state");
+    let out = sekoia_run(&fake, dir.path(), &["reconcile", "--adopt", "--json"]).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report["sinks"][0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("adopt")),
+        "{report}"
+    );
+
+    fake.clear_journal();
+    assert_success(&sekoia_run(&fake, dir.path(), &["run"]).await);
+    let after = sekoia_live(&fake);
+    assert!(
+        after.values().all(|ids| ids.len() == 1),
+        "a second live copy: {after:?}"
+    );
+    assert_eq!(
+        after.keys().collect::<BTreeSet<_>>(),
+        before.keys().collect::<BTreeSet<_>>()
+    );
+    // Every value that was only ever live kept its indicator: adopted, not imported again.
+    for (value, ids) in &before {
+        if !ever_revoked.contains(value) {
+            assert_eq!(after.get(value), Some(ids), "{value} was imported again");
+        }
+    }
+    let imported: BTreeSet<String> = fake
+        .requests("POST")
+        .iter()
+        .flat_map(|r| {
+            r.body.as_ref().expect("body")["indicators"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|i| i["value"].as_str().expect("value").to_string())
+        .collect();
+    // What was imported is the stream's own create-then-delete history: values not live before
+    // the loss (now revoked again), or live ones it had deleted once.
+    let live_only: Vec<&String> = imported
+        .iter()
+        .filter(|v| before.contains_key(*v) && !ever_revoked.contains(*v))
+        .collect();
+    assert!(live_only.is_empty(), "imported again: {live_only:?}");
+    assert!(
+        imported
+            .iter()
+            .all(|v| after.contains_key(v) == before.contains_key(v)),
+        "{imported:?}"
+    );
+
+    // The state matches the collection; --apply ends the adopting mode.
+    let out = sekoia_run(&fake, dir.path(), &["reconcile", "--json"]).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let out = sekoia_run(&fake, dir.path(), &["reconcile", "--apply", "--json"]).await;
+    let report = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report["sinks"][0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("ended")),
+        "{report}"
+    );
+}

@@ -155,9 +155,13 @@ pub fn build_sinks(
             ValidSink::Zeek(c) => Arc::new(ZeekSink::new(c)?),
             ValidSink::Jsonl(c) => Arc::new(JsonlSink::new(c)),
         };
-        if let Some(state) = state {
-            sink.seed_live_count(state.live_count(sink.name())?.max(0) as u64);
-        }
+        let sink = match state {
+            Some(state) => {
+                sink.seed_live_count(state.live_count(sink.name())?.max(0) as u64);
+                crate::reconcile::adopting::wrap(sink, state)?
+            }
+            None => sink,
+        };
         sinks.push(sink);
     }
     Ok(sinks)

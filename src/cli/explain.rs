@@ -157,11 +157,27 @@ fn verdict(
     if !parts.is_empty() {
         return parts.join("; ");
     }
-    // In no sink: the last event that mentions the value says why.
+    // In no sink: the last event that mentions the value says why; one ignored as replayed
+    // history changed nothing, so it speaks only when it is the last and held the value.
     let last = lives
         .iter()
         .flat_map(|l| l.events.iter())
         .filter(|e| mentions(&e.event, value))
+        .max_by_key(|e| e.event.id);
+    if let Some(e) = last.filter(|e| e.event.iocs.iter().any(|i| i.value == value)) {
+        if let Some(applied) = &e.event.stale_of {
+            return format!(
+                "not in any sink: replayed history ignored as stale: {} held it in the version of {} {}, but the version applied ({applied}) is newer",
+                e.event.indicator_id,
+                e.event.version.as_deref().unwrap_or("-"),
+                position_text(&e.event)
+            );
+        }
+    }
+    let last = lives
+        .iter()
+        .flat_map(|l| l.events.iter())
+        .filter(|e| e.event.stale_of.is_none() && mentions(&e.event, value))
         .max_by_key(|e| e.event.id);
     let Some(e) = last else {
         return if lives.is_empty() {
@@ -369,6 +385,12 @@ pub fn render_text(x: &Explanation) -> String {
             if let Some(target) = &ev.merged_into {
                 let _ = writeln!(out, "    merged into {target}");
             }
+            if let Some(applied) = &ev.stale_of {
+                let _ = writeln!(
+                    out,
+                    "    replayed history ignored as stale: the version applied ({applied}) is newer; nothing changed"
+                );
+            }
             match (&e.skip_reason, ev.iocs.is_empty()) {
                 (Some(reason), _) => {
                     let _ = writeln!(out, "    skipped: {reason}");
@@ -388,7 +410,7 @@ pub fn render_text(x: &Explanation) -> String {
                     let _ = writeln!(out, "    IOCs: {}", list.join(", "));
                 }
             }
-            if ev.changes.is_empty() && e.skip_reason.is_none() {
+            if ev.changes.is_empty() && e.skip_reason.is_none() && ev.stale_of.is_none() {
                 let _ = writeln!(
                     out,
                     "    no sink change needed (the sinks already hold, or are getting, what it asks)"

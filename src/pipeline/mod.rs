@@ -534,11 +534,16 @@ impl Pipeline {
                 match plan_indicator(&tx, &caps, state, &in_flight, &mut cancelled) {
                     Ok(planned) => {
                         if let Some(note) = notes.get(*index).filter(|_| journal.enabled()) {
-                            let ids = planned.iter().map(|p| p.change.intent_id);
-                            let range = ids.clone().min().zip(ids.max());
-                            tx.journal_event(&journal, source, note, state, range)?;
+                            let planned = planned.iter().map(|p| &p.change);
+                            tx.journal_event(&journal, source, note, state, planned)?;
                         }
                         changes.extend(planned.into_iter().map(|p| (*index, p)))
+                    }
+                    Err(PlanError::Stale { version, applied }) => {
+                        tracing::debug!(id = %state.id, %version, %applied, "stale version of an indicator (replayed history): nothing to do");
+                        if let Some(note) = notes.get(*index).filter(|_| journal.enabled()) {
+                            tx.journal_stale_event(&journal, source, note, state, &applied)?;
+                        }
                     }
                     Err(PlanError::State(e)) => return Err(e),
                     Err(why @ PlanError::InFlight { .. }) => {

@@ -47,6 +47,15 @@ pub enum PlanError {
         /// The value.
         value: String,
     },
+    /// The state is older than the version already applied (replayed history): nothing is
+    /// planned and nothing was written.
+    #[error("version {version} is older than the applied {applied}: replayed history, ignored")]
+    Stale {
+        /// The state's version.
+        version: String,
+        /// The version already applied.
+        applied: String,
+    },
 }
 
 /// The (sink, value) pairs of the batch being applied while the next one is planned. Kept as
@@ -100,9 +109,13 @@ pub fn plan_indicator(
 ) -> Result<Vec<Planned>, PlanError> {
     let old = tx.indicator(&state.id)?;
     if let Some(stored) = &old {
-        if is_older(state.version.as_deref(), stored.version.as_deref()) {
-            tracing::debug!(id = %state.id, version = state.version.as_deref().unwrap_or("-"), applied = stored.version.as_deref().unwrap_or("-"), "stale version of an indicator (replayed history): nothing to do");
-            return Ok(Vec::new());
+        if let (Some(version), Some(applied)) = (&state.version, &stored.version) {
+            if is_older(Some(version), Some(applied)) {
+                return Err(PlanError::Stale {
+                    version: version.clone(),
+                    applied: applied.clone(),
+                });
+            }
         }
     }
     let old_iocs = old.as_ref().map(|o| o.iocs.clone()).unwrap_or_default();
@@ -412,8 +425,10 @@ mod tests {
     fn plan_and_apply(state: &mut State, s: &IndicatorState) -> Vec<(ChangeOp, String)> {
         let tx = state.tx().expect("tx");
         let mut cancelled = Vec::new();
-        let planned =
-            plan_indicator(&tx, &caps(), s, &InFlight::default(), &mut cancelled).expect("plan");
+        let planned = match plan_indicator(&tx, &caps(), s, &InFlight::default(), &mut cancelled) {
+            Err(PlanError::Stale { .. }) => Vec::new(),
+            other => other.expect("plan"),
+        };
         for p in &planned {
             let c = &p.change;
             match c.op {
@@ -534,6 +549,12 @@ mod tests {
         };
         assert!(plan_and_apply(&mut state, &gone).is_empty());
         // An older version of A (replayed history) is stale: nothing is re-created.
+        let tx = state.tx().expect("tx");
+        assert!(matches!(
+            plan_indicator(&tx, &caps(), &a, &InFlight::default(), &mut Vec::new()),
+            Err(PlanError::Stale { .. })
+        ));
+        drop(tx);
         assert!(plan_and_apply(&mut state, &a).is_empty());
         // B's metadata changes on a value it created: an update; then B goes: both deleted.
         let b2 = indicator(

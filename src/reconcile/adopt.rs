@@ -1,5 +1,6 @@
 //! `reconcile --adopt`: a lost state's sink part rebuilt from what each sink holds with iocsync's
-//! marker, so a replay from the source does not create duplicates.
+//! marker, so a replay from the source does not create duplicates (for Sekoia, which cannot be
+//! listed, the adopting mode of `adopting.rs` instead).
 
 use super::*;
 use crate::app::AppError;
@@ -33,9 +34,11 @@ pub(super) async fn adopt(cfg: &Config, names: &[String]) -> Result<Report, AppE
             }
         };
         if matches!(reader, Reader::Sekoia(..)) {
+            // No listing to adopt from: the replay's creates adopt, one term search each.
+            super::adopting::start(&state, name)?;
             report.sinks.push(SinkReport {
                 sink: name.into(),
-                not_compared: Some("--adopt needs a listing of the collection, which Sekoia's documented API does not have".into()),
+                note: Some("adopting mode on: Sekoia cannot be listed, so each create of the next runs first searches the value and adopts a live indicator with iocsync's marker instead of importing it again; `reconcile --apply` ends the mode".into()),
                 ..SinkReport::default()
             });
             continue;

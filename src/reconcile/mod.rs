@@ -3,11 +3,14 @@
 //!
 //! `compare.rs` is the vendor-free comparison (the desired set as a compact index of hashes, the
 //! sink streamed past it); `s1.rs` reads SentinelOne, `sekoia.rs` a Sekoia collection (a search
-//! per desired value), `files.rs` and `zeek.rs` the JSONL and Zeek files. Repairs are not sent from here: they are
-//! written as intents, exactly as the planner writes them, and sent by
-//! [`Pipeline::resolve_leftovers`], so batching, retries, dead letters and crash safety are the
-//! pipeline's own. `--adopt` rebuilds a lost state's sink entries from what the sink holds.
+//! per desired value and per value the journal says was created there), `files.rs` and `zeek.rs`
+//! the JSONL and Zeek files. Repairs are not sent from here: they are written as intents, exactly
+//! as the planner writes them, and sent by [`Pipeline::resolve_leftovers`], so batching, retries,
+//! dead letters and crash safety are the pipeline's own. `--adopt` rebuilds a lost state's sink
+//! entries from what the sink holds, or (Sekoia, which cannot be listed) puts the sink in the
+//! adopting mode of `adopting.rs`.
 
+pub mod adopting;
 pub mod compare;
 pub mod files;
 pub mod s1;
@@ -139,6 +142,9 @@ pub struct SinkReport {
     /// Why the sink was not compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_compared: Option<String>,
+    /// What else was done to the sink's part of the state (the adopting mode started or ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The whole reconcile outcome.
@@ -180,6 +186,9 @@ impl Report {
             if let Some(n) = s.adopted {
                 let _ = writeln!(out, "  adopted {n} entries into the state");
             }
+            if let Some(note) = &s.note {
+                let _ = writeln!(out, "  {note}");
+            }
             if let Some(r) = &s.repaired {
                 let _ = writeln!(
                     out,
@@ -208,7 +217,8 @@ enum Reader {
     Jsonl(std::path::PathBuf),
     /// The intel file and the `meta.source` that marks iocsync's rows.
     Zeek(std::path::PathBuf, String),
-    /// The collection, iocsync's marker and the values the state desires (searched one by one).
+    /// The collection, iocsync's marker and the values searched one by one: those the state
+    /// desires, then those the journal says were created there and are desired no more.
     Sekoia(
         crate::sinks::sekoia::SekoiaClient,
         String,
@@ -255,9 +265,20 @@ fn reader(cfg: &Config, kind: SinkKind) -> Result<Result<Reader, String>, AppErr
         SinkKind::Sekoia => {
             let mut values = Vec::new();
             if let Some(state) = app::read_state(cfg)? {
+                let mut searched = std::collections::HashSet::new();
                 state
-                    .for_each_sink_entry(kind.name(), |e| values.push((e.ioc.kind, e.ioc.value)))
+                    .for_each_sink_entry(kind.name(), |e| {
+                        searched.insert(compare::key_hash(e.ioc.kind, &e.ioc.value));
+                        values.push((e.ioc.kind, e.ioc.value))
+                    })
                     .map_err(state_error)?;
+                // Sekoia cannot be listed: an extra (ours, not desired) can only be where
+                // iocsync created something, and the journal remembers where.
+                for (kind, value) in state.values_created_in(kind.name()).map_err(state_error)? {
+                    if searched.insert(compare::key_hash(kind, &value)) {
+                        values.push((kind, value));
+                    }
+                }
             }
             Ok(Reader::Sekoia(
                 crate::sinks::sekoia::SekoiaClient::new(&crate::config::Valid::new(

@@ -97,6 +97,11 @@ pub(super) async fn apply(
         if let Some(r) = sink.repaired.as_mut() {
             r.still_pending = state.intent_count(&sink.sink).map_err(state_error)?.max(0) as u64;
         }
+        // The state now matches the sink as far as it can be compared: creates need not search
+        // before importing any more.
+        if sink.not_compared.is_none() && super::adopting::end(&state, &sink.sink)? {
+            sink.note = Some("adopting mode ended".into());
+        }
     }
     Ok(report)
 }

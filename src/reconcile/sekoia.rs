@@ -3,7 +3,8 @@
 //! included; see the shared protocol notes): so each value the state desires is searched for, and
 //! the live indicators holding exactly that value are compared. An indicator is iocsync's when its
 //! description carries the instance's marker (`sink::is_ours`); revoked ones are not held. Extra
-//! indicators (ours, for a value the state does not desire) cannot be found this way.
+//! indicators (ours, for a value the state does not desire) are found only among the values
+//! searched: the caller adds those the journal says iocsync created in the collection.
 
 use super::compare::{Expectation, RemoteEntry};
 use crate::ioc::IocKind;

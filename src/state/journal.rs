@@ -4,6 +4,7 @@
 //! of age (an occasional sweep). Written inside the transactions the pipeline already runs, so it
 //! costs a few statements per event, no extra commit.
 
+use super::journal_values::keys_of;
 use super::{now_ms, parse_json, State, StateError, Tx};
 use crate::ioc::Ioc;
 use crate::model::{Change, IndicatorState, Payload};
@@ -91,23 +92,58 @@ pub enum ChangeFate<'a> {
 
 impl Tx<'_> {
     /// Journals one planned indicator state: the event, its classification and the ids of the
-    /// intents planned for it (`intents`: the first and last; the planner writes an indicator's
-    /// intents one after the other), then drops the indicator's events beyond the policy's count.
-    /// The changes themselves are journaled when they settle (until then their intents say what
-    /// they are), so planning pays one row per event. Nothing when the journal is off.
-    pub fn journal_event(
+    /// intents planned for it (the first and last of `changes`: the planner writes an indicator's
+    /// intents one after the other), indexes it under the values it mentions, then drops the
+    /// indicator's events beyond the policy's count. The changes themselves are journaled when
+    /// they settle (until then their intents say what they are). Nothing when the journal is off.
+    pub fn journal_event<'c>(
         &self,
         policy: &JournalPolicy,
         source: &str,
         note: &EventNote,
         state: &IndicatorState,
-        intents: Option<(i64, i64)>,
+        changes: impl Iterator<Item = &'c Change> + Clone,
+    ) -> Result<(), StateError> {
+        self.insert_event(policy, source, note, state, changes, None)
+    }
+
+    /// Journals an event the planner ignored as replayed history: its version (STIX `modified`)
+    /// is older than `applied`, the version already applied, so it changed nothing.
+    pub fn journal_stale_event(
+        &self,
+        policy: &JournalPolicy,
+        source: &str,
+        note: &EventNote,
+        state: &IndicatorState,
+        applied: &str,
+    ) -> Result<(), StateError> {
+        self.insert_event(
+            policy,
+            source,
+            note,
+            state,
+            std::iter::empty(),
+            Some(applied),
+        )
+    }
+
+    fn insert_event<'c>(
+        &self,
+        policy: &JournalPolicy,
+        source: &str,
+        note: &EventNote,
+        state: &IndicatorState,
+        changes: impl Iterator<Item = &'c Change> + Clone,
+        stale_of: Option<&str>,
     ) -> Result<(), StateError> {
         if !policy.enabled() {
             return Ok(());
         }
-        let merged_away =
-            note.kind == "merge" && note.merge_target.as_deref().is_some_and(|t| t != state.id);
+        let ids = changes.clone().map(|c| c.intent_id);
+        let intents = ids.clone().min().zip(ids.max());
+        let merged_away = stale_of.is_none()
+            && note.kind == "merge"
+            && note.merge_target.as_deref().is_some_and(|t| t != state.id);
         let kind = if merged_away { "merged" } else { note.kind };
         let iocs = (!state.iocs.is_empty())
             .then(|| serde_json::to_string(&state.iocs).unwrap_or_else(|_| "[]".into()));
@@ -121,10 +157,11 @@ impl Tx<'_> {
         let note_text = merged_away
             .then_some(note.merge_target.as_deref())
             .flatten();
+        let keys = keys_of(&state.iocs, changes.map(|c| c.ioc.value.as_str()), pattern);
         self.exec(
             "INSERT INTO journal_event(indicator_id, at, source, position, kind, version, iocs, skip, pattern, note,
-               first_intent, last_intent)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+               first_intent, last_intent, stale_of, value_key)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 state.id,
                 now_ms(),
@@ -137,9 +174,14 @@ impl Tx<'_> {
                 pattern,
                 note_text,
                 intents.map(|i| i.0),
-                intents.map(|i| i.1)
+                intents.map(|i| i.1),
+                stale_of,
+                keys.first()
             ],
         )?;
+        if keys.len() > 1 {
+            self.index_event_values(self.conn.last_insert_rowid(), &keys[1..])?;
+        }
         // Only the newest `events` of this indicator stay (their changes go with them, by trigger).
         // A create is almost always an indicator's first event, and the look for older ones cost
         // a third of journaling one (S1 bench): creates skip it. Replayed creates (a stream reset)
@@ -286,6 +328,9 @@ pub struct JournalEvent {
     pub pattern: Option<String>,
     /// For `merged`: the indicator it was merged into.
     pub merged_into: Option<String>,
+    /// Set when the event was replayed history: the newer version already applied, against
+    /// which this one changed nothing.
+    pub stale_of: Option<String>,
     /// The changes planned for this event.
     pub changes: Vec<JournalChange>,
 }
@@ -339,7 +384,7 @@ impl State {
     pub fn journal_of(&self, indicator_id: &str) -> Result<Vec<JournalEvent>, StateError> {
         self.journal_events(
             "SELECT id, indicator_id, at, source, position, kind, version, iocs, skip, pattern, note,
-               first_intent, last_intent
+               first_intent, last_intent, stale_of
              FROM journal_event WHERE indicator_id=?1 ORDER BY id",
             indicator_id,
         )
@@ -361,6 +406,7 @@ impl State {
             Option<String>,
             Option<i64>,
             Option<i64>,
+            Option<String>,
         );
         let rows: Vec<Row> = stmt
             .query_map([arg], |r| {
@@ -378,6 +424,7 @@ impl State {
                     r.get(10)?,
                     r.get(11)?,
                     r.get(12)?,
+                    r.get(13)?,
                 ))
             })
             .map_err(self.err())?
@@ -398,6 +445,7 @@ impl State {
             note,
             first,
             last,
+            stale_of,
         ) in rows
         {
             let iocs = match iocs {
@@ -420,6 +468,7 @@ impl State {
                 skip,
                 pattern,
                 merged_into: note,
+                stale_of,
             });
         }
         Ok(out)
@@ -491,70 +540,6 @@ impl State {
         Ok(out)
     }
 
-    /// Every indicator that ever carried `value` as far as the state knows: current holders, the
-    /// journal's IOCs and planned changes, and skipped patterns that mention it. Sorted.
-    pub fn indicators_with_value(&self, value: &str) -> Result<Vec<String>, StateError> {
-        let like = format!("%{}%", escape_like(value));
-        let json_value = serde_json::to_string(value).unwrap_or_default();
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT indicator_id FROM holder WHERE value=?1
-                 UNION SELECT indicator_id FROM sink_ioc WHERE value=?1
-                 UNION SELECT e.indicator_id FROM journal_change c JOIN journal_event e
-                   ON c.intent_id BETWEEN e.first_intent AND e.last_intent WHERE c.value=?1
-                 UNION SELECT indicator_id FROM journal_event WHERE iocs LIKE ?2 ESCAPE '\\'
-                 UNION SELECT indicator_id FROM journal_event WHERE pattern LIKE ?3 ESCAPE '\\'
-                 ORDER BY 1",
-            )
-            .map_err(self.err())?;
-        let like_json = format!("%{}%", escape_like(&json_value));
-        let rows = stmt
-            .query_map(params![value, like_json, like], |r| r.get(0))
-            .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
-    }
-
-    /// The indicators currently holding (kind-insensitively) `value`.
-    pub fn holders_of(&self, value: &str) -> Result<Vec<(String, String)>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT kind, indicator_id FROM holder WHERE value=?1 ORDER BY kind, indicator_id",
-            )
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([value], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
-    }
-
-    /// What every sink holds for `value`, with the outstanding intent if any.
-    pub fn sink_values(&self, value: &str) -> Result<Vec<SinkValue>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT s.sink, s.ioc_kind, s.value, s.indicator_id, s.remote_id, s.status,
-                        (SELECT MAX(i.id) FROM intent i WHERE i.sink=s.sink AND i.kind=s.kind AND i.value=s.value)
-                 FROM sink_ioc s WHERE s.value=?1 ORDER BY s.sink, s.kind",
-            )
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([value], |r| {
-                Ok(SinkValue {
-                    sink: r.get(0)?,
-                    kind: r.get(1)?,
-                    value: r.get(2)?,
-                    indicator_id: r.get(3)?,
-                    remote_id: r.get(4)?,
-                    status: r.get(5)?,
-                    intent_id: r.get(6)?,
-                })
-            })
-            .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
-    }
-
     /// The IOCs an indicator desires now, `None` when the state never saw it.
     pub fn desired_iocs(&self, indicator_id: &str) -> Result<Option<Vec<Ioc>>, StateError> {
         use rusqlite::OptionalExtension;
@@ -570,18 +555,6 @@ impl State {
         json.map(|j| parse_json(&self.path, "indicator iocs", &j))
             .transpose()
     }
-}
-
-/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'`.
-fn escape_like(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

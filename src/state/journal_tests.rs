@@ -39,9 +39,14 @@ fn write(state: &mut State, policy: &JournalPolicy, id: &str, n: usize) {
             meta: IocMeta::default(),
         };
         let change = tx.insert_intent("jsonl", change).expect("intent");
-        let range = Some((change.intent_id, change.intent_id));
-        tx.journal_event(policy, "file", &note(&format!("p{i}")), &s, range)
-            .expect("journal");
+        tx.journal_event(
+            policy,
+            "file",
+            &note(&format!("p{i}")),
+            &s,
+            std::iter::once(&change),
+        )
+        .expect("journal");
         if i + 1 < n && policy.enabled() {
             let applied = ChangeFate::Applied {
                 remote_id: Some("r"),
@@ -91,6 +96,63 @@ fn only_the_newest_events_of_an_indicator_are_kept_with_their_changes() {
     // The pruned events' changes went with them: a's p2 and p3 and b's first are left.
     assert_eq!(count(&state, "journal_event"), 5);
     assert_eq!(count(&state, "journal_change"), 3);
+    // And so did their index keys: a's pruned d0 is found no more (b's d0 is), a kept one is.
+    assert_eq!(
+        state.indicators_with_value("d0.example").expect("lookup"),
+        ["indicator--b"]
+    );
+    assert_eq!(
+        state.indicators_with_value("D3.Example").expect("lookup"),
+        ["indicator--a"]
+    );
+}
+
+#[test]
+fn a_stale_event_and_a_skipped_pattern_are_journaled_and_found_by_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut state = State::open(dir.path()).expect("open");
+    let policy = JournalPolicy::new(20, 0);
+    let tx = state.tx().expect("tx");
+    let old = state_of("indicator--a", "old.example");
+    tx.journal_stale_event(&policy, "file", &note("p9"), &old, "2025-02-01T00:00:00Z")
+        .expect("stale");
+    let skipped = IndicatorState {
+        iocs: Vec::new(),
+        skip: Some(crate::skip::SkipReason::CidrRange),
+        meta: IocMeta {
+            pattern: Some("[ipv4-addr:value = '10.0.0.0/8']".into()),
+            ..IocMeta::default()
+        },
+        ..state_of("indicator--b", "unused")
+    };
+    tx.journal_event(&policy, "file", &note("p10"), &skipped, std::iter::empty())
+        .expect("skipped");
+    let mut two = state_of("indicator--c", "x.example");
+    two.iocs.push(Ioc {
+        kind: IocKind::Domain,
+        value: "y.example".into(),
+    });
+    tx.journal_event(&policy, "file", &note("p11"), &two, std::iter::empty())
+        .expect("two IOCs");
+    tx.commit().expect("commit");
+    // The first key is the event's own column, the second a row of the side table.
+    assert_eq!(count(&state, "journal_value"), 1);
+    for value in ["x.example", "y.example"] {
+        assert_eq!(
+            state.indicators_with_value(value).expect("lookup"),
+            ["indicator--c"]
+        );
+    }
+    let a = state.journal_of("indicator--a").expect("read");
+    assert_eq!(a[0].stale_of.as_deref(), Some("2025-02-01T00:00:00Z"));
+    assert_eq!(
+        state.indicators_with_value("old.example").expect("lookup"),
+        ["indicator--a"]
+    );
+    assert_eq!(
+        state.indicators_with_value("10.0.0.0/8").expect("lookup"),
+        ["indicator--b"]
+    );
 }
 
 #[test]

@@ -218,6 +218,7 @@ mod console;
 mod expiry;
 mod history;
 mod journal;
+mod journal_values;
 mod reconcile;
 mod run_log;
 mod schema;
@@ -481,7 +482,7 @@ impl State {
             .execute_batch(
                 "DELETE FROM checkpoint; DELETE FROM indicator; DELETE FROM holder; DELETE FROM sink_ioc;
                  DELETE FROM intent; DELETE FROM run; DELETE FROM kv; DELETE FROM listing_cache; DELETE FROM expiry;
-                 DELETE FROM journal_event; DELETE FROM journal_change;",
+                 DELETE FROM journal_value; DELETE FROM journal_event; DELETE FROM journal_change;",
             )
             .map_err(self.err())
     }

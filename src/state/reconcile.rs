@@ -87,6 +87,14 @@ impl State {
         }
     }
 
+    /// Removes a key/value slot; true when it was there.
+    pub fn kv_remove(&self, key: &str) -> Result<bool, StateError> {
+        self.conn
+            .execute("DELETE FROM kv WHERE key=?1", [key])
+            .map(|n| n > 0)
+            .map_err(self.err())
+    }
+
     /// How many intents are outstanding for `sink`.
     pub fn intent_count(&self, sink: &str) -> Result<i64, StateError> {
         self.conn

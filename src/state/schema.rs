@@ -202,7 +202,7 @@ impl State {
 type Migration = (i64, &'static str, fn(&State) -> Result<(), StateError>);
 
 /// See [`Migration`]. [`SCHEMA_VERSION`] is the last version named here.
-pub(super) const MIGRATIONS: [Migration; 4] = [
+pub(super) const MIGRATIONS: [Migration; 5] = [
     (2, "expiry index", State::migrate_2_expiry),
     (3, "run log lines", State::migrate_3_run_log),
     (4, "event journal", State::migrate_4_journal),
@@ -210,6 +210,11 @@ pub(super) const MIGRATIONS: [Migration; 4] = [
         5,
         "console search indexes",
         State::migrate_5_console_indexes,
+    ),
+    (
+        6,
+        "journal value index, stale events",
+        State::migrate_6_journal_values,
     ),
 ];
 
@@ -265,7 +270,7 @@ mod tests {
                 .conn
                 .execute_batch(
                     "DROP TABLE expiry; DROP TABLE run_log; DROP TABLE journal_change;
-                     DROP TABLE journal_event; DROP INDEX sink_ioc_by_value;
+                     DROP TABLE journal_event; DROP TABLE journal_value; DROP INDEX sink_ioc_by_value;
                      DROP INDEX sink_ioc_by_status_kind; DROP INDEX sink_ioc_by_kind_value;
                      UPDATE meta SET value='1' WHERE key='schema';",
                 )
@@ -287,6 +292,10 @@ mod tests {
             ("table", "run_log"),
             ("table", "journal_event"),
             ("table", "journal_change"),
+            ("table", "journal_value"),
+            ("index", "journal_value_by_value"),
+            ("index", "journal_event_by_value"),
+            ("trigger", "journal_value_dropped"),
             ("index", "sink_ioc_by_value"),
             ("index", "sink_ioc_by_status_kind"),
             ("index", "sink_ioc_by_kind_value"),

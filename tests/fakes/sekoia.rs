@@ -289,6 +289,19 @@ impl FakeSekoia {
         id
     }
 
+    /// Revokes an indicator by hand, as an analyst would in Sekoia's console; false when no
+    /// indicator has this id.
+    pub fn revoke(&self, id: &str) -> bool {
+        let mut s = lock(&self.state);
+        match s.items.iter_mut().find(|st| st.id() == id) {
+            Some(item) => {
+                item.json.insert("revoked".into(), json!(true));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Empties the collection, as a purge in Sekoia's console would (nothing left, not even
     /// revoked indicators).
     pub fn purge(&self) {
