@@ -134,6 +134,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Box::new(|_| "/api/iocs?kind=sha256&page=100".to_string()),
         ),
         (
+            "every value, page 100",
+            Box::new(|_| "/api/iocs?page=100".to_string()),
+        ),
+        (
             "search by indicator",
             Box::new(|i| format!("/api/iocs?indicator=indicator--{:08}", i * 1_111)),
         ),

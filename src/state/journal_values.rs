@@ -76,19 +76,16 @@ impl State {
     /// sinks' entries, and the journaled events that mention it (IOCs, planned changes, skipped
     /// patterns). Index lookups only. Sorted.
     pub fn indicators_with_value(&self, value: &str) -> Result<Vec<String>, StateError> {
-        // The holder key starts with the kind: naming every kind keeps it an index lookup.
-        let kinds: Vec<String> = IocKind::ALL
-            .iter()
-            .map(|k| format!("'{}'", k.as_str()))
-            .collect();
+        // The holder key and the sinks' (ioc_kind, value) index start with the kind: naming every
+        // kind keeps each an index lookup.
+        let kinds = kinds_sql();
         let sql = format!(
-            "SELECT indicator_id FROM holder WHERE kind IN ({}) AND value=?1
-             UNION SELECT indicator_id FROM sink_ioc WHERE value=?1
+            "SELECT indicator_id FROM holder WHERE kind IN ({kinds}) AND value=?1
+             UNION SELECT indicator_id FROM sink_ioc WHERE ioc_kind IN ({kinds}) AND value=?1
              UNION SELECT indicator_id FROM journal_event WHERE value_key=?2
              UNION SELECT e.indicator_id FROM journal_value v JOIN journal_event e ON e.id=v.event_id
                WHERE v.value=?2
              ORDER BY 1",
-            kinds.join(",")
         );
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt
@@ -99,12 +96,12 @@ impl State {
 
     /// The indicators currently holding (kind-insensitively) `value`.
     pub fn holders_of(&self, value: &str) -> Result<Vec<(String, String)>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT kind, indicator_id FROM holder WHERE value=?1 ORDER BY kind, indicator_id",
-            )
-            .map_err(self.err())?;
+        let sql = format!(
+            "SELECT kind, indicator_id FROM holder WHERE kind IN ({}) AND value=?1
+             ORDER BY kind, indicator_id",
+            kinds_sql()
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt
             .query_map([value], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(self.err())?;
@@ -113,14 +110,13 @@ impl State {
 
     /// What every sink holds for `value`, with the outstanding intent if any.
     pub fn sink_values(&self, value: &str) -> Result<Vec<SinkValue>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT s.sink, s.ioc_kind, s.value, s.indicator_id, s.remote_id, s.status,
-                        (SELECT MAX(i.id) FROM intent i WHERE i.sink=s.sink AND i.kind=s.kind AND i.value=s.value)
-                 FROM sink_ioc s WHERE s.value=?1 ORDER BY s.sink, s.kind",
-            )
-            .map_err(self.err())?;
+        let sql = format!(
+            "SELECT s.sink, s.ioc_kind, s.value, s.indicator_id, s.remote_id, s.status,
+                    (SELECT MAX(i.id) FROM intent i WHERE i.sink=s.sink AND i.kind=s.kind AND i.value=s.value)
+             FROM sink_ioc s WHERE s.ioc_kind IN ({}) AND s.value=?1 ORDER BY s.sink, s.kind",
+            kinds_sql()
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt
             .query_map([value], |r| {
                 Ok(SinkValue {
@@ -250,6 +246,16 @@ fn literals(pattern: &str) -> Vec<String> {
         previous = Some('\'');
     }
     out
+}
+
+/// Every IOC type as an SQL list (`'sha256','sha1',…`): with it, a lookup by value alone goes
+/// through an index whose key starts with the type.
+fn kinds_sql() -> String {
+    IocKind::ALL
+        .iter()
+        .map(|k| format!("'{}'", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

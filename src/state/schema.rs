@@ -202,7 +202,7 @@ impl State {
 type Migration = (i64, &'static str, fn(&State) -> Result<(), StateError>);
 
 /// See [`Migration`]. [`SCHEMA_VERSION`] is the last version named here.
-pub(super) const MIGRATIONS: [Migration; 5] = [
+pub(super) const MIGRATIONS: [Migration; 7 - 1] = [
     (2, "expiry index", State::migrate_2_expiry),
     (3, "run log lines", State::migrate_3_run_log),
     (4, "event journal", State::migrate_4_journal),
@@ -215,6 +215,11 @@ pub(super) const MIGRATIONS: [Migration; 5] = [
         6,
         "journal value index, stale events",
         State::migrate_6_journal_values,
+    ),
+    (
+        7,
+        "leaner console indexes",
+        State::migrate_7_leaner_console_indexes,
     ),
 ];
 
@@ -270,8 +275,8 @@ mod tests {
                 .conn
                 .execute_batch(
                     "DROP TABLE expiry; DROP TABLE run_log; DROP TABLE journal_change;
-                     DROP TABLE journal_event; DROP TABLE journal_value; DROP INDEX sink_ioc_by_value;
-                     DROP INDEX sink_ioc_by_status_kind; DROP INDEX sink_ioc_by_kind_value;
+                     DROP TABLE journal_event; DROP TABLE journal_value; DROP INDEX IF EXISTS sink_ioc_by_value;
+                     DROP INDEX IF EXISTS sink_ioc_by_status_kind; DROP INDEX sink_ioc_by_kind_value;
                      UPDATE meta SET value='1' WHERE key='schema';",
                 )
                 .expect("downgrade");
@@ -296,8 +301,6 @@ mod tests {
             ("index", "journal_value_by_value"),
             ("index", "journal_event_by_value"),
             ("trigger", "journal_value_dropped"),
-            ("index", "sink_ioc_by_value"),
-            ("index", "sink_ioc_by_status_kind"),
             ("index", "sink_ioc_by_kind_value"),
         ] {
             let found: bool = state
@@ -309,6 +312,18 @@ mod tests {
                 )
                 .expect("sqlite_master");
             assert!(found, "{kind} {name} after migrating from version 1");
+        }
+        // Version 5's indexes that version 7 dropped are gone.
+        for name in ["sink_ioc_by_value", "sink_ioc_by_status_kind"] {
+            let found: bool = state
+                .conn
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type='index' AND name=?1)",
+                    [name],
+                    |r| r.get(0),
+                )
+                .expect("sqlite_master");
+            assert!(!found, "index {name} dropped by version 7");
         }
         assert_eq!(
             state.checkpoint("opencti").expect("read").as_deref(),
