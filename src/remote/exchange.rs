@@ -149,6 +149,23 @@ impl JsonApi {
         JsonApi { remote, http, auth }
     }
 
+    /// The API of the sink `remote` as its validated section describes it: `secret` is
+    /// registered for scrubbing from every text iocsync writes, the HTTP client gets the
+    /// section's TLS settings and timeout (failing only when its CA bundle cannot be used, as a
+    /// configuration error naming the key).
+    pub fn for_sink(
+        remote: &'static str,
+        tls: &super::TlsSettings<'_>,
+        timeout: Duration,
+        secret: &str,
+        auth: HeaderValue,
+    ) -> Result<Self, crate::sinks::SinkError> {
+        super::text::register_secret(secret);
+        let http = super::client::http_client(tls, timeout)
+            .map_err(|e| crate::sinks::SinkError::config(remote, e.key(), e.to_string()))?;
+        Ok(JsonApi::new(remote, http, auth))
+    }
+
     /// One call to `url` with the query and, when given, a JSON body. Counted as `METHOD route`
     /// (the route names the endpoint without ids); errors name it `METHOD url`.
     pub async fn call<Q: serde::Serialize + ?Sized, B: serde::Serialize + ?Sized>(

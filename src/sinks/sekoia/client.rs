@@ -13,9 +13,7 @@ use super::error::{
 };
 use super::types::{Collection, DefaultFields, ImportItem, IndicatorPage, RemoteIndicator};
 use crate::config::Valid;
-use crate::remote::{
-    http_client, join_url, register_secret, trim_body, CallFailure, JsonApi, Refusal,
-};
+use crate::remote::{join_url, trim_body, CallFailure, JsonApi, Refusal};
 use crate::sinks::SinkError;
 use reqwest::Method;
 use serde_json::json;
@@ -51,11 +49,14 @@ impl SekoiaClient {
     /// cannot be read).
     pub fn new(cfg: &Valid<SekoiaConfig>) -> Result<Self, SinkError> {
         let facts = cfg.facts();
-        register_secret(facts.key.expose());
-        let http = http_client(&cfg.tls(), cfg.timeout)
-            .map_err(|e| SinkError::config(SINK, e.key(), e.to_string()))?;
         Ok(SekoiaClient {
-            api: JsonApi::new(SINK, http, facts.auth.clone()),
+            api: JsonApi::for_sink(
+                SINK,
+                &cfg.tls(),
+                cfg.timeout,
+                facts.key.expose(),
+                facts.auth.clone(),
+            )?,
             collections: facts.collections_url.clone(),
             collection: facts.collection_id.clone(),
         })

@@ -9,9 +9,7 @@ use super::types::{
     CreatedIoc, DeleteFilter, ListAll, ListPage, ListQuery, PagesEnd, RemoteIoc, S1Type,
 };
 use crate::config::Valid;
-use crate::remote::{
-    http_client, join_url, register_secret, trim_body, CallFailure, JsonApi, Refusal,
-};
+use crate::remote::{join_url, trim_body, CallFailure, JsonApi, Refusal};
 use crate::sinks::SinkError;
 use reqwest::Method;
 use serde::Deserialize;
@@ -90,11 +88,14 @@ impl SentinelOneClient {
     /// cannot be read).
     pub fn new(cfg: &Valid<SentinelOneConfig>) -> Result<Self, SinkError> {
         let facts = cfg.facts();
-        register_secret(facts.token.expose());
-        let http = http_client(&cfg.tls(), cfg.timeout)
-            .map_err(|e| SinkError::config(SINK, e.key(), e.to_string()))?;
         Ok(SentinelOneClient {
-            api: JsonApi::new(SINK, http, facts.auth.clone()),
+            api: JsonApi::for_sink(
+                SINK,
+                &cfg.tls(),
+                cfg.timeout,
+                facts.token.expose(),
+                facts.auth.clone(),
+            )?,
             url: iocs_url(&facts.console_url),
             scope: facts.scope.clone(),
         })
