@@ -681,6 +681,14 @@ async fn the_misp_source_honours_a_feed_toggle_and_a_last_run_time_set_in_the_co
         .as_str()
         .is_some_and(|t| t.starts_with("admin at ")));
     assert_eq!(report["feeds"][0]["decided_by"], "default");
+    // `iocsync check` (and so the Status page) counts the console's toggle too.
+    let mut out = Vec::new();
+    iocsync::app::check(&cfg, &mut out).await.expect("check");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("1 of 2 feeds disabled (1 set in the console)"),
+        "{text}"
+    );
 
     // Feed 2 back on, and last_run_time eleven days back: the next run reads the old attribute
     // and feed 2's (changed since then too).

@@ -174,10 +174,20 @@ pub fn build_source(cfg: &Config, valid: &Validated) -> Result<Box<dyn Source>, 
         ValidSource::OpenCti(opencti, connector) => {
             Ok(Box::new(OpenCtiSource::new(opencti, connector)?))
         }
-        ValidSource::Misp(misp) => Ok(Box::new(
-            MispSource::new(misp)?
-                .with_expansion(cfg.pipeline.expand_or.then_some(cfg.pipeline.expand_max)),
-        )),
+        ValidSource::Misp(misp) => {
+            let mut source = MispSource::new(misp)?
+                .with_expansion(cfg.pipeline.expand_or.then_some(cfg.pipeline.expand_max));
+            // `check` (and the console's Status page) report the console's MISP edits too.
+            if let Ok(Some(state)) = State::open_read_only(&cfg.state.dir) {
+                match crate::sources::misp::overrides::Overrides::read(&state) {
+                    Ok(overrides) => source = source.with_console_overrides(overrides),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the console's MISP settings from the state")
+                    }
+                }
+            }
+            Ok(Box::new(source))
+        }
     }
 }
 

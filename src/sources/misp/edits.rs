@@ -35,6 +35,26 @@ impl MispSource {
     }
 
     /// The schedule in force: the console's when it set a valid one, else the config's.
+    /// The console's edits to report in `check` (and the console's Status page): `iocsync check`
+    /// runs without the pipeline, so they are read from the state when the source is built.
+    pub fn with_console_overrides(mut self, overrides: Overrides) -> Self {
+        self.console = overrides;
+        self
+    }
+
+    /// The schedule `check` reports, and `" (set in the console)"` when it is the console's.
+    pub(super) fn checked_schedule(&self) -> (Schedule, &'static str) {
+        match self
+            .console
+            .schedule
+            .as_ref()
+            .map(|o| o.schedule.schedule(&self.cfg))
+        {
+            Some(Ok(s)) => (s, " (set in the console)"),
+            _ => (self.schedule, ""),
+        }
+    }
+
     pub(super) async fn current_schedule(&self, ctx: &SourceContext) -> Schedule {
         match self.overrides(ctx).await.schedule {
             None => self.schedule,

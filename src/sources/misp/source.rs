@@ -12,6 +12,7 @@ use super::config::MispConfig;
 use super::edits::{wait_until, Wake};
 use super::feeds::{FeedCounts, FeedIndex};
 use super::mapping::{map_attribute, MapOptions};
+use super::overrides::Overrides;
 use super::schedule::{Mark, Schedule};
 use super::wire::{text, Attribute};
 use super::SOURCE_NAME;
@@ -48,6 +49,9 @@ pub struct MispSource {
     pub(super) opts: MapOptions,
     pub(super) disabled: Vec<String>,
     pub(super) types: Vec<String>,
+    /// The console's edits as they stood when the source was built: what `check` reports (a run
+    /// reads them afresh at its start).
+    pub(super) console: Overrides,
 }
 
 /// Why a run did not complete.
@@ -159,6 +163,7 @@ impl MispSource {
             cfg: MispConfig::clone(cfg),
             client,
             opts,
+            console: Overrides::default(),
         })
     }
 
@@ -535,13 +540,15 @@ impl Source for MispSource {
             .version()
             .await
             .map_err(|e| RunError::from(e).into_source_error())?;
+        let (schedule, schedule_from) = self.checked_schedule();
         let mut what = format!(
-            "MISP {} at {}: key accepted, schedule {}",
+            "MISP {} at {}: key accepted, schedule {}{schedule_from}",
             info.version,
             self.client.base_url(),
-            self.schedule.describe()
+            schedule.describe()
         );
-        if !self.disabled.is_empty() {
+        let toggles = self.console.pushed_by_id();
+        if !self.disabled.is_empty() || !toggles.is_empty() {
             let feeds = self
                 .client
                 .feeds()
@@ -563,12 +570,16 @@ impl Source for MispSource {
                     ),
                 });
             }
+            let (index, _gone) = index.with_toggles(&toggles);
             let disabled = index
                 .feeds()
                 .iter()
                 .filter(|f| index.is_disabled(f))
                 .count();
             what.push_str(&format!(", {disabled} of {total} feeds disabled"));
+            if !toggles.is_empty() {
+                what.push_str(&format!(" ({} set in the console)", toggles.len()));
+            }
         }
         Ok(what)
     }
