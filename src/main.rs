@@ -31,6 +31,10 @@ enum Command {
         /// Run the shipped sample stream into ./iocsync-demo/ (JSONL and Zeek files); no server needed.
         #[arg(long)]
         demo: bool,
+        /// After `reconcile --adopt`: replay the source into the state only (one pass, no sink
+        /// called); `reconcile --apply` then sends each sink only the difference.
+        #[arg(long, conflicts_with = "demo")]
+        state_only: bool,
     },
     /// Validate the configuration and probe every configured endpoint.
     Check,
@@ -215,10 +219,21 @@ fn real_main(cli: Cli) -> Result<(), AppError> {
     let config_file = config_path(&cli);
     runtime.block_on(async move {
         match cli.command {
-            Command::Run { once, .. } => {
+            Command::Run {
+                once, state_only, ..
+            } => {
                 let token = CancellationToken::new();
                 app::spawn_signal_handler(token.clone());
-                let stats = app::run(&cfg, RunOptions { once, control: None }, token).await?;
+                let stats = app::run(
+                    &cfg,
+                    RunOptions {
+                        once,
+                        control: None,
+                        state_only,
+                    },
+                    token,
+                )
+                .await?;
                 let mut out = std::io::stdout();
                 writeln!(out, "{}", stats.render().trim_end()).map_err(app::output_error)?;
                 if demo {

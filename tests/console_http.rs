@@ -415,6 +415,7 @@ async fn run_once(cfg: &Config) -> iocsync::pipeline::RunStats {
         RunOptions {
             once: true,
             control: None,
+            state_only: false,
         },
         tokio_util::sync::CancellationToken::new(),
     )

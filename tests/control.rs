@@ -98,6 +98,7 @@ fn spawn_run(
     let opts = RunOptions {
         once: false,
         control: Some(control.clone()),
+        state_only: false,
     };
     let shutdown = shutdown.clone();
     tokio::spawn(async move { app::run(&cfg, opts, shutdown).await })

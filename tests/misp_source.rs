@@ -62,6 +62,7 @@ async fn run_once(cfg: &Config) -> Result<RunStats, app::AppError> {
         RunOptions {
             once: true,
             control: None,
+            state_only: false,
         },
         CancellationToken::new(),
     )

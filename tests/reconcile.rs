@@ -251,6 +251,76 @@ async fn adopt_after_the_state_is_lost_then_a_full_replay_creates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_then_a_state_only_replay_and_apply_create_nothing_but_what_s1_lost() {
+    let s1 = sentinelone_fake::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    sync(&s1, dir.path()).await;
+    let before_entries = entries(&s1);
+    // One value hand-deleted in S1 while the state is gone: the only thing to send afterwards.
+    let victim = s1
+        .iocs()
+        .into_iter()
+        .find(|i| {
+            i["externalId"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("indicator--"))
+        })
+        .expect("a managed IOC");
+    assert!(s1.remove(victim["uuid"].as_str().expect("uuid")));
+
+    std::fs::remove_dir_all(dir.path().join("state")).expect("lose the state");
+    let out = reconcile(&s1, dir.path(), &["--adopt", "--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s1.clear_journal();
+
+    // The replay goes into the state only: S1 is not called at all.
+    let mut cmd = with_env(iocsync(dir.path()), &s1, dir.path());
+    cmd.args(["run", "--state-only"]);
+    let out = output_within(cmd.into(), std::time::Duration::from_secs(180)).await;
+    assert_success(&out);
+    assert!(s1.journal().is_empty(), "a state-only run called S1");
+
+    // --apply creates the hand-deleted value again and nothing else: not the values the stream
+    // created and deleted before the loss, no second copy of anything.
+    let out = reconcile(&s1, dir.path(), &["--apply", "--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: usize = s1
+        .requests("POST")
+        .iter()
+        .map(|r| {
+            r.body
+                .as_ref()
+                .and_then(|b| b["data"].as_array())
+                .map_or(0, Vec::len)
+        })
+        .sum();
+    assert_eq!(created, 1, "only the hand-deleted value is created again");
+    assert!(s1.requests("DELETE").is_empty(), "nothing deleted");
+    assert_eq!(
+        entries(&s1),
+        before_entries,
+        "S1 holds what it held before the loss"
+    );
+    let out = reconcile(&s1, dir.path(), &["--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_jsonl_file_is_found_and_repaired() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("iocs.jsonl");

@@ -126,6 +126,9 @@ pub struct RunOptions {
     pub once: bool,
     /// Operator control (pause, resume, run now); `None`: `run` makes its own.
     pub control: Option<Control>,
+    /// After `reconcile --adopt`: one pass of the source into the state only, no sink called
+    /// ([`crate::sinks::state_only`]); `reconcile --apply` then sends the sinks the difference.
+    pub state_only: bool,
 }
 
 /// Validates without I/O, once; every problem becomes one line of the error.
@@ -249,7 +252,25 @@ pub async fn run(
     let valid = validated(cfg)?;
     let kind = valid.source.kind();
     let state = State::open(&cfg.state.dir)?;
-    let sinks = build_sinks(&valid, Some(&state))?;
+    let mut sinks = build_sinks(&valid, Some(&state))?;
+    if opts.state_only {
+        let pending = state.pending_intents()?.len();
+        if pending > 0 {
+            return Err(AppError::Other(format!(
+                "a state-only run needs a settled state, and {pending} changes are pending: \
+                 settle them first with `iocsync run` or `iocsync reconcile --apply`"
+            )));
+        }
+        tracing::info!("state-only run: the source goes into the state, no sink is called; `iocsync reconcile --apply` sends the difference");
+        sinks = sinks
+            .iter()
+            .map(|s| {
+                Arc::new(crate::sinks::state_only::StateOnly::standing_in_for(
+                    s.as_ref(),
+                )) as Arc<dyn Sink>
+            })
+            .collect();
+    }
     let source = build_source(cfg, &valid)?;
     // Kept alive until `run` returns: dropping it stops the server.
     let _http = start_http(cfg, kind, source.name(), &sinks).await?;
@@ -260,7 +281,7 @@ pub async fn run(
         .collect();
     // Reconcile (issue 16): the periodic dry run, stopped with the upkeep tasks.
     let reconcile = crate::reconcile::spawn_schedule(cfg, upkeep_token.clone());
-    let mode = if opts.once || kind == SourceKind::File {
+    let mode = if opts.once || opts.state_only || kind == SourceKind::File {
         RunMode::Ends
     } else {
         RunMode::Daemon

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod jsonl;
 pub mod sekoia;
 pub mod sentinelone;
+pub mod state_only;
 pub mod zeek;
 
 pub use crate::model::{Change, ChangeOp};
