@@ -269,13 +269,7 @@ async fn adopt_then_a_state_only_replay_and_apply_create_nothing_but_what_s1_los
     assert!(s1.remove(victim["uuid"].as_str().expect("uuid")));
 
     std::fs::remove_dir_all(dir.path().join("state")).expect("lose the state");
-    let out = reconcile(&s1, dir.path(), &["--adopt", "--json"]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&reconcile(&s1, dir.path(), &["--adopt", "--json"]).await);
     s1.clear_journal();
 
     // The replay goes into the state only: S1 is not called at all.
@@ -287,13 +281,7 @@ async fn adopt_then_a_state_only_replay_and_apply_create_nothing_but_what_s1_los
 
     // --apply creates the hand-deleted value again and nothing else: not the values the stream
     // created and deleted before the loss, no second copy of anything.
-    let out = reconcile(&s1, dir.path(), &["--apply", "--json"]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&reconcile(&s1, dir.path(), &["--apply", "--json"]).await);
     let created: usize = s1
         .requests("POST")
         .iter()
@@ -311,13 +299,8 @@ async fn adopt_then_a_state_only_replay_and_apply_create_nothing_but_what_s1_los
         before_entries,
         "S1 holds what it held before the loss"
     );
-    let out = reconcile(&s1, dir.path(), &["--json"]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // In sync: exit 0.
+    assert_success(&reconcile(&s1, dir.path(), &["--json"]).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

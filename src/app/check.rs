@@ -22,7 +22,10 @@ pub fn check_components(cfg: &Config) -> Result<Vec<String>, AppError> {
         .filter(|t| !t.verify)
         .map(|t| t.remote.to_string())
         .collect();
-    out.push(format!("source {}", build_source(cfg, &valid)?.name()));
+    out.push(format!(
+        "source {}",
+        build_source(cfg, &valid, None)?.name()
+    ));
     for sink in build_sinks(&valid, None)? {
         out.push(format!("sink {}", sink.name()));
     }
@@ -51,7 +54,10 @@ async fn probe(
     let wanted = |label: &str| only.is_none_or(|o| o == label);
     let valid = validated(cfg)?;
     let kind = valid.source.kind();
-    let source = build_source(cfg, &valid)?;
+    // The MISP line reports the console's edits too (schedule, feed toggles), from the state
+    // when there is one.
+    let state = State::open_read_only(&cfg.state.dir).ok().flatten();
+    let source = build_source(cfg, &valid, state.as_ref())?;
     let sinks = build_sinks(&valid, None)?;
     for tls in remotes_tls(cfg, kind)
         .iter()

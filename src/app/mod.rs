@@ -170,8 +170,13 @@ pub fn build_sinks(
     Ok(sinks)
 }
 
-/// Builds the selected source.
-pub fn build_source(cfg: &Config, valid: &Validated) -> Result<Box<dyn Source>, AppError> {
+/// Builds the selected source. `console_edits`: the state to read the console's MISP edits from
+/// for `check` (a run reads them itself at each run's start, so it passes `None`).
+pub fn build_source(
+    cfg: &Config,
+    valid: &Validated,
+    console_edits: Option<&State>,
+) -> Result<Box<dyn Source>, AppError> {
     match &valid.source {
         ValidSource::File(path) => Ok(Box::new(FileSource::new(path))),
         ValidSource::OpenCti(opencti, connector) => {
@@ -180,9 +185,8 @@ pub fn build_source(cfg: &Config, valid: &Validated) -> Result<Box<dyn Source>, 
         ValidSource::Misp(misp) => {
             let mut source = MispSource::new(misp)?
                 .with_expansion(cfg.pipeline.expand_or.then_some(cfg.pipeline.expand_max));
-            // `check` (and the console's Status page) report the console's MISP edits too.
-            if let Ok(Some(state)) = State::open_read_only(&cfg.state.dir) {
-                match crate::sources::misp::overrides::Overrides::read(&state) {
+            if let Some(state) = console_edits {
+                match crate::sources::misp::overrides::Overrides::read(state) {
                     Ok(overrides) => source = source.with_console_overrides(overrides),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the console's MISP settings from the state")
@@ -271,7 +275,7 @@ pub async fn run(
             })
             .collect();
     }
-    let source = build_source(cfg, &valid)?;
+    let source = build_source(cfg, &valid, None)?;
     // Kept alive until `run` returns: dropping it stops the server.
     let _http = start_http(cfg, kind, source.name(), &sinks).await?;
     let upkeep_token = shutdown.child_token();
